@@ -1,0 +1,262 @@
+"""The backend interface: the one door through which every analysis reaches a model's internals.
+
+An analysis is written once against :class:`Backend` and runs on every backend: TransformerLens 4
+(``TransformerBridge``, local) and nnsight (local, or remote on NDIF). A backend knows how to tokenise, run the model
+from tokens or from a residual stream at some layer (``start_layer``), record activations at :class:`~attnlab.sites.Site`
+addresses, and overwrite activations with :class:`Intervention` objects, which are plain data (index tensors and
+values) so that they can be shipped to a remote executor.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from attnlab.errors import SiteError, TokenizationError
+from attnlab.sites import Site, SiteKind
+
+__all__ = ["Backend", "Intervention", "ModelInfo", "RunOutput"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Static description of a loaded model, recorded in every result as provenance.
+
+    Attributes:
+        name: attnlab name or Hugging Face id the model was loaded by.
+        n_layers, n_heads, n_kv_heads, d_model, d_head, d_mlp, d_vocab, n_ctx: dimensions. ``n_heads`` counts query
+            heads; ``n_kv_heads`` key/value heads (equal to ``n_heads`` without grouped-query attention).
+        backend: ``"transformer_lens"`` or ``"nnsight"``.
+        family: architecture family (``"llama"``, ``"gpt2"``, ``"native"`` ...).
+        prepend_bos: whether :meth:`Backend.to_tokens` prepends a beginning-of-sequence token by default.
+        source: where the weights came from (path, package or hub id); never a secret.
+    """
+
+    name: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    backend: str
+    family: str
+    prepend_bos: bool = True
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable copy."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Overwrite entries of one activation during a run: ``act[rows, positions, heads] = values``.
+
+    Many patched variants of a prompt batch can share one forward pass: each variant occupies its own rows of the
+    batch and gets its own entries here. Index tensors all have length ``n``.
+
+    Attributes:
+        kind: activation kind (see :mod:`attnlab.sites` for shapes).
+        layer: block index.
+        rows: Int[n] batch rows to overwrite.
+        values: the new values, shape ``[n, *rest]`` where ``rest`` is the activation's shape after removing the
+            batch axis and, when given, the position and head axes. E.g. kind ``z`` with heads and no positions:
+            ``[n, pos, d_head]``; with both: ``[n, d_head]``; kind ``resid_pre`` with positions: ``[n, d_model]``.
+        heads: Int[n] head index per entry, or None for every head (head kinds only).
+        positions: Int[n] token position per entry, or None for every position.
+    """
+
+    kind: SiteKind
+    layer: int
+    rows: Int[Tensor, " n"]
+    values: Tensor
+    heads: Int[Tensor, " n"] | None = None
+    positions: Int[Tensor, " n"] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", SiteKind(self.kind))
+        n = self.rows.shape[0]
+        for name in ("heads", "positions"):
+            idx = getattr(self, name)
+            if idx is not None and idx.shape != (n,):
+                raise SiteError(f"Intervention.{name} must have shape ({n},) like rows (got {tuple(idx.shape)})")
+        if self.values.shape[0] != n:
+            raise SiteError(f"Intervention.values must have {n} entries on its first axis (got {self.values.shape[0]})")
+        if self.heads is not None and not self.kind.has_heads:
+            raise SiteError(f"kind {self.kind.value!r} has no head axis; heads must be None")
+        if self.kind is SiteKind.PATTERN:
+            raise SiteError("interventions on attention patterns are not supported; intervene on q, k, v or z")
+
+    def apply(self, act: Tensor) -> Tensor:
+        """Return ``act`` with this intervention applied (in place where possible).
+
+        Works for every kind whose head axis (if any) is axis 2: ``[batch, pos, head, ...]``.
+        """
+        idx: list = [self.rows]
+        idx.append(self.positions if self.positions is not None else slice(None))
+        if self.heads is not None:
+            idx.append(self.heads)
+        values = self.values.to(device=act.device, dtype=act.dtype)
+        if self.positions is None and self.heads is not None:
+            # Mixed advanced/basic indexing: act[rows, :, heads] has shape [n, pos, ...]; assign per entry via
+            # moving the position axis, which keeps the expected layout of ``values``.
+            act.transpose(1, 2)[self.rows, self.heads] = values
+        else:
+            act[tuple(idx)] = values
+        return act
+
+
+@dataclass
+class RunOutput:
+    """What :meth:`Backend.run` returns.
+
+    Attributes:
+        logits: Float[batch, pos, d_vocab], or Float[batch, d_vocab] when ``logits_at`` was given; None when the run
+            stopped early (``stop_layer``), in which case ``resid`` holds the residual stream.
+        cache: recorded activations, keyed by the requested sites, narrowed to their head and position if given.
+        resid: Float[batch, pos, d_model], the residual stream at ``stop_layer`` (only when ``stop_layer`` was set).
+    """
+
+    logits: Tensor | None
+    cache: dict[Site, Tensor] = field(default_factory=dict)
+    resid: Tensor | None = None
+
+
+def narrow(act: Tensor, site: Site) -> Tensor:
+    """Narrow a full activation tensor to ``site.head`` and ``site.position`` (if given)."""
+    if site.kind is SiteKind.PATTERN:
+        if site.head is not None:
+            act = act[:, site.head]
+            if site.position is not None:
+                act = act[:, site.position]
+        elif site.position is not None:
+            act = act[:, :, site.position]
+        return act
+    if site.position is not None and site.head is not None:
+        return act[:, site.position, site.head]
+    if site.position is not None:
+        return act[:, site.position]
+    if site.head is not None:
+        return act[:, :, site.head]
+    return act
+
+
+class Backend(ABC):
+    """A loaded model, as every attnlab analysis sees it.
+
+    Subclasses implement :meth:`run` and the tokeniser methods. Instances are what :func:`attnlab.load_model`
+    returns; pass them to any analysis.
+    """
+
+    info: ModelInfo
+
+    # -- tokenisation ---------------------------------------------------------------------------------------------
+    @abstractmethod
+    def to_tokens(self, texts: Sequence[str], prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+        """Tokenise ``texts`` (which must tokenise to equal lengths) into a [batch, pos] LongTensor.
+
+        Raises:
+            TokenizationError: the texts tokenise to different lengths.
+        """
+
+    @abstractmethod
+    def to_str_tokens(self, tokens: Int[Tensor, " pos"]) -> list[str]:
+        """Decode each token of a 1-D token tensor separately (for labels)."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+
+    def single_token_id(self, word: str) -> int:
+        """The id of ``word`` if it is exactly one token (leading space included), else raise.
+
+        Raises:
+            TokenizationError: ``word`` is not a single token in this model's tokenizer.
+        """
+        ids = self.encode(word)
+        if len(ids) != 1:
+            raise TokenizationError(
+                f"{word!r} is {len(ids)} tokens in {self.info.name}'s tokenizer, expected exactly 1; "
+                "choose words that are single tokens (with their leading space)"
+            )
+        return ids[0]
+
+    # -- execution ------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def run(
+        self,
+        tokens: Int[Tensor, "batch pos"] | None = None,
+        *,
+        resid: Float[Tensor, "batch pos d_model"] | None = None,
+        start_layer: int = 0,
+        stop_layer: int | None = None,
+        cache: Iterable[Site] = (),
+        interventions: Sequence[Intervention] = (),
+        logits_at: Int[Tensor, " batch"] | None = None,
+        grad: bool = False,
+    ) -> RunOutput:
+        """Run the model once, recording and overwriting activations.
+
+        Args:
+            tokens: Int[batch, pos] input ids; required when ``start_layer`` is 0.
+            resid: Float[batch, pos, d_model] residual stream entering block ``start_layer``; required when
+                ``start_layer`` > 0 (the blocks before it are not recomputed). ``tokens`` may still be given for
+                backends that need positions or masks.
+            start_layer: first block to run.
+            stop_layer: stop before this block and return the residual stream instead of logits.
+            cache: sites whose activations to record (blocks before ``start_layer`` cannot be recorded).
+            interventions: activation overwrites, applied in the order given.
+            logits_at: Int[batch] one position per row: return logits only there ([batch, d_vocab]), skipping the
+                unembedding of every other position.
+            grad: keep the autograd graph (for attribution patching); otherwise runs under ``torch.no_grad``.
+
+        Returns:
+            A :class:`RunOutput`.
+
+        Raises:
+            SiteError: a site or intervention outside the model.
+        """
+
+    # -- helpers shared by backends -------------------------------------------------------------------------------
+    def check_site(self, site: Site) -> Site:
+        """Validate ``site`` against this model's dimensions (see :meth:`Site.validate`)."""
+        return site.validate(self.info.n_layers, self.info.n_heads, self.info.n_kv_heads)
+
+    def check_layer(self, layer: int, *, name: str = "layer", allow_end: bool = False) -> int:
+        """Validate a block index.
+
+        Raises:
+            SiteError: ``layer`` not in [0, n_layers) (or [0, n_layers] with ``allow_end``).
+        """
+        hi = self.info.n_layers + (1 if allow_end else 0)
+        if not isinstance(layer, int) or not 0 <= layer < hi:
+            raise SiteError(f"'{name}' must be in [0, {hi}) (got {layer!r})")
+        return layer
+
+    @property
+    def name(self) -> str:
+        """The name the model was loaded by."""
+        return self.info.name
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"<{type(self).__name__} {i.name!r}: {i.n_layers} layers, {i.n_heads} heads"
+            f" ({i.n_kv_heads} key/value), d_model {i.d_model}>"
+        )
+
+
+def stack_tokens(rows: list[list[int]]) -> Tensor:
+    """Stack equal-length token id lists into a LongTensor, or raise a TokenizationError naming the lengths."""
+    lengths = sorted({len(r) for r in rows})
+    if len(lengths) > 1:
+        raise TokenizationError(
+            f"texts tokenise to different lengths {lengths}; a batch needs equal lengths (token-aligned prompts)"
+        )
+    return torch.tensor(rows, dtype=torch.long)

@@ -1,0 +1,113 @@
+"""Clean/corrupted prompt pairs: the input of every patching analysis.
+
+A :class:`PatchingDataset` holds token-aligned clean and corrupted batches (same length, same structure, differing
+only in the tokens the corruption changed), the answer pair whose logit difference is the metric, and the named
+positions of each prompt (for IOI: IO, S1, S2 and END). Tasks (:mod:`attnlab.tasks.ioi` ...) build these.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from attnlab.errors import DatasetError
+
+__all__ = ["PatchingDataset"]
+
+
+@dataclass(frozen=True)
+class PatchingDataset:
+    """Token-aligned clean and corrupted prompts with an answer pair per prompt.
+
+    Attributes:
+        task: task name (``"ioi"`` ...).
+        clean_tokens: Int[batch, pos] clean prompts.
+        corrupted_tokens: Int[batch, pos] corrupted prompts, aligned position by position with the clean ones.
+        answers: Int[batch, 2] token ids: column 0 the correct answer on the clean prompt (IOI: the indirect
+            object), column 1 the distractor (IOI: the subject). The metric is logit(col 0) - logit(col 1).
+        positions: named positions per prompt, each Int[batch]; must include ``"END"`` (where the metric is read).
+        position_labels: one label per position for plots (``"S2"``, ``"END"``, ``"IO/S1"`` ...).
+        clean_prompts, corrupted_prompts: the prompt strings (without BOS).
+        metadata: JSON-serialisable description (seed, corruption, templates ...), kept as provenance.
+
+    Raises:
+        DatasetError: empty dataset; clean and corrupted shapes differ; answers or positions of the wrong shape or
+            out of range; missing END.
+    """
+
+    task: str
+    clean_tokens: Int[Tensor, "batch pos"]
+    corrupted_tokens: Int[Tensor, "batch pos"]
+    answers: Int[Tensor, "batch 2"]
+    positions: dict[str, Int[Tensor, " batch"]]
+    position_labels: list[str]
+    clean_prompts: list[str] = field(default_factory=list)
+    corrupted_prompts: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c, k = self.clean_tokens, self.corrupted_tokens
+        if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] == 0:
+            raise DatasetError(f"dataset {self.task!r} is empty: clean_tokens has shape {tuple(c.shape)}; "
+                               "generate at least one prompt")
+        if k.shape != c.shape:
+            raise DatasetError(
+                f"clean and corrupted batches must have the same shape [batch, pos] (got clean {tuple(c.shape)}, "
+                f"corrupted {tuple(k.shape)}); corruptions must keep every prompt token-aligned"
+            )
+        batch, n_pos = c.shape
+        if self.answers.shape != (batch, 2):
+            raise DatasetError(f"answers must have shape ({batch}, 2) (got {tuple(self.answers.shape)})")
+        if "END" not in self.positions:
+            raise DatasetError("positions must include 'END', the position where the metric is read")
+        for name, pos in self.positions.items():
+            if pos.shape != (batch,):
+                raise DatasetError(f"positions[{name!r}] must have shape ({batch},) (got {tuple(pos.shape)})")
+            if int(pos.min()) < 0 or int(pos.max()) >= n_pos:
+                raise DatasetError(f"positions[{name!r}] must be in [0, {n_pos}) (got {pos.tolist()})")
+        if len(self.position_labels) != n_pos:
+            raise DatasetError(f"position_labels must have {n_pos} entries (got {len(self.position_labels)})")
+
+    def __len__(self) -> int:
+        return self.clean_tokens.shape[0]
+
+    @property
+    def n_pos(self) -> int:
+        """Number of token positions per prompt (BOS included)."""
+        return self.clean_tokens.shape[1]
+
+    @property
+    def end(self) -> Int[Tensor, " batch"]:
+        """Position of the final token of each prompt, where the answer is predicted."""
+        return self.positions["END"]
+
+    def subset(self, index: Sequence[int] | slice) -> "PatchingDataset":
+        """A new dataset with the prompts selected by ``index``."""
+        idx = torch.arange(len(self))[index]
+        pick = lambda seq: [seq[i] for i in idx.tolist()] if seq else []  # noqa: E731
+        return PatchingDataset(
+            task=self.task,
+            clean_tokens=self.clean_tokens[idx],
+            corrupted_tokens=self.corrupted_tokens[idx],
+            answers=self.answers[idx],
+            positions={k: v[idx] for k, v in self.positions.items()},
+            position_labels=list(self.position_labels),
+            clean_prompts=pick(self.clean_prompts),
+            corrupted_prompts=pick(self.corrupted_prompts),
+            metadata={**self.metadata, "subset_of": len(self)},
+        )
+
+    def swapped(self) -> "PatchingDataset":
+        """The same pairs with clean and corrupted exchanged (answers kept)."""
+        return PatchingDataset(
+            task=self.task, clean_tokens=self.corrupted_tokens, corrupted_tokens=self.clean_tokens,
+            answers=self.answers, positions=dict(self.positions), position_labels=list(self.position_labels),
+            clean_prompts=list(self.corrupted_prompts), corrupted_prompts=list(self.clean_prompts),
+            metadata={**self.metadata, "swapped": True},
+        )
+
+    def describe(self) -> dict:
+        """JSON-serialisable provenance: task, size, and metadata."""
+        return {"task": self.task, "n_prompts": len(self), "n_pos": self.n_pos, **self.metadata}
