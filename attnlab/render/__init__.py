@@ -1,0 +1,1 @@
+"""Rendering: MIME bundles for JupyterLab (labext), static HTML fallbacks and standalone reports."""
