@@ -11,7 +11,8 @@ Context:
     (GPT-2 small: 3.56 on average, IO ahead of S on 99.3% of prompts; section 2).
 
 Positions:
-    Every prompt has four named token positions, counted in the BOS-prepended token sequence:
+    Every prompt has four named token positions, counted in the token sequence as the backend makes it
+    (BOS first, for models that prepend one):
 
     - ``IO``: the indirect object's name in the first clause;
     - ``S1``: the subject's first occurrence, in the first clause;
@@ -62,7 +63,6 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -82,9 +82,6 @@ __all__ = [
     "single_token_words",
     "template_lengths",
 ]
-
-Corruption = Literal["abc", "s2_swap"]
-Order = Literal["mixed", "ABBA", "BABA"]
 
 #: The 15 templates of Wang et al. 2022 in BABA order: [B] is the subject (S1, S2), [A] the indirect object.
 #: The trailing " [A]" is the answer and is not part of the prompt.
@@ -260,9 +257,9 @@ def template_lengths(
 
 
 def _bos_offset(backend: Backend) -> int:
-    """Number of tokens ``to_tokens`` puts before the text (1 with BOS)."""
+    """Number of tokens ``to_tokens`` puts before the text by default: 1 with BOS (``info.prepend_bos``), else 0."""
     probe = " " + "x"
-    return int(backend.to_tokens([probe], prepend_bos=True).shape[1]) - len(backend.encode(probe))
+    return int(backend.to_tokens([probe]).shape[1]) - len(backend.encode(probe))
 
 
 # -- input checks -----------------------------------------------------------------------------------------------
@@ -301,6 +298,7 @@ class _Prompt:
 
 def _sample(rng: random.Random, n: int, idx: list[int], order: str, names: list[str], places: list[str],
             objects: list[str], corruption: str) -> list[_Prompt]:
+    """Draw ``n`` prompts: templates cycled then shuffled, orders balanced then shuffled, names without repeats."""
     template_seq = [idx[k % len(idx)] for k in range(n)]
     rng.shuffle(template_seq)
     if order == "mixed":
@@ -311,10 +309,9 @@ def _sample(rng: random.Random, n: int, idx: list[int], order: str, names: list[
     prompts = []
     for t, o in zip(template_seq, orders):
         io, s = rng.sample(names, 2)
-        abc = ("", "", "")
-        if corruption == "abc":
-            abc = tuple(rng.sample([x for x in names if x not in (io, s)], 3))
-        prompts.append(_Prompt(t, o, io, s, rng.choice(places), rng.choice(objects), abc))  # type: ignore[arg-type]
+        # Three more names for the ABC corruption: distinct from each other and from IO and S.
+        c, d, e = rng.sample([x for x in names if x not in (io, s)], 3) if corruption == "abc" else ("", "", "")
+        prompts.append(_Prompt(t, o, io, s, rng.choice(places), rng.choice(objects), (c, d, e)))
     return prompts
 
 
@@ -334,9 +331,9 @@ def ioi_dataset(
     n_prompts: int = 16,
     *,
     seed: int = 0,
-    corruption: Corruption = "abc",
+    corruption: str = "abc",
     templates: int | Sequence[int] | str = (0,),
-    order: Order = "mixed",
+    order: str = "mixed",
     names: Sequence[str] | None = None,
     places: Sequence[str] | None = None,
     objects: Sequence[str] | None = None,
@@ -359,8 +356,8 @@ def ioi_dataset(
 
     Returns:
         A :class:`PatchingDataset` with task ``"ioi"``: ``clean_tokens`` and ``corrupted_tokens`` Int[batch, pos]
-        (BOS first), ``answers`` Int[batch, 2] (column 0 the token id of " IO", column 1 of " S", for both
-        corruptions), ``positions`` ``{"IO", "S1", "S2", "END"}`` each Int[batch], ``position_labels`` (``"BOS"``,
+        as ``backend.to_tokens`` makes them (BOS first when ``info.prepend_bos``), ``answers`` Int[batch, 2]
+        (column 0 the token id of " IO", column 1 of " S", for both corruptions), ``positions`` ``{"IO", "S1", "S2", "END"}`` each Int[batch], ``position_labels`` (``"BOS"``,
         roles, ``"IO/S1"`` where ABBA and BABA put different roles at one position, ``"PLACE"``, ``"OBJECT"``, or
         the template's token text), and ``metadata`` (seed, corruption, templates, order, word counts, per-prompt
         template index and order).
@@ -371,7 +368,8 @@ def ioi_dataset(
             objects; prompts longer than the model's context; names not found where the template puts them.
         TokenizationError: a user-supplied name, place or object is not a single token.
     """
-    # Every check below runs before any prompt is generated or tokenised in bulk.
+    # ``corruption`` and ``order`` are typed ``str``, not ``Literal``, so that a wrong value reaches the clear
+    # message below even under runtime type checking. Every check runs before prompts are generated or tokenised.
     if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 1:
         raise DatasetError(f"'n_prompts' must be an integer >= 1 (got {n_prompts!r})")
     if corruption not in _CORRUPTIONS:
@@ -417,8 +415,8 @@ def ioi_dataset(
     prompts = _sample(rng, n_prompts, idx, order, name_list, place_list, object_list, corruption)
     clean_texts = [_fill(_pieces(p.template, p.order), _words(p)) for p in prompts]
     corrupted_texts = [_fill(_pieces(p.template, p.order), _words(p, corruption)) for p in prompts]
-    clean = backend.to_tokens(clean_texts, prepend_bos=True)
-    corrupted = backend.to_tokens(corrupted_texts, prepend_bos=True)
+    clean = backend.to_tokens(clean_texts)
+    corrupted = backend.to_tokens(corrupted_texts)
     if clean.shape != (n_prompts, n_pos) or corrupted.shape != clean.shape:
         raise DatasetError(
             f"IOI prompts tokenised to shapes clean {tuple(clean.shape)}, corrupted {tuple(corrupted.shape)}, "

@@ -1,0 +1,314 @@
+"""The batched activation-patching engine.
+
+Activation patching (Meng et al. 2022; Wang et al. 2022, section 3; practice in Heimersheim & Nanda 2024,
+arXiv 2404.15255) runs a model on one input while overwriting one activation with its value from another input, and
+measures how much the output moves. *Denoising* patches clean activations into the corrupted run: a component whose
+clean value restores the clean answer is *sufficient* (given the rest of the corrupted run) to carry it. *Noising*
+patches corrupted activations into the clean run: a component whose corruption destroys the answer is *necessary*.
+
+The reference implementation (TransformerLens ``patching.py``) runs one full forward pass of the batch per patched
+component. This engine computes the same numbers with far less work:
+
+1. Two baseline runs record every activation a sweep needs (the source run's activations to patch in and the target
+   run's residual stream entering each block).
+2. A patch at block L cannot change blocks before L, so every patched run *starts at block L* from the target run's
+   recorded residual stream (``start_layer``): on average half the blocks are skipped.
+3. Many patched variants (all heads of a layer, all positions ...) share one batched forward pass: variant v occupies
+   rows [v*batch, (v+1)*batch) and gets its own entries of one vectorised :class:`~attnlab.backends.Intervention`.
+   The number of variants per pass is chosen from a memory budget.
+4. The metric reads only the final position, so only that position is unembedded.
+5. A variant whose source and target activations are bitwise equal for every prompt (e.g. positions before the first
+   token the corruption changes: attention is causal) cannot change the output: it is not run, and its patched
+   metric is the target baseline.
+
+Results equal TransformerLens's ``get_act_patch_*`` functions to float32 precision (tests/test_patching_parity.py).
+"""
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnlab.backends.base import Backend, Intervention
+from attnlab.errors import DatasetError, SiteError
+from attnlab.metrics import Direction, check_direction, logit_diff, normalise
+from attnlab.results import PatchingResult
+from attnlab.sites import Site, SiteKind
+from attnlab.tasks.base import PatchingDataset
+
+__all__ = ["COMPONENTS", "ComponentSpec", "run_sweep"]
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """What a sweep patches: activation ``kind``, and whether it iterates over heads and/or positions."""
+
+    name: str
+    kind: SiteKind
+    by_head: bool
+    by_pos: bool
+    description: str
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return ("layer",) + (("head",) if self.by_head else ()) + (("pos",) if self.by_pos else ())
+
+
+COMPONENTS: dict[str, ComponentSpec] = {
+    spec.name: spec
+    for spec in (
+        ComponentSpec("resid_pre", SiteKind.RESID_PRE, False, True, "residual stream entering each block"),
+        ComponentSpec("attn_out", SiteKind.ATTN_OUT, False, True, "attention layer output"),
+        ComponentSpec("mlp_out", SiteKind.MLP_OUT, False, True, "MLP layer output"),
+        ComponentSpec("heads", SiteKind.Z, True, False, "each attention head's output (all positions)"),
+        ComponentSpec("heads_by_pos", SiteKind.Z, True, True, "each attention head's output at each position"),
+    )
+}
+
+_DEFAULT_BUDGET_MB = 1024
+
+
+def _bytes_per_row(model: Backend, n_pos: int) -> int:
+    """Rough peak bytes of one prompt row in a no-grad forward pass (float32)."""
+    i = model.info
+    per_pos = 8 * i.d_model + 3 * i.d_mlp + 3 * i.n_heads * i.d_head + 2 * i.n_heads * n_pos
+    return 4 * (n_pos * per_pos + 2 * i.d_vocab)
+
+
+def run_sweep(
+    model: Backend,
+    dataset: PatchingDataset,
+    component: str,
+    *,
+    direction: Direction = "denoising",
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    memory_budget_mb: float = _DEFAULT_BUDGET_MB,
+    progress: bool = True,
+) -> PatchingResult:
+    """Patch every (layer[, head][, position]) of one component and measure the normalised logit difference.
+
+    Args:
+        model: any :class:`~attnlab.backends.Backend`.
+        dataset: clean/corrupted pairs (e.g. :func:`attnlab.tasks.ioi.ioi_dataset`).
+        component: one of ``"resid_pre"``, ``"attn_out"``, ``"mlp_out"`` ([layer, pos]), ``"heads"``
+            ([layer, head], all positions at once) or ``"heads_by_pos"`` ([layer, head, pos]).
+        direction: ``"denoising"`` (clean activations into the corrupted run) or ``"noising"`` (corrupted into clean).
+        layers, heads, positions: restrict the sweep (default: all).
+        memory_budget_mb: peak memory the batched passes may use, in MiB; sets how many variants share a pass.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A :class:`~attnlab.results.PatchingResult` with normalised scores (0 = no effect; denoising 1 = fully
+        restored, noising -1 = fully destroyed) and per-prompt patched logit differences. Interrupting the sweep
+        (KeyboardInterrupt) returns the rows finished so far, the rest NaN, with ``result.complete == False``.
+
+    Raises:
+        SiteError: unknown component, layer/head/position out of range.
+        DatasetError: the dataset does not fit the model (context length, vocabulary).
+        MetricError: clean and corrupted baselines are equal (checked before the sweep starts).
+    """
+    from attnlab.progress import progress_bar
+
+    spec = COMPONENTS.get(component)
+    if spec is None:
+        raise SiteError(f"'component' must be one of {sorted(COMPONENTS)} (got {component!r})")
+    check_direction(direction)
+    info = model.info
+    n_pos = dataset.n_pos
+    _check_dataset(model, dataset)
+    layers = _check_index("layers", layers, info.n_layers)
+    heads = _check_index("heads", heads, info.n_heads) if spec.by_head else None
+    positions = _check_index("positions", positions, n_pos) if spec.by_pos else None
+    if memory_budget_mb <= 0:
+        raise SiteError(f"'memory_budget_mb' must be positive (got {memory_budget_mb})")
+
+    t0 = time.perf_counter()
+    clean, corrupted = dataset.clean_tokens, dataset.corrupted_tokens
+    source_tokens, target_tokens = (clean, corrupted) if direction == "denoising" else (corrupted, clean)
+    end, answers = dataset.end, dataset.answers
+    batch = len(dataset)
+
+    # 1. baselines: source activations to patch in, target residual stream to start from
+    act_sites = [Site(spec.kind, layer) for layer in layers]
+    resid_sites = [Site(SiteKind.RESID_PRE, layer) for layer in layers if layer > 0]
+    source = model.run(source_tokens, cache=act_sites, logits_at=end)
+    target = model.run(target_tokens, cache=resid_sites + (act_sites if spec.kind is not SiteKind.RESID_PRE else []),
+                       logits_at=end)
+    source_ld = logit_diff(source.logits, answers)
+    target_ld = logit_diff(target.logits, answers)
+    clean_ld, corrupted_ld = (source_ld, target_ld) if direction == "denoising" else (target_ld, source_ld)
+    clean_mean, corrupted_mean = float(clean_ld.mean()), float(corrupted_ld.mean())
+    normalise(torch.tensor(0.0), clean_mean, corrupted_mean, direction)  # fail now, not after the sweep
+
+    # 2. the variants of each layer, and which of them can change anything at all
+    start_resid = {layer: target.cache[Site(SiteKind.RESID_PRE, layer)] for layer in layers if layer > 0}
+    if spec.kind is SiteKind.RESID_PRE:
+        target_acts = dict(start_resid)
+        if 0 in layers:
+            site0 = Site(SiteKind.RESID_PRE, 0)
+            target_acts[0] = model.run(target_tokens, cache=[site0], stop_layer=1).cache[site0]
+    else:
+        target_acts = {layer: target.cache[Site(spec.kind, layer)] for layer in layers}
+    variants_by_layer: list[tuple[int, list[tuple[int | None, int | None]]]] = []
+    for layer in layers:
+        src, tgt = source.cache[Site(spec.kind, layer)], target_acts[layer]
+        live = []
+        for h in heads if heads is not None else [None]:
+            for p in positions if positions is not None else [None]:
+                if not _slices_equal(src, tgt, h, p):
+                    live.append((h, p))
+        variants_by_layer.append((layer, live))
+
+    shape = tuple(len(x) for x in (layers, heads, positions) if x is not None)
+    per_prompt = torch.full(shape + (batch,), float("nan"))
+    # variants skipped as no-ops take the target baseline, exactly what patching them would give
+    index_of = {layer: i for i, layer in enumerate(layers)}
+    head_index = {h: i for i, h in enumerate(heads)} if heads is not None else None
+    pos_index = {p: i for i, p in enumerate(positions)} if positions is not None else None
+
+    def cell(layer: int, h: int | None, p: int | None) -> tuple:
+        idx = (index_of[layer],)
+        if head_index is not None:
+            idx += (head_index[h],)
+        if pos_index is not None:
+            idx += (pos_index[p],)
+        return idx
+
+    rows_per_variant = batch
+    max_variants = max(1, int(memory_budget_mb * 2**20 // (_bytes_per_row(model, n_pos) * rows_per_variant)))
+    n_passes = sum(math.ceil(len(v) / max_variants) for _, v in variants_by_layer)
+    n_run = sum(len(v) for _, v in variants_by_layer)
+    n_total = math.prod(shape)
+    done_layers: list[int] = []
+    bar = progress_bar(total=n_passes, desc=f"patching {component} ({direction})", disable=not progress)
+    bar.set_postfix_str(f"{min(max_variants, max((len(v) for _, v in variants_by_layer), default=1))} variants/pass")
+    complete = True
+    try:
+        for layer, live in variants_by_layer:
+            src = source.cache[Site(spec.kind, layer)]
+            finished = []
+            for start in range(0, len(live), max_variants):
+                chunk = live[start:start + max_variants]
+                ld = _patched_pass(model, spec, layer, chunk, src, start_resid.get(layer), target_tokens, end,
+                                   answers)
+                for (h, p), values in zip(chunk, ld.split(batch)):
+                    per_prompt[cell(layer, h, p)] = values
+                    finished.append((h, p))
+                bar.update(1)
+            idx = index_of[layer]
+            layer_slice = per_prompt[idx]
+            nan_rows = torch.isnan(layer_slice).all(dim=-1)
+            layer_slice[nan_rows] = target_ld  # the no-op variants of this layer
+            done_layers.append(layer)
+    except KeyboardInterrupt:
+        complete = False
+    finally:
+        bar.close()
+
+    patched_mean = per_prompt.mean(dim=-1)
+    values = normalise(patched_mean, clean_mean, corrupted_mean, direction).float()
+    tokens = model.to_str_tokens(clean[0]) if getattr(model, "tokenizer", None) is not None else None
+    labels: dict[str, list[str]] = {"layer": [f"L{layer}" for layer in layers]}
+    if heads is not None:
+        labels["head"] = [f"H{h}" for h in heads]
+    if positions is not None:
+        labels["pos"] = [dataset.position_labels[p] for p in positions]
+    return PatchingResult(
+        analysis="activation_patching",
+        component=component,
+        direction=direction,
+        dims=spec.dims,
+        values=values,
+        per_prompt=per_prompt,
+        labels=labels,
+        index={"layer": list(layers), **({"head": list(heads)} if heads is not None else {}),
+               **({"pos": list(positions)} if positions is not None else {})},
+        tokens=[tokens[p] for p in positions] if (tokens is not None and positions is not None) else None,
+        prompt_tokens=tokens,
+        metric="logit_diff",
+        metric_description="normalised logit difference logit(correct) - logit(distractor) at END",
+        baselines={"clean": clean_mean, "corrupted": corrupted_mean},
+        model=info.to_dict(),
+        task=dataset.describe(),
+        settings={
+            "memory_budget_mb": memory_budget_mb,
+            "variants_per_pass": max_variants,
+            "forward_passes": n_passes + 2,
+            "variants_run": n_run,
+            "variants_skipped_as_no_ops": n_total - n_run,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+        complete=complete,
+        layers_done=done_layers,
+    )
+
+
+def _patched_pass(model, spec, layer, chunk, src, start_resid, target_tokens, end, answers) -> Tensor:
+    """Run one batched pass for ``chunk`` of (head, pos) variants at ``layer``; return Float[n*batch] logit diffs.
+
+    Variant v occupies rows [v*batch, (v+1)*batch). The pass starts at ``layer`` from the target run's residual
+    stream ``start_resid`` (or from the tokens at layer 0).
+    """
+    batch = target_tokens.shape[0]
+    n = len(chunk)
+    rows = torch.arange(n * batch)
+    src_rows = rows % batch
+    hs = torch.tensor([h for h, _ in chunk]).repeat_interleave(batch) if spec.by_head else None
+    ps = torch.tensor([p for _, p in chunk]).repeat_interleave(batch) if spec.by_pos else None
+    if hs is not None and ps is not None:
+        values = src[src_rows, ps, hs]
+    elif hs is not None:
+        values = src.transpose(1, 2)[src_rows, hs]
+    elif ps is not None:
+        values = src[src_rows, ps]
+    else:
+        values = src[src_rows]
+    iv = Intervention(kind=spec.kind, layer=layer, rows=rows, values=values, heads=hs, positions=ps)
+    ends = end.repeat(n)
+    tokens = target_tokens.repeat(n, 1)
+    if layer == 0:
+        out = model.run(tokens, interventions=[iv], logits_at=ends)
+    elif spec.kind is SiteKind.RESID_PRE:  # the patch *is* the starting residual stream
+        out = model.run(tokens, resid=iv.apply(start_resid.repeat(n, 1, 1)), start_layer=layer, logits_at=ends)
+    else:
+        out = model.run(tokens, resid=start_resid.repeat(n, 1, 1), start_layer=layer, interventions=[iv],
+                        logits_at=ends)
+    return logit_diff(out.logits, answers.repeat(n, 1))
+
+
+def _slices_equal(src: Tensor, tgt: Tensor, head: int | None, pos: int | None) -> bool:
+    a, b = src, tgt
+    if pos is not None:
+        a, b = a[:, pos], b[:, pos]
+    if head is not None:
+        a, b = (a[:, head], b[:, head]) if pos is not None else (a[:, :, head], b[:, :, head])
+    return torch.equal(a, b)
+
+
+def _check_index(name: str, values: Sequence[int] | None, limit: int) -> list[int]:
+    if values is None:
+        return list(range(limit))
+    values = list(values)
+    if not values:
+        raise SiteError(f"'{name}' must not be empty")
+    bad = [v for v in values if not isinstance(v, int) or not 0 <= v < limit]
+    if bad:
+        raise SiteError(f"'{name}' must be in [0, {limit}) (got {bad})")
+    if len(set(values)) != len(values):
+        raise SiteError(f"'{name}' has duplicates: {values}")
+    return values
+
+
+def _check_dataset(model: Backend, dataset: PatchingDataset) -> None:
+    info = model.info
+    if dataset.n_pos > info.n_ctx:
+        raise DatasetError(f"prompts are {dataset.n_pos} tokens but {info.name} has a context of {info.n_ctx}")
+    for name, toks in (("clean_tokens", dataset.clean_tokens), ("corrupted_tokens", dataset.corrupted_tokens),
+                       ("answers", dataset.answers)):
+        if int(toks.min()) < 0 or int(toks.max()) >= info.d_vocab:
+            raise DatasetError(f"{name} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")

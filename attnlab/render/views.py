@@ -1,0 +1,151 @@
+"""Turning results into render payloads, MIME bundles, static HTML and standalone reports.
+
+labext renders the vendor MIME type interactively. Front ends without the extension (VS Code, Colab, nbviewer,
+GitHub) show the ``text/html`` fallback: a static table coloured on the same scale, with no script. Standalone reports
+(``attnlab patch ... --out report.html``) inline labext's own renderer (``attnlab/render/static/attnlab-render.js``,
+built from ``labext/src/standalone.ts``) so that the file renders exactly as in the lab, offline, with no server.
+Every string from a prompt is escaped: tokens are text, never HTML.
+"""
+
+import html
+import json
+import math
+from importlib import resources
+
+from attnlab.render.contract import HEATMAP_MIME, HeatmapPayload
+
+__all__ = ["mime_bundle", "patching_heatmap", "standalone_html", "static_heatmap_html"]
+
+_NEG = (33, 102, 172)   # blue end of the diverging scale
+_POS = (178, 24, 43)    # red end
+
+
+def _zmax(values: list[list[float | None]]) -> float:
+    finite = [abs(v) for row in values for v in row if v is not None and math.isfinite(v)]
+    top = max(finite, default=0.0)
+    return top if top > 0 else 1.0
+
+
+def patching_heatmap(result) -> HeatmapPayload:
+    """Heatmap payload of a :class:`~attnlab.results.PatchingResult`.
+
+    [layer, head] and [layer, pos] results map directly; [layer, head, pos] results become
+    (layer x head) rows grouped by layer, one column per position.
+    """
+    v = result.values
+    if result.dims == ("layer", "head", "pos"):
+        n_l, n_h, n_p = v.shape
+        matrix = v.reshape(n_l * n_h, n_p)
+        rows = [f"L{layer}H{head}" for layer in result.index["layer"] for head in result.index["head"]]
+        groups = [i * n_h for i in range(1, n_l)]
+        row_title, col_title = "head", "position"
+    elif len(result.dims) == 2:
+        matrix = v
+        rows = list(result.labels[result.dims[0]])
+        groups = None
+        row_title = result.dims[0]
+        col_title = {"pos": "position"}.get(result.dims[1], result.dims[1])
+    else:
+        raise ValueError(f"cannot draw a heatmap of dims {result.dims}")
+    cols_key = result.dims[-1]
+    values = [[None if math.isnan(x) else float(x) for x in row] for row in matrix.tolist()]
+    b = result.baselines
+    what = "clean -> corrupted run (denoising)" if result.direction == "denoising" else \
+        "corrupted -> clean run (noising)"
+    subtitle = (f"{result.model.get('name', '?')} · {result.task.get('task', '?')} "
+                f"({result.task.get('n_prompts', '?')} prompts) · patched {what} · clean LD "
+                f"{b.get('clean', float('nan')):.3f}, corrupted LD {b.get('corrupted', float('nan')):.3f}")
+    if not result.complete:
+        subtitle += " · INCOMPLETE (interrupted)"
+    return HeatmapPayload(
+        kind="heatmap", version=1,
+        title=f"Activation patching: {result.component.replace('_', ' ')} ({result.direction})",
+        subtitle=subtitle,
+        values=values,
+        row_labels=rows,
+        col_labels=list(result.labels[cols_key]),
+        col_tokens=list(result.tokens) if (cols_key == "pos" and result.tokens is not None) else None,
+        row_title=row_title,
+        col_title=col_title,
+        row_groups=groups,
+        value_label="normalised logit difference",
+        zmax=_zmax(values),
+    )
+
+
+def _colour(value: float | None, zmax: float) -> str:
+    if value is None:
+        return "#d9d9d9"
+    t = max(-1.0, min(1.0, value / zmax))
+    end = _POS if t >= 0 else _NEG
+    a = abs(t)
+    r, g, b = (round(255 + (c - 255) * a) for c in end)
+    return f"rgb({r},{g},{b})"
+
+
+def static_heatmap_html(payload: HeatmapPayload) -> str:
+    """A script-free HTML table of the heatmap (the ``text/html`` fallback). All labels are escaped."""
+    e = html.escape
+    z = payload["zmax"]
+    head = "".join(
+        f'<th style="padding:2px 4px;font-weight:normal;writing-mode:vertical-rl">{e(label)}'
+        + (f"<br><code>{e(tok)}</code>" if payload["col_tokens"] else "") + "</th>"
+        for label, tok in zip(payload["col_labels"], payload["col_tokens"] or [""] * len(payload["col_labels"])))
+    body = []
+    for label, row in zip(payload["row_labels"], payload["values"]):
+        cells = "".join(
+            f'<td title="{e(label)} · {e(col)}: {"not computed" if v is None else f"{v:.4f}"}" '
+            f'style="background:{_colour(v, z)};min-width:14px;height:12px"></td>'
+            for col, v in zip(payload["col_labels"], row))
+        body.append(f'<tr><th style="text-align:right;padding-right:4px;font-weight:normal">{e(label)}</th>{cells}</tr>')
+    return (
+        '<div class="attnlab-static" style="font:11px sans-serif">'
+        f'<div style="font-weight:bold;font-size:13px">{e(payload["title"])}</div>'
+        f'<div style="color:#555">{e(payload["subtitle"])}</div>'
+        f'<div style="color:#555">colour: {e(payload["value_label"])}, blue -{z:.3g} · white 0 · red +{z:.3g}; '
+        f'rows: {e(payload["row_title"])}, columns: {e(payload["col_title"])}. Hover a cell for its value. '
+        'Static view: install the attnlab JupyterLab extension for the interactive one.</div>'
+        f'<table style="border-collapse:collapse"><tr><th></th>{head}</tr>{"".join(body)}</table></div>'
+    )
+
+
+def mime_bundle(payload: HeatmapPayload, *, plain: str) -> dict:
+    """MIME bundle: the vendor type for labext, static HTML and plain text for other front ends."""
+    return {HEATMAP_MIME: payload, "text/html": static_heatmap_html(payload), "text/plain": plain}
+
+
+def _renderer_js() -> str:
+    try:
+        return resources.files("attnlab.render").joinpath("static/attnlab-render.js").read_text()
+    except FileNotFoundError:
+        from attnlab.errors import AttnlabError
+
+        raise AttnlabError(
+            "attnlab's standalone renderer (attnlab/render/static/attnlab-render.js) is missing: it is built from "
+            "labext/ by the package build; reinstall attnlab (pip install attnlab) or run `make setup` in a checkout"
+        ) from None
+
+
+def standalone_html(payload: HeatmapPayload, *, title: str | None = None) -> str:
+    """A self-contained HTML document rendering ``payload`` with labext's renderer, offline (no network, no server).
+
+    Raises:
+        AttnlabError: the built renderer is missing (a source checkout that was never built).
+    """
+    data = json.dumps(payload, allow_nan=False).replace("</", "<\\/")  # a token "</script>" stays inside the JSON
+    js = _renderer_js().replace("</script", "<\\/script")
+    doc_title = html.escape(title or payload["title"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{doc_title}</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:">
+</head><body style="margin:16px;background:#fff">
+<div id="attnlab-report"></div>
+<noscript>{static_heatmap_html(payload)}</noscript>
+<script id="attnlab-payload" type="application/json">{data}</script>
+<script>{js}</script>
+<script>
+attnlabRender.renderHeatmap(document.getElementById("attnlab-report"),
+  JSON.parse(document.getElementById("attnlab-payload").textContent));
+</script>
+</body></html>
+"""
