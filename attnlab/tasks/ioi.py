@@ -357,9 +357,9 @@ def ioi_dataset(
     Returns:
         A :class:`PatchingDataset` with task ``"ioi"``: ``clean_tokens`` and ``corrupted_tokens`` Int[batch, pos]
         as ``backend.to_tokens`` makes them (BOS first when ``info.prepend_bos``), ``answers`` Int[batch, 2]
-        (column 0 the token id of " IO", column 1 of " S", for both corruptions), ``positions`` ``{"IO", "S1", "S2", "END"}`` each Int[batch], ``position_labels`` (``"BOS"``,
-        roles, ``"IO/S1"`` where ABBA and BABA put different roles at one position, ``"PLACE"``, ``"OBJECT"``, or
-        the template's token text), and ``metadata`` (seed, corruption, templates, order, word counts, per-prompt
+        (column 0 the token id of " IO", column 1 of " S", for both corruptions), ``positions``
+        ``{"IO", "S1", "S2", "END"}`` each Int[batch], ``position_labels`` (``"BOS"``, roles, ``"IO/S1"`` where
+        ABBA and BABA put different roles at one position, ``"PLACE"``, ``"OBJECT"``, or the template's token text), and ``metadata`` (seed, corruption, templates, order, word counts, per-prompt
         template index and order).
 
     Raises:

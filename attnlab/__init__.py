@@ -1,0 +1,90 @@
+"""attnlab: click through the circuits inside attention layers.
+
+Activation patching, circuit search and attention-head analyses on real language models, with results rendered in
+JupyterLab. Start with :func:`load_model` (the embedded SmolLM2-135M works offline), build a task dataset
+(:func:`attnlab.tasks.ioi.ioi_dataset`), and run a sweep (:func:`patch_heads` ...).
+
+Importing attnlab is cheap and has no side effects: torch, TransformerLens and transformers load on first use.
+"""
+
+import importlib
+from typing import TYPE_CHECKING
+
+__all__ = [
+    "AttnlabError",
+    "Backend",
+    "Intervention",
+    "ModelInfo",
+    "PatchingDataset",
+    "PatchingResult",
+    "Site",
+    "SiteKind",
+    "__version__",
+    "gpt2_shaped_model",
+    "load_model",
+    "patch_attn_out",
+    "patch_heads",
+    "patch_heads_by_position",
+    "patch_mlp_out",
+    "patch_residual_stream",
+    "run_sweep",
+    "tiny_model",
+]
+
+_LAZY = {
+    "AttnlabError": "attnlab.errors",
+    "Backend": "attnlab.backends.base",
+    "Intervention": "attnlab.backends.base",
+    "ModelInfo": "attnlab.backends.base",
+    "PatchingDataset": "attnlab.tasks.base",
+    "PatchingResult": "attnlab.results",
+    "Site": "attnlab.sites",
+    "SiteKind": "attnlab.sites",
+    "gpt2_shaped_model": "attnlab.models",
+    "load_model": "attnlab.models",
+    "patch_attn_out": "attnlab.patching",
+    "patch_heads": "attnlab.patching",
+    "patch_heads_by_position": "attnlab.patching",
+    "patch_mlp_out": "attnlab.patching",
+    "patch_residual_stream": "attnlab.patching",
+    "run_sweep": "attnlab.patching",
+    "tiny_model": "attnlab.models",
+}
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        from attnlab._version import version
+
+        return version()
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'attnlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds attnlab's prebuilt extension (used by ``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "attnlab"}]
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from attnlab.backends.base import Backend, Intervention, ModelInfo
+    from attnlab.errors import AttnlabError
+    from attnlab.models import gpt2_shaped_model, load_model, tiny_model
+    from attnlab.patching import (
+        patch_attn_out,
+        patch_heads,
+        patch_heads_by_position,
+        patch_mlp_out,
+        patch_residual_stream,
+        run_sweep,
+    )
+    from attnlab.results import PatchingResult
+    from attnlab.sites import Site, SiteKind
+    from attnlab.tasks.base import PatchingDataset

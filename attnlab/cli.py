@@ -1,0 +1,101 @@
+"""The ``attnlab`` command line.
+
+    attnlab patch ioi --model smollm2-135m --component heads            # print the top heads
+    attnlab patch ioi --component heads_by_pos --out report.html       # also write an offline HTML report
+    attnlab prepare                                                     # convert and cache the embedded model
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+_COMPONENTS = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out")
+_TASKS = ("ioi",)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnlab", description="Activation patching on real language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    patch = sub.add_parser("patch", help="run an activation-patching sweep and print the top components")
+    patch.add_argument("task", choices=_TASKS, help="task whose clean/corrupted prompts to patch")
+    patch.add_argument("--model", default="smollm2-135m",
+                       help="attnlab model name or Hugging Face id (default: the embedded smollm2-135m)")
+    patch.add_argument("--component", choices=_COMPONENTS, default="heads", help="what to patch (default: heads)")
+    patch.add_argument("--direction", choices=("denoising", "noising"), default="denoising")
+    patch.add_argument("--n-prompts", type=int, default=16, help="number of prompts (default 16)")
+    patch.add_argument("--seed", type=int, default=0)
+    patch.add_argument("--corruption", choices=("s2_swap", "abc"), default="s2_swap",
+                       help="s2_swap: symmetric token replacement (Zhang & Nanda 2023); abc: three new names "
+                            "(Wang et al. 2022)")
+    patch.add_argument("--top", type=int, default=10, help="how many components to print (default 10)")
+    patch.add_argument("--out", type=Path, help="write a standalone, offline HTML report to this file")
+    patch.add_argument("--save", type=Path, help="save the result as JSON (reload with PatchingResult.load)")
+    patch.add_argument("--memory-budget-mb", type=float, default=1024)
+    patch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("prepare", help="convert and cache the embedded SmolLM2-135M model (done once, ~40 s)")
+    return parser
+
+
+def _cmd_patch(args) -> int:
+    from attnlab.errors import AttnlabError
+
+    if args.n_prompts < 1:
+        raise AttnlabError(f"--n-prompts must be at least 1 (got {args.n_prompts})")
+    if args.out is not None and args.out.suffix.lower() not in (".html", ".htm"):
+        raise AttnlabError(f"--out must name an .html file (got {args.out})")
+    from attnlab.models import load_model
+    from attnlab.patching import run_sweep
+    from attnlab.render.views import standalone_html
+    from attnlab.tasks.ioi import ioi_dataset
+
+    model = load_model(args.model)
+    dataset = ioi_dataset(model, args.n_prompts, seed=args.seed, corruption=args.corruption)
+    result = run_sweep(model, dataset, args.component, direction=args.direction,
+                       memory_budget_mb=args.memory_budget_mb, progress=not args.quiet)
+    print(repr(result))
+    s = result.settings
+    print(f"{s['forward_passes']} forward passes ({s['variants_per_pass']} variants per pass, "
+          f"{s['variants_skipped_as_no_ops']} no-op variants skipped) in {s['seconds']:.1f} s")
+    columns = [c for c in ("component", "token", "value", "patched_logit_diff") if c in result.top(1).columns]
+    import pandas as pd
+
+    with pd.option_context("display.width", 120, "display.float_format", "{:+.4f}".format):
+        print(result.top(args.top)[columns].to_string(index=False))
+    if args.save:
+        print(f"saved result to {result.save(args.save)}")
+    if args.out:
+        args.out.write_text(standalone_html(result.heatmap_payload()), encoding="utf-8")
+        print(f"wrote HTML report to {args.out}")
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    from attnlab.models.embedded import embedded_checkpoint
+
+    print(f"embedded model ready in {embedded_checkpoint()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``attnlab`` command. Returns the exit status (2 for attnlab errors)."""
+    from attnlab.errors import AttnlabError
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return {"patch": _cmd_patch, "prepare": _cmd_prepare}[args.command](args)
+    except AttnlabError as exc:
+        print(f"attnlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
