@@ -33,6 +33,7 @@ class ModelInfo:
         family: architecture family (``"llama"``, ``"gpt2"``, ``"native"`` ...).
         prepend_bos: whether :meth:`Backend.to_tokens` prepends a beginning-of-sequence token by default.
         source: where the weights came from (path, package or hub id); never a secret.
+        has_mlp: False for attention-only models.
     """
 
     name: str
@@ -48,6 +49,7 @@ class ModelInfo:
     family: str
     prepend_bos: bool = True
     source: str = ""
+    has_mlp: bool = True
 
     def to_dict(self) -> dict:
         """A JSON-serialisable copy."""
@@ -227,7 +229,13 @@ class Backend(ABC):
 
     # -- helpers shared by backends -------------------------------------------------------------------------------
     def check_site(self, site: Site) -> Site:
-        """Validate ``site`` against this model's dimensions (see :meth:`Site.validate`)."""
+        """Validate ``site`` against this model's dimensions (see :meth:`Site.validate`).
+
+        Raises:
+            SiteError: out of range, or an MLP site on an attention-only model.
+        """
+        if site.kind in (SiteKind.MLP_OUT, SiteKind.RESID_MID) and not self.info.has_mlp:
+            raise SiteError(f"{self.info.name} is attention-only: it has no {site.kind.value!r} activation")
         return site.validate(self.info.n_layers, self.info.n_heads, self.info.n_kv_heads)
 
     def check_layer(self, layer: int, *, name: str = "layer", allow_end: bool = False) -> int:

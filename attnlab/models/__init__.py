@@ -153,6 +153,7 @@ def tiny_model(
         name=name or f"tiny-{n_layers}l", n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads or n_heads,
         d_model=d_model, d_head=d_head, d_mlp=bridge.cfg.d_mlp or 4 * d_model, d_vocab=d_vocab, n_ctx=n_ctx,
         backend="transformer_lens", family="native", prepend_bos=False, source=f"random init, seed {seed}",
+        has_mlp=not attn_only,
     )
     return TransformerLensBackend(bridge, info, tokenizer=None)
 

@@ -124,6 +124,8 @@ def run_sweep(
     layers = _check_index("layers", layers, info.n_layers)
     heads = _check_index("heads", heads, info.n_heads) if spec.by_head else None
     positions = _check_index("positions", positions, n_pos) if spec.by_pos else None
+    for layer in layers[:1]:
+        model.check_site(Site(spec.kind, layer))
     if memory_budget_mb <= 0:
         raise SiteError(f"'memory_budget_mb' must be positive (got {memory_budget_mb})")
 

@@ -359,8 +359,8 @@ def ioi_dataset(
         as ``backend.to_tokens`` makes them (BOS first when ``info.prepend_bos``), ``answers`` Int[batch, 2]
         (column 0 the token id of " IO", column 1 of " S", for both corruptions), ``positions``
         ``{"IO", "S1", "S2", "END"}`` each Int[batch], ``position_labels`` (``"BOS"``, roles, ``"IO/S1"`` where
-        ABBA and BABA put different roles at one position, ``"PLACE"``, ``"OBJECT"``, or the template's token text), and ``metadata`` (seed, corruption, templates, order, word counts, per-prompt
-        template index and order).
+        ABBA and BABA put different roles at one position, ``"PLACE"``, ``"OBJECT"``, or the template's token text),
+        and ``metadata`` (seed, corruption, templates, order, word counts, per-prompt template index and order).
 
     Raises:
         DatasetError: ``n_prompts`` < 1; unknown ``corruption`` or ``order``; a template index out of range;

@@ -1,0 +1,580 @@
+/**
+ * A pure, dependency-free DOM renderer for attnlab heatmap payloads.
+ *
+ * Used both by the JupyterLab MIME renderer (`./index`) and by the standalone bundle for offline HTML reports
+ * (`./standalone`). Nothing here touches the network, and every string from the payload (titles, labels, tokens)
+ * reaches the page through `textContent` / SVG text nodes only, never as HTML.
+ *
+ * Tooltip text (the tooltip is a `div.attnlab-tooltip`, lines joined with "\n", shown with `white-space: pre`):
+ *
+ *     line 1:                  `${row_label} · ${col_label}`
+ *     line 2 (col_tokens only): `token ${JSON.stringify(col_tokens[col])}`
+ *     line 3:                  `${value.toFixed(4)} ${value_label}`   (or `not computed` for a null cell)
+ *
+ * e.g. "L9 · END\ntoken \" Mary\"\n0.8123 normalised logit difference". See {@link formatTooltip}.
+ */
+
+import type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
+
+/** Name of the bubbling CustomEvent dispatched on the host element when a cell is clicked. */
+export const CELL_CLICK_EVENT = 'attnlab-cell-click';
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+// Font sizes in px; they mirror style/index.css and drive the layout estimates below.
+const LABEL_FONT = 12;
+const SMALL_FONT = 11;
+const TOKEN_FONT = 11;
+const AXIS_FONT = 12;
+/** Generous estimates of a character's advance in em: labels (sans-serif, often capitals) and tokens (monospace). */
+const LABEL_EM = 0.68;
+const MONO_EM = 0.62;
+/** Tokens longer than this are shown shortened (the tooltip always has the full token). */
+const MAX_TOKEN_CHARS = 32;
+
+const LEGEND_BAR_WIDTH = 200;
+
+/** Colour stops of the diverging scale, t in [-1, 1]: blue, light blue, white, light red, red. */
+const STOPS: ReadonlyArray<readonly [number, readonly [number, number, number]]> = [
+  [-1, [33, 102, 172]],
+  [-0.5, [146, 197, 222]],
+  [0, [255, 255, 255]],
+  [0.5, [244, 165, 130]],
+  [1, [178, 24, 43]]
+];
+
+let instances = 0;
+
+/**
+ * Colour of `value` on the diverging scale: -zmax full blue, 0 white, +zmax full red (clamped outside).
+ */
+export function divergingColor(value: number, zmax: number): string {
+  const t = Math.max(-1, Math.min(1, value / zmax));
+  let i = 0;
+  while (i < STOPS.length - 2 && t > STOPS[i + 1][0]) {
+    i++;
+  }
+  const [t0, c0] = STOPS[i];
+  const [t1, c1] = STOPS[i + 1];
+  const f = (t - t0) / (t1 - t0);
+  const mix = (k: number) => Math.round(c0[k] + (c1[k] - c0[k]) * f);
+  return `rgb(${mix(0)}, ${mix(1)}, ${mix(2)})`;
+}
+
+/** The number at `[row][col]`, or null when absent, null or not a finite number. */
+function cellValue(payload: HeatmapPayload, row: number, col: number): number | null {
+  const v = payload.values[row]?.[col];
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+function label(list: readonly unknown[] | null | undefined, index: number): string {
+  const v = list?.[index];
+  return v === undefined || v === null ? String(index) : String(v);
+}
+
+/**
+ * The exact tooltip text of cell `[row][col]` (see the module comment for the format).
+ */
+export function formatTooltip(payload: HeatmapPayload, row: number, col: number): string {
+  const lines = [`${label(payload.row_labels, row)} · ${label(payload.col_labels, col)}`];
+  if (payload.col_tokens) {
+    lines.push(`token ${JSON.stringify(label(payload.col_tokens, col))}`);
+  }
+  const value = cellValue(payload, row, col);
+  if (value === null) {
+    lines.push('not computed');
+  } else {
+    lines.push(payload.value_label ? `${value.toFixed(4)} ${payload.value_label}` : value.toFixed(4));
+  }
+  return lines.join('\n');
+}
+
+/** Token as displayed under a column: control characters made visible, very long tokens shortened. */
+function displayToken(token: string): string {
+  const shown = token.replace(/\r\n|\n/g, '↵').replace(/\t/g, '⇥').replace(/\r/g, '↵');
+  return shown.length > MAX_TOKEN_CHARS ? `${shown.slice(0, MAX_TOKEN_CHARS - 1)}…` : shown;
+}
+
+/** Short tick label: at most three significant digits, no float noise. */
+function formatTick(v: number): string {
+  if (v === 0) {
+    return '0';
+  }
+  const s = String(Number(v.toPrecision(3)));
+  return v > 0 ? `+${s}` : s;
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.max(lo, Math.min(hi, x));
+}
+
+function textWidth(text: string, fontPx: number, em = LABEL_EM): number {
+  return Math.ceil(text.length * em * fontPx);
+}
+
+type Attrs = Record<string, string | number>;
+
+function svgEl<K extends keyof SVGElementTagNameMap>(
+  doc: Document,
+  tag: K,
+  attrs: Attrs,
+  parent?: Element
+): SVGElementTagNameMap[K] {
+  const el = doc.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    el.setAttribute(k, String(v));
+  }
+  if (parent) {
+    parent.appendChild(el);
+  }
+  return el;
+}
+
+/** An SVG text element whose content is set as a text node (never parsed as markup). */
+function svgText(doc: Document, parent: Element, text: string, attrs: Attrs): SVGTextElement {
+  const el = svgEl(doc, 'text', attrs, parent);
+  el.textContent = text;
+  return el;
+}
+
+function htmlEl(doc: Document, tag: string, className: string, parent: Element, text?: string): HTMLElement {
+  const el = doc.createElement(tag);
+  el.className = className;
+  if (text !== undefined) {
+    el.textContent = text;
+  }
+  parent.appendChild(el);
+  return el;
+}
+
+/** A grey, diagonally hatched fill for cells that were not computed. */
+function hatchPattern(doc: Document, defs: Element, id: string): void {
+  const p = svgEl(
+    doc,
+    'pattern',
+    { id, patternUnits: 'userSpaceOnUse', width: 6, height: 6, patternTransform: 'rotate(45)' },
+    defs
+  );
+  svgEl(doc, 'rect', { width: 6, height: 6, class: 'attnlab-hatch-bg' }, p);
+  svgEl(doc, 'line', { x1: 0, y1: 0, x2: 0, y2: 6, class: 'attnlab-hatch-line' }, p);
+}
+
+/** Colour bar from -zmax to +zmax with ticks, the value label, and a "not computed" swatch if needed. */
+function renderLegend(
+  doc: Document,
+  parent: Element,
+  uid: string,
+  zmax: number,
+  valueLabel: string,
+  hasMissing: boolean
+): void {
+  const x0 = 20;
+  const barY = 4;
+  const barH = 12;
+  const labelX = x0 + LEGEND_BAR_WIDTH + 14;
+  let width = labelX + textWidth(valueLabel, LABEL_FONT) + 8;
+  const missingX = width + 12;
+  const missingText = 'not computed';
+  if (hasMissing) {
+    width = missingX + 18 + textWidth(missingText, SMALL_FONT) + 8;
+  }
+  const height = 38;
+  const svg = svgEl(doc, 'svg', {
+    class: 'attnlab-legend',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'img',
+    'aria-label': `colour scale from ${formatTick(-zmax)} (blue) through 0 (white) to ${formatTick(zmax)} (red)`
+  });
+  parent.appendChild(svg);
+  const defs = svgEl(doc, 'defs', {}, svg);
+  const grad = svgEl(doc, 'linearGradient', { id: `${uid}-grad`, x1: 0, x2: 1, y1: 0, y2: 0 }, defs);
+  for (const [t, [r, g, b]] of STOPS) {
+    svgEl(doc, 'stop', { offset: `${((t + 1) / 2) * 100}%`, 'stop-color': `rgb(${r}, ${g}, ${b})` }, grad);
+  }
+  svgEl(
+    doc,
+    'rect',
+    { x: x0, y: barY, width: LEGEND_BAR_WIDTH, height: barH, fill: `url(#${uid}-grad)`, class: 'attnlab-legend-bar' },
+    svg
+  );
+  for (const f of [-1, -0.5, 0, 0.5, 1]) {
+    const x = x0 + ((f + 1) / 2) * LEGEND_BAR_WIDTH;
+    svgEl(doc, 'line', { x1: x, x2: x, y1: barY + barH, y2: barY + barH + 4, class: 'attnlab-tick' }, svg);
+    svgText(doc, svg, formatTick(f * zmax), {
+      x,
+      y: barY + barH + 13,
+      'text-anchor': 'middle',
+      class: 'attnlab-legend-tick'
+    });
+  }
+  svgText(doc, svg, valueLabel, {
+    x: labelX,
+    y: barY + barH / 2,
+    'dominant-baseline': 'central',
+    class: 'attnlab-legend-label'
+  });
+  if (hasMissing) {
+    const defsId = `${uid}-hatch-legend`;
+    hatchPattern(doc, defs, defsId);
+    svgEl(
+      doc,
+      'rect',
+      { x: missingX, y: barY, width: 14, height: barH, fill: `url(#${defsId})`, class: 'attnlab-legend-missing' },
+      svg
+    );
+    svgText(doc, svg, missingText, {
+      x: missingX + 18,
+      y: barY + barH / 2,
+      'dominant-baseline': 'central',
+      class: 'attnlab-legend-tick'
+    });
+  }
+}
+
+/**
+ * Draw `payload` into `host`, replacing whatever `host` held.
+ *
+ * Produces `div.attnlab-heatmap` with a header (title, subtitle, colour legend), an SVG matrix whose cells are
+ * `rect.attnlab-cell[data-row][data-col][data-value]` (`data-value="null"` and class `attnlab-cell-missing` for
+ * cells not computed), and a hover/focus tooltip `div.attnlab-tooltip`. Clicking a cell (or Enter/Space on a focused
+ * cell) selects it and dispatches a bubbling `CustomEvent('attnlab-cell-click', {detail: {row, col, rowLabel,
+ * colLabel, value}})` on `host`. Arrow keys move the focus between cells.
+ */
+export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void {
+  const doc = host.ownerDocument;
+  const uid = `attnlab-${++instances}`;
+  host.replaceChildren();
+
+  const root = htmlEl(doc, 'div', 'attnlab-heatmap', host);
+  if (!payload || !Array.isArray(payload.values)) {
+    htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed heatmap payload (no "values" matrix).');
+    return;
+  }
+
+  const nRows = payload.values.length;
+  let nCols = Array.isArray(payload.col_labels) ? payload.col_labels.length : 0;
+  for (const row of payload.values) {
+    nCols = Math.max(nCols, Array.isArray(row) ? row.length : 0);
+  }
+  const rowLabels = Array.from({ length: nRows }, (_, i) => label(payload.row_labels, i));
+  const colLabels = Array.from({ length: nCols }, (_, j) => label(payload.col_labels, j));
+  const tokens = payload.col_tokens
+    ? Array.from({ length: nCols }, (_, j) => label(payload.col_tokens, j))
+    : null;
+
+  let absMax = 0;
+  let hasMissing = false;
+  for (let i = 0; i < nRows; i++) {
+    for (let j = 0; j < nCols; j++) {
+      const v = cellValue(payload, i, j);
+      if (v === null) {
+        hasMissing = true;
+      } else {
+        absMax = Math.max(absMax, Math.abs(v));
+      }
+    }
+  }
+  const zmax =
+    typeof payload.zmax === 'number' && Number.isFinite(payload.zmax) && payload.zmax > 0
+      ? payload.zmax
+      : absMax > 0
+        ? absMax
+        : 1;
+
+  // Header: title, subtitle (HTML, so long lines wrap) and the colour legend.
+  const header = htmlEl(doc, 'div', 'attnlab-heatmap-header', root);
+  if (payload.title) {
+    htmlEl(doc, 'div', 'attnlab-title', header, String(payload.title));
+  }
+  if (payload.subtitle) {
+    htmlEl(doc, 'div', 'attnlab-subtitle', header, String(payload.subtitle));
+  }
+  renderLegend(doc, header, uid, zmax, String(payload.value_label ?? ''), hasMissing);
+
+  if (nRows === 0 || nCols === 0) {
+    htmlEl(doc, 'div', 'attnlab-empty', root, 'empty matrix');
+    return;
+  }
+
+  // ---- Layout, chosen from the matrix dimensions and the label lengths.
+  const longest = (xs: readonly string[]) => xs.reduce((m, s) => (s.length > m.length ? s : m), '');
+  let cw = clamp(Math.floor(560 / nCols), 16, 40);
+  const colLabelW = textWidth(longest(colLabels), LABEL_FONT);
+  let rotateColLabels = colLabelW > cw - 6;
+  if (rotateColLabels && colLabelW + 8 <= 64 && nCols * (colLabelW + 8) <= 960) {
+    cw = Math.ceil(colLabelW + 8); // widen the columns a little rather than rotate short labels
+    rotateColLabels = false;
+  }
+  const ch = nRows <= 400 ? clamp(Math.floor(640 / nRows), 13, 22) : clamp(Math.floor(4800 / nRows), 3, 12);
+  const rowFont = ch >= 16 ? LABEL_FONT : SMALL_FONT;
+  const rowStride = ch >= 13 ? 1 : Math.ceil(13 / ch); // 11px labels need 13px rows
+  const rowLabelW = textWidth(longest(rowLabels), rowFont);
+  const shownTokens = tokens ? tokens.map(displayToken) : null;
+  const tokenW = shownTokens ? textWidth(longest(shownTokens), TOKEN_FONT, MONO_EM) : 0;
+  const rotateTokens = tokenW > cw - 6;
+
+  const gridW = nCols * cw;
+  const gridH = nRows * ch;
+  const rowTitleW = payload.row_title ? AXIS_FONT + 10 : 0;
+  const gridX = 8 + rowTitleW + rowLabelW + 10;
+  const colLabelsH = rotateColLabels ? colLabelW + 10 : LABEL_FONT + 10;
+  const repeatTop = gridH > 720; // tall plots also get column labels above the grid
+  const gridY = 6 + (repeatTop ? colLabelsH : 0);
+  const bottomLabelsY = gridY + gridH + 4;
+  const tokensY = bottomLabelsY + colLabelsH;
+  const tokensH = shownTokens ? (rotateTokens ? tokenW + 8 : TOKEN_FONT + 10) : 0;
+  const colTitleY = tokensY + tokensH + 4;
+  const colTitleH = payload.col_title ? AXIS_FONT + 10 : 0;
+  const height = Math.ceil(colTitleY + colTitleH + 6);
+  const colTitleW = payload.col_title ? textWidth(String(payload.col_title), AXIS_FONT) : 0;
+  const width = Math.ceil(Math.max(gridX + gridW + 12, gridX + gridW / 2 + colTitleW / 2 + 12));
+
+  // ---- The matrix.
+  const scroll = htmlEl(doc, 'div', 'attnlab-heatmap-scroll', root);
+  const svg = svgEl(doc, 'svg', {
+    class: 'attnlab-matrix',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'group',
+    'aria-label': String(payload.title || 'heatmap')
+  });
+  scroll.appendChild(svg);
+  const defs = svgEl(doc, 'defs', {}, svg);
+  hatchPattern(doc, defs, `${uid}-hatch`);
+
+  const cellsG = svgEl(doc, 'g', { class: 'attnlab-cells' }, svg);
+  const cells: SVGRectElement[][] = [];
+  for (let i = 0; i < nRows; i++) {
+    const rowCells: SVGRectElement[] = [];
+    for (let j = 0; j < nCols; j++) {
+      const v = cellValue(payload, i, j);
+      const rect = svgEl(
+        doc,
+        'rect',
+        {
+          class: v === null ? 'attnlab-cell attnlab-cell-missing' : 'attnlab-cell',
+          x: gridX + j * cw,
+          y: gridY + i * ch,
+          width: cw,
+          height: ch,
+          fill: v === null ? `url(#${uid}-hatch)` : divergingColor(v, zmax),
+          'data-row': i,
+          'data-col': j,
+          'data-value': v === null ? 'null' : String(v),
+          tabindex: i === 0 && j === 0 ? 0 : -1
+        },
+        cellsG
+      );
+      rowCells.push(rect);
+    }
+    cells.push(rowCells);
+  }
+  svgEl(doc, 'rect', { x: gridX, y: gridY, width: gridW, height: gridH, class: 'attnlab-grid-border' }, svg);
+
+  // Group separators: a thin line before each group start, through the row labels and across the grid.
+  for (const g of payload.row_groups ?? []) {
+    if (Number.isInteger(g) && g > 0 && g < nRows) {
+      const y = gridY + g * ch;
+      svgEl(doc, 'line', { x1: gridX - rowLabelW - 8, x2: gridX + gridW, y1: y, y2: y, class: 'attnlab-group-sep' }, svg);
+    }
+  }
+
+  // Row labels and row title.
+  const rowG = svgEl(doc, 'g', { class: 'attnlab-row-labels' }, svg);
+  for (let i = 0; i < nRows; i += rowStride) {
+    svgText(doc, rowG, rowLabels[i], {
+      x: gridX - 6,
+      y: gridY + (i + 0.5) * ch,
+      'text-anchor': 'end',
+      'dominant-baseline': 'central',
+      class: rowFont === LABEL_FONT ? 'attnlab-label' : 'attnlab-label attnlab-label-small'
+    });
+  }
+  if (payload.row_title) {
+    const cy = gridY + Math.min(gridH, 480) / 2;
+    svgText(doc, svg, String(payload.row_title), {
+      transform: `translate(${8 + AXIS_FONT / 2 + 2}, ${cy}) rotate(-90)`,
+      'text-anchor': 'middle',
+      'dominant-baseline': 'central',
+      class: 'attnlab-axis-title'
+    });
+  }
+
+  // Column labels (below the grid, and above it too for tall plots), tokens, column title.
+  const drawColLabels = (top: number, cls: string) => {
+    const g = svgEl(doc, 'g', { class: cls }, svg);
+    colLabels.forEach((text, j) => {
+      const x = gridX + (j + 0.5) * cw;
+      if (rotateColLabels) {
+        svgText(doc, g, text, {
+          transform: `translate(${x}, ${top + 4}) rotate(-90)`,
+          'text-anchor': 'end',
+          'dominant-baseline': 'central',
+          class: 'attnlab-label'
+        });
+      } else {
+        svgText(doc, g, text, {
+          x,
+          y: top + colLabelsH / 2,
+          'text-anchor': 'middle',
+          'dominant-baseline': 'central',
+          class: 'attnlab-label'
+        });
+      }
+    });
+  };
+  drawColLabels(bottomLabelsY, 'attnlab-col-labels');
+  if (repeatTop) {
+    drawColLabels(2, 'attnlab-col-labels attnlab-col-labels-top');
+  }
+  if (shownTokens) {
+    const g = svgEl(doc, 'g', { class: 'attnlab-col-tokens' }, svg);
+    shownTokens.forEach((text, j) => {
+      const x = gridX + (j + 0.5) * cw;
+      const attrs: Attrs = rotateTokens
+        ? {
+            transform: `translate(${x}, ${tokensY + 2}) rotate(-90)`,
+            'text-anchor': 'end',
+            'dominant-baseline': 'central'
+          }
+        : { x, y: tokensY + tokensH / 2, 'text-anchor': 'middle', 'dominant-baseline': 'central' };
+      const t = svgText(doc, g, text, { ...attrs, class: 'attnlab-token' });
+      t.setAttribute('data-col', String(j));
+    });
+  }
+  if (payload.col_title) {
+    svgText(doc, svg, String(payload.col_title), {
+      x: gridX + gridW / 2,
+      y: colTitleY + colTitleH / 2,
+      'text-anchor': 'middle',
+      'dominant-baseline': 'central',
+      class: 'attnlab-axis-title'
+    });
+  }
+
+  // Hover and selection outlines are drawn on top (adjacent cells would hide a cell's own stroke).
+  const hoverBox = svgEl(doc, 'rect', { class: 'attnlab-hover-outline', width: cw, height: ch, visibility: 'hidden' }, svg);
+  const selectBox = svgEl(doc, 'rect', { class: 'attnlab-selected-outline', width: cw, height: ch, visibility: 'hidden' }, svg);
+
+  // ---- Interaction: one set of delegated listeners for all cells.
+  const tooltip = htmlEl(doc, 'div', 'attnlab-tooltip', root);
+  tooltip.setAttribute('role', 'tooltip');
+  tooltip.id = `${uid}-tooltip`;
+  tooltip.hidden = true;
+
+  const cellOf = (target: EventTarget | null): SVGRectElement | null => {
+    const el = target as Element | null;
+    const cell = el && typeof el.closest === 'function' ? el.closest('.attnlab-cell') : null;
+    return cell as SVGRectElement | null;
+  };
+  const indexOf = (cell: Element): [number, number] => [
+    Number(cell.getAttribute('data-row')),
+    Number(cell.getAttribute('data-col'))
+  ];
+  const place = (box: SVGRectElement, cell: SVGRectElement) => {
+    box.setAttribute('x', cell.getAttribute('x') ?? '0');
+    box.setAttribute('y', cell.getAttribute('y') ?? '0');
+    box.setAttribute('visibility', 'visible');
+  };
+
+  const showTooltip = (cell: SVGRectElement, clientX?: number, clientY?: number) => {
+    const [i, j] = indexOf(cell);
+    tooltip.textContent = formatTooltip(payload, i, j);
+    tooltip.hidden = false;
+    place(hoverBox, cell);
+    const rootRect = root.getBoundingClientRect();
+    const cellRect = cell.getBoundingClientRect();
+    const px = clientX ?? cellRect.right;
+    const py = clientY ?? cellRect.bottom;
+    const tw = tooltip.offsetWidth;
+    const th = tooltip.offsetHeight;
+    let left = px - rootRect.left + 14;
+    let top = py - rootRect.top + 14;
+    if (left + tw > root.clientWidth) {
+      left = px - rootRect.left - tw - 10;
+    }
+    if (top + th > root.clientHeight) {
+      top = py - rootRect.top - th - 10;
+    }
+    tooltip.style.left = `${Math.max(0, left)}px`;
+    tooltip.style.top = `${Math.max(0, top)}px`;
+  };
+  const hideTooltip = () => {
+    tooltip.hidden = true;
+    hoverBox.setAttribute('visibility', 'hidden');
+  };
+
+  let selected: SVGRectElement | null = null;
+  const select = (cell: SVGRectElement) => {
+    const [row, col] = indexOf(cell);
+    if (selected) {
+      selected.classList.remove('attnlab-cell-selected');
+      selected.removeAttribute('aria-selected');
+    }
+    selected = cell;
+    cell.classList.add('attnlab-cell-selected');
+    cell.setAttribute('aria-selected', 'true');
+    place(selectBox, cell);
+    const detail: HeatmapCellClickDetail = {
+      row,
+      col,
+      rowLabel: rowLabels[row],
+      colLabel: colLabels[col],
+      value: cellValue(payload, row, col)
+    };
+    host.dispatchEvent(new CustomEvent(CELL_CLICK_EVENT, { detail, bubbles: true, composed: true }));
+  };
+
+  svg.addEventListener('mousemove', ev => {
+    const cell = cellOf(ev.target);
+    if (cell) {
+      showTooltip(cell, ev.clientX, ev.clientY);
+    } else {
+      hideTooltip();
+    }
+  });
+  svg.addEventListener('mouseleave', hideTooltip);
+  svg.addEventListener('click', ev => {
+    const cell = cellOf(ev.target);
+    if (cell) {
+      select(cell);
+    }
+  });
+  svg.addEventListener('focusin', ev => {
+    const cell = cellOf(ev.target);
+    if (cell) {
+      cell.setAttribute('aria-describedby', tooltip.id);
+      showTooltip(cell);
+    }
+  });
+  svg.addEventListener('focusout', hideTooltip);
+  svg.addEventListener('keydown', ev => {
+    const cell = cellOf(ev.target);
+    if (!cell) {
+      return;
+    }
+    const [i, j] = indexOf(cell);
+    const moves: Record<string, [number, number]> = {
+      ArrowUp: [i - 1, j],
+      ArrowDown: [i + 1, j],
+      ArrowLeft: [i, j - 1],
+      ArrowRight: [i, j + 1],
+      Home: [i, 0],
+      End: [i, nCols - 1]
+    };
+    if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      select(cell);
+    } else if (ev.key in moves) {
+      ev.preventDefault();
+      const [ni, nj] = moves[ev.key];
+      const next = cells[clamp(ni, 0, nRows - 1)][clamp(nj, 0, nCols - 1)];
+      cell.setAttribute('tabindex', '-1');
+      next.setAttribute('tabindex', '0');
+      next.focus();
+    }
+  });
+}

@@ -1,0 +1,55 @@
+/**
+ * JupyterLab 4 MIME renderer extension for attnlab heatmaps (`application/vnd.attnlab.heatmap.v1+json`).
+ */
+
+import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { Widget } from '@lumino/widgets';
+
+import { HEATMAP_MIME, type HeatmapPayload } from './contract';
+import { renderHeatmap } from './heatmap';
+
+export { HEATMAP_MIME } from './contract';
+export type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
+export { CELL_CLICK_EVENT, formatTooltip, renderHeatmap } from './heatmap';
+
+/** Class added to the renderer's widget node. */
+const WIDGET_CLASS = 'jp-RenderedAttnlabHeatmap';
+
+/** A widget that draws one heatmap payload. */
+export class HeatmapRenderer extends Widget implements IRenderMime.IRenderer {
+  constructor(options: IRenderMime.IRendererOptions) {
+    super();
+    this._mimeType = options.mimeType;
+    this.addClass(WIDGET_CLASS);
+  }
+
+  renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const payload = model.data[this._mimeType] as unknown as HeatmapPayload;
+    renderHeatmap(this.node, payload);
+    return Promise.resolve();
+  }
+
+  private _mimeType: string;
+}
+
+/**
+ * Renderer factory. `safe: true`: the renderer never interprets payload strings as HTML and runs no payload code,
+ * so it may render outputs of untrusted notebooks. Rank 0 (lower wins) puts it ahead of text/html (50), so the
+ * interactive view wins over the static HTML fallback carried in the same bundle.
+ */
+export const rendererFactory: IRenderMime.IRendererFactory = {
+  safe: true,
+  mimeTypes: [HEATMAP_MIME],
+  defaultRank: 0,
+  createRenderer: options => new HeatmapRenderer(options)
+};
+
+const extension: IRenderMime.IExtension = {
+  id: 'attnlab:heatmap',
+  description: 'Renders attnlab activation-patching heatmaps.',
+  rendererFactory,
+  rank: 0,
+  dataType: 'json'
+};
+
+export default extension;

@@ -1,0 +1,38 @@
+/**
+ * Standalone bundle for offline HTML reports: esbuild turns this file into one classic script
+ * (`attnlab/render/static/attnlab-render.js`) that defines `window.attnlabRender`. It carries its own CSS and
+ * injects it once per document on the first render; no network, no module loader.
+ *
+ *     attnlabRender.renderHeatmap(document.getElementById('plot'), payload);
+ */
+
+import css from '../style/index.css';
+import type { HeatmapPayload } from './contract';
+import { HEATMAP_MIME } from './contract';
+import { CELL_CLICK_EVENT, formatTooltip, renderHeatmap as render } from './heatmap';
+
+const STYLE_ID = 'attnlab-render-css';
+
+function injectCss(doc: Document): void {
+  if (!doc.getElementById(STYLE_ID)) {
+    const style = doc.createElement('style');
+    style.id = STYLE_ID;
+    style.textContent = css;
+    (doc.head ?? doc.documentElement).appendChild(style);
+  }
+}
+
+function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void {
+  injectCss(host.ownerDocument);
+  render(host, payload);
+}
+
+const api = { renderHeatmap, formatTooltip, css, mimeType: HEATMAP_MIME, cellClickEvent: CELL_CLICK_EVENT };
+
+declare global {
+  interface Window {
+    attnlabRender: typeof api;
+  }
+}
+
+window.attnlabRender = api;
