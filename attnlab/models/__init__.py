@@ -59,7 +59,34 @@ def load_model(
     if Path(name).expanduser().is_dir():
         path = str(Path(name).expanduser())
         return _load_hf(path, display_name=name, source=path, device=device, dtype=dtype)
+    _check_hub_or_cache(name)
     return _load_hf(name, display_name=name, source=f"Hugging Face: {name}", device=device, dtype=dtype)
+
+
+def _offline_message(name: str, why: str) -> str:
+    return (f"could not load model {name!r} from the Hugging Face hub or the local cache ({why}). If you are "
+            f"offline, use the embedded model: attnlab.load_model({EMBEDDED_MODEL!r}); otherwise check the id, your "
+            "network, or HF_HOME")
+
+
+def _check_hub_or_cache(name: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after a minute of retries, when a model is neither cached nor reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return  # cached: transformers can load it offline
+    if constants.HF_HUB_OFFLINE:
+        raise ModelNotAvailableError(_offline_message(name, "not in the local cache and HF_HUB_OFFLINE is set"))
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as exc:
+        raise ModelNotAvailableError(
+            _offline_message(name, f"not in the local cache and the hub is unreachable: {exc.strerror or exc}")
+        ) from None
 
 
 def _load_hf(path: str, *, display_name: str, source: str, device, dtype) -> Backend:
@@ -73,11 +100,8 @@ def _load_hf(path: str, *, display_name: str, source: str, device, dtype) -> Bac
         hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotAvailableError(
-            f"could not load model {display_name!r} from the Hugging Face hub or the local cache "
-            f"({type(exc).__name__}: {first_line[:300]}). If you are offline, use the embedded model: "
-            f"attnlab.load_model({EMBEDDED_MODEL!r}); otherwise check the id, your network, or HF_HOME"
-        ) from None
+        raise ModelNotAvailableError(_offline_message(display_name, f"{type(exc).__name__}: {first_line[:300]}")) \
+            from None
     from transformer_lens.model_bridge import TransformerBridge
 
     verbosity = hf_logging.get_verbosity()
