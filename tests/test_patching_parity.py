@@ -50,7 +50,9 @@ def reference_sweep(model, dataset, component, direction, result, layers=None):
                 "heads": ["layer", "head"], "heads_by_pos": ["layer", "pos", "head"]}[component]
         ranges = {"layer": layers, "pos": result.index.get("pos"), "head": result.index.get("head")}
         index_df = pd.MultiIndex.from_product([ranges[a] for a in axes], names=axes).to_frame(index=False)
-        flat = fn(bridge, target, source_cache, metric, index_df=index_df)
+        # the same setter and activation as the named function, over the restricted cells
+        keywords = {k: v for k, v in fn.keywords.items() if k != "index_axis_names"}
+        flat = tlp.generic_activation_patch(bridge, target, source_cache, metric, index_df=index_df, **keywords)
         shape = [len(ranges[a]) for a in axes]
         ref = flat.reshape(shape)
         return ref.permute(0, 2, 1) if component == "heads_by_pos" else ref

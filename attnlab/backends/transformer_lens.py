@@ -1,12 +1,21 @@
 """The local backend: TransformerLens 4's ``TransformerBridge``.
 
 Sites map to TransformerLens hook names (``blocks.{L}.attn.hook_z`` ...). Runs can start at any block from a given
-residual stream (``start_at_layer``), so a patch at layer L never recomputes layers before L, and can unembed only the
-positions a metric reads (the residual stream is narrowed at ``ln_final.hook_in``), which saves the
-[pos, d_model] x [d_model, d_vocab] product at every other position.
+residual stream, and can unembed only the positions a metric reads (the residual stream is narrowed at
+``ln_final.hook_in``), which saves the [pos, d_model] x [d_model, d_vocab] product at every other position.
+
+Starting at block k: TransformerLens 4's ``start_at_layer`` swaps the given residual stream in at block k but still
+executes blocks 0..k-1 and discards their output (see ``TransformerBridge.forward``). A patch at block k cannot change
+anything before it, so for the duration of such a call this backend swaps blocks 0..k-1 in ``bridge.blocks`` (the
+Hugging Face model's own layer list) for no-op stand-ins that pass their input through: the earlier blocks are not
+computed at all, while block indices, hook names and the bridge's residual injection at block k are untouched. The
+first time, the backend checks on a tiny input that this gives exactly the bridge's own result; if it does not (an
+architecture whose layers return another format), it falls back to the bridge's path: same numbers, more slowly.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from jaxtyping import Float, Int
@@ -50,6 +59,40 @@ class TransformerLensBackend(Backend):
         self.bridge = bridge.eval()
         self.info = info
         self.tokenizer = tokenizer
+        #: whether blocks before ``start_layer`` are left out of a run: None until checked (module docstring)
+        self.skips_early_blocks: bool | None = None if info.n_layers > 1 else False
+
+    @contextmanager
+    def _blocks_from(self, start: int) -> Iterator[None]:
+        """Within the context, blocks 0..start-1 are no-op stand-ins (the real blocks are restored on exit)."""
+        if start == 0 or not self.skips_early_blocks:
+            yield
+            return
+        blocks = self.bridge.blocks
+        original = blocks._modules
+        tuple_output = self.info.family == "native"
+        swapped = [(str(i), _SkippedBlock(tuple_output) if i < start else module)
+                   for i, module in enumerate(original.values())]
+        blocks._modules = OrderedDict(swapped)
+        try:
+            yield
+        finally:
+            blocks._modules = original
+
+    def _check_block_skipping(self) -> None:
+        """Decide once whether leaving out early blocks reproduces the bridge's own ``start_at_layer`` exactly."""
+        self.skips_early_blocks = False
+        try:
+            tokens = torch.zeros(1, 3, dtype=torch.long)
+            with torch.no_grad():
+                resid = self.bridge(tokens, stop_at_layer=1)
+                reference = self.bridge(resid, start_at_layer=1)
+                self.skips_early_blocks = True
+                with self._blocks_from(1):
+                    fast = self.bridge(resid, start_at_layer=1)
+            self.skips_early_blocks = bool(torch.equal(fast, reference))
+        except Exception:  # an architecture the stand-ins do not fit: use the bridge's own (slower) path
+            self.skips_early_blocks = False
 
     # -- tokenisation ---------------------------------------------------------------------------------------------
     def _require_tokenizer(self):
@@ -118,6 +161,8 @@ class TransformerLensBackend(Backend):
         if logits_at is not None and stop_layer is None:
             hooks.append(("ln_final.hook_in", _select_positions_hook(logits_at)))
 
+        if start_layer > 0 and self.skips_early_blocks is None:
+            self._check_block_skipping()
         x = resid if start_layer > 0 else tokens
         kwargs = {}
         if start_layer > 0:
@@ -125,13 +170,24 @@ class TransformerLensBackend(Backend):
         if stop_layer is not None and stop_layer < n_layers:
             kwargs["stop_at_layer"] = stop_layer
         ctx = torch.enable_grad() if grad else torch.no_grad()
-        with ctx, self.bridge.hooks(fwd_hooks=hooks):
+        with ctx, self.bridge.hooks(fwd_hooks=hooks), self._blocks_from(start_layer):
             out = self.bridge(x, **kwargs)
         if stop_layer is not None and stop_layer < n_layers:
             return RunOutput(logits=None, cache=recorded, resid=out)
         if logits_at is not None:
             out = out[:, 0]
         return RunOutput(logits=out, cache=recorded)
+
+
+class _SkippedBlock(torch.nn.Module):
+    """Stands in for a block before ``start_layer``: returns its input unchanged, in the block's output format."""
+
+    def __init__(self, tuple_output: bool) -> None:
+        super().__init__()
+        self.tuple_output = tuple_output
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs):
+        return (hidden_states,) if self.tuple_output else hidden_states
 
 
 def _intervention_hook(iv: Intervention) -> Callable:
