@@ -75,3 +75,27 @@ def test_run_argument_errors(tiny):
         tiny.to_tokens(["hello"])
     with pytest.raises(SiteError, match="attention-only"):
         tiny_model(attn_only=True).run(tokens, cache=[Site("mlp_out", 0)])
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "heads", "heads_by_pos", "mlp_out"])
+def test_backends_may_ignore_the_start_layer_hint(tiny, component):
+    """A backend that runs every pass from the tokens (as a remote one may) computes the same sweep."""
+    from attnlab.patching import run_sweep
+
+    from .conftest import random_pair_dataset
+
+    class FromTokens:
+        def __init__(self, model):
+            self._model = model
+
+        def __getattr__(self, name):
+            return getattr(self._model, name)
+
+        def run_many(self, specs):
+            for spec in specs:
+                yield spec.key, self._model.run(**spec.run_kwargs(use_start_layer=False))
+
+    ds = random_pair_dataset(tiny, changed=(3,))
+    fast = run_sweep(tiny, ds, component, progress=False)
+    slow = run_sweep(FromTokens(tiny), ds, component, progress=False)
+    torch.testing.assert_close(slow.values, fast.values, atol=1e-5, rtol=0)

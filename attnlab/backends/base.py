@@ -8,7 +8,7 @@ values) so that they can be shipped to a remote executor.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 from attnlab.errors import SiteError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
-__all__ = ["Backend", "Intervention", "ModelInfo", "RunOutput"]
+__all__ = ["Backend", "Intervention", "ModelInfo", "RunOutput", "RunSpec"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,53 @@ class RunOutput:
     resid: Tensor | None = None
 
 
+@dataclass
+class RunSpec:
+    """One forward pass, described as data, for :meth:`Backend.run_many`.
+
+    The batch is ``tokens`` repeated ``repeat`` times (variant v occupies rows [v*batch, (v+1)*batch)). ``resid``
+    and ``start_layer`` are an optimisation a backend may use or ignore: ``resid`` (repeated like the tokens) is the
+    residual stream entering block ``start_layer`` in the unpatched run, so starting there gives exactly the result of
+    running from the tokens. ``resid_patch`` is applied to the repeated ``resid`` when starting at ``start_layer`` and
+    at ``resid_pre`` of that block when running from the tokens.
+
+    Attributes:
+        tokens: Int[batch, pos] base token ids.
+        repeat: how many copies of the batch the pass runs.
+        interventions: applied during the pass (rows index the repeated batch).
+        logits_at: Int[batch] position per base row (repeated like the tokens), or None for all positions.
+        start_layer: block the pass may start at.
+        resid: Float[batch, pos, d_model] residual entering ``start_layer`` (None when start_layer is 0).
+        resid_patch: an intervention of kind ``resid_pre`` at ``start_layer``, or None.
+        key: anything that identifies the pass to the caller (returned with its output).
+    """
+
+    tokens: Tensor
+    repeat: int = 1
+    interventions: list = field(default_factory=list)
+    logits_at: Tensor | None = None
+    start_layer: int = 0
+    resid: Tensor | None = None
+    resid_patch: Intervention | None = None
+    key: object = None
+
+    def run_kwargs(self, *, use_start_layer: bool = True) -> dict:
+        """Keyword arguments of :meth:`Backend.run` for this pass (materialises the repeated tensors)."""
+        n = self.repeat
+        tokens = self.tokens.repeat(n, 1)
+        logits_at = None if self.logits_at is None else self.logits_at.repeat(n)
+        interventions = list(self.interventions)
+        if use_start_layer and self.start_layer > 0:
+            resid = self.resid.repeat(n, 1, 1)
+            if self.resid_patch is not None:
+                resid = self.resid_patch.apply(resid)
+            return dict(tokens=tokens, resid=resid, start_layer=self.start_layer, interventions=interventions,
+                        logits_at=logits_at)
+        if self.resid_patch is not None:
+            interventions.insert(0, self.resid_patch)
+        return dict(tokens=tokens, interventions=interventions, logits_at=logits_at)
+
+
 def narrow(act: Tensor, site: Site) -> Tensor:
     """Narrow a full activation tensor to ``site.head`` and ``site.position`` (if given)."""
     if site.kind is SiteKind.PATTERN:
@@ -226,6 +273,15 @@ class Backend(ABC):
         Raises:
             SiteError: a site or intervention outside the model.
         """
+
+    def run_many(self, specs: Iterable[RunSpec]) -> Iterator[tuple[object, RunOutput]]:
+        """Run many passes, yielding ``(spec.key, output)`` in order as each finishes.
+
+        The default runs them one by one (lazily: a spec is materialised only when its turn comes). Remote backends
+        override this to send many passes as one job.
+        """
+        for spec in specs:
+            yield spec.key, self.run(**spec.run_kwargs())
 
     # -- helpers shared by backends -------------------------------------------------------------------------------
     def check_site(self, site: Site) -> Site:

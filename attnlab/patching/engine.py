@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Intervention
+from attnlab.backends.base import Backend, Intervention, RunSpec
 from attnlab.errors import DatasetError, SiteError
 from attnlab.metrics import Direction, check_direction, logit_diff, normalise
 from attnlab.results import PatchingResult
@@ -190,23 +190,23 @@ def run_sweep(
     bar = progress_bar(total=n_passes, desc=f"patching {component} ({direction})", disable=not progress)
     bar.set_postfix_str(f"{min(max_variants, max((len(v) for _, v in variants_by_layer), default=1))} variants/pass")
     complete = True
+    passes_left = {layer: math.ceil(len(live) / max_variants) for layer, live in variants_by_layer}
+    specs = _pass_specs(spec, variants_by_layer, max_variants, source, start_resid, target_tokens, end)
     try:
-        for layer, live in variants_by_layer:
-            src = source.cache[Site(spec.kind, layer)]
-            finished = []
-            for start in range(0, len(live), max_variants):
-                chunk = live[start:start + max_variants]
-                ld = _patched_pass(model, spec, layer, chunk, src, start_resid.get(layer), target_tokens, end,
-                                   answers)
-                for (h, p), values in zip(chunk, ld.split(batch)):
-                    per_prompt[cell(layer, h, p)] = values
-                    finished.append((h, p))
-                bar.update(1)
-            idx = index_of[layer]
-            layer_slice = per_prompt[idx]
-            nan_rows = torch.isnan(layer_slice).all(dim=-1)
-            layer_slice[nan_rows] = target_ld  # the no-op variants of this layer
-            done_layers.append(layer)
+        for (layer, chunk), out in model.run_many(specs):
+            ld = logit_diff(out.logits, answers.repeat(len(chunk), 1))
+            for (h, p), values in zip(chunk, ld.split(batch)):
+                per_prompt[cell(layer, h, p)] = values
+            bar.update(1)
+            passes_left[layer] -= 1
+            if passes_left[layer] == 0:
+                _fill_no_ops(per_prompt[index_of[layer]], target_ld)
+                done_layers.append(layer)
+        for layer, left in passes_left.items():  # layers with no live variant at all
+            if left == 0 and layer not in done_layers:
+                _fill_no_ops(per_prompt[index_of[layer]], target_ld)
+                done_layers.append(layer)
+        done_layers.sort()
     except KeyboardInterrupt:
         complete = False
     finally:
@@ -250,37 +250,37 @@ def run_sweep(
     )
 
 
-def _patched_pass(model, spec, layer, chunk, src, start_resid, target_tokens, end, answers) -> Tensor:
-    """Run one batched pass for ``chunk`` of (head, pos) variants at ``layer``; return Float[n*batch] logit diffs.
+def _fill_no_ops(layer_values: Tensor, target_ld: Tensor) -> None:
+    """Variants never run (no-ops) get the target run's logit differences: exactly what patching them gives."""
+    layer_values[torch.isnan(layer_values).all(dim=-1)] = target_ld
 
-    Variant v occupies rows [v*batch, (v+1)*batch). The pass starts at ``layer`` from the target run's residual
-    stream ``start_resid`` (or from the tokens at layer 0).
-    """
+
+def _pass_specs(spec, variants_by_layer, max_variants, source, start_resid, target_tokens, end):
+    """Yield one :class:`RunSpec` per batched pass: variant v of a pass occupies rows [v*batch, (v+1)*batch)."""
     batch = target_tokens.shape[0]
-    n = len(chunk)
-    rows = torch.arange(n * batch)
-    src_rows = rows % batch
-    hs = torch.tensor([h for h, _ in chunk]).repeat_interleave(batch) if spec.by_head else None
-    ps = torch.tensor([p for _, p in chunk]).repeat_interleave(batch) if spec.by_pos else None
-    if hs is not None and ps is not None:
-        values = src[src_rows, ps, hs]
-    elif hs is not None:
-        values = src.transpose(1, 2)[src_rows, hs]
-    elif ps is not None:
-        values = src[src_rows, ps]
-    else:
-        values = src[src_rows]
-    iv = Intervention(kind=spec.kind, layer=layer, rows=rows, values=values, heads=hs, positions=ps)
-    ends = end.repeat(n)
-    tokens = target_tokens.repeat(n, 1)
-    if layer == 0:
-        out = model.run(tokens, interventions=[iv], logits_at=ends)
-    elif spec.kind is SiteKind.RESID_PRE:  # the patch *is* the starting residual stream
-        out = model.run(tokens, resid=iv.apply(start_resid.repeat(n, 1, 1)), start_layer=layer, logits_at=ends)
-    else:
-        out = model.run(tokens, resid=start_resid.repeat(n, 1, 1), start_layer=layer, interventions=[iv],
-                        logits_at=ends)
-    return logit_diff(out.logits, answers.repeat(n, 1))
+    for layer, live in variants_by_layer:
+        src = source.cache[Site(spec.kind, layer)]
+        for start in range(0, len(live), max_variants):
+            chunk = live[start:start + max_variants]
+            n = len(chunk)
+            rows = torch.arange(n * batch)
+            src_rows = rows % batch
+            hs = torch.tensor([h for h, _ in chunk]).repeat_interleave(batch) if spec.by_head else None
+            ps = torch.tensor([p for _, p in chunk]).repeat_interleave(batch) if spec.by_pos else None
+            if hs is not None and ps is not None:
+                values = src[src_rows, ps, hs]
+            elif hs is not None:
+                values = src.transpose(1, 2)[src_rows, hs]
+            elif ps is not None:
+                values = src[src_rows, ps]
+            else:
+                values = src[src_rows]
+            iv = Intervention(kind=spec.kind, layer=layer, rows=rows, values=values, heads=hs, positions=ps)
+            is_resid = spec.kind is SiteKind.RESID_PRE
+            yield RunSpec(
+                tokens=target_tokens, repeat=n, logits_at=end, start_layer=layer, resid=start_resid.get(layer),
+                interventions=[] if is_resid else [iv], resid_patch=iv if is_resid else None, key=(layer, chunk),
+            )
 
 
 def _slices_equal(src: Tensor, tgt: Tensor, head: int | None, pos: int | None) -> bool:
