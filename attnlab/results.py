@@ -105,8 +105,9 @@ class PatchingResult:
 
     # -- tables ----------------------------------------------------------------------------------------------------
     def to_dataframe(self):
-        """One row per cell: index columns (``layer``, ``head``, ``pos``), labels, token, ``value``, and the
-        per-prompt mean and standard error of the patched logit difference."""
+        """One row per cell: ``component`` (``"L9H9 @ END"``), ``head_name`` (``"L9H9"``, for head sweeps), index
+        columns (``layer``, ``head``, ``pos``), ``pos_label``, ``token``, ``value``, and the per-prompt mean and
+        standard error of the patched logit difference (logits)."""
         import itertools
 
         import pandas as pd
@@ -114,6 +115,9 @@ class PatchingResult:
         rows = []
         for idx in itertools.product(*(range(n) for n in self.values.shape)):
             row = {"component": self.component_name(idx)}
+            if "head" in self.dims:  # plain head name, handy for pivoting [layer, head, pos] tables
+                named = dict(zip(self.dims, idx))
+                row["head_name"] = f"L{self.index['layer'][named['layer']]}H{self.index['head'][named['head']]}"
             for axis, i in zip(self.dims, idx):
                 row[axis] = self.index[axis][i]
                 if axis == "pos":
@@ -196,7 +200,8 @@ class PatchingResult:
         return mime_bundle(self.heatmap_payload(), plain=repr(self))
 
     def __repr__(self) -> str:
-        shape = " x ".join(f"{n} {d}s" for d, n in zip(self.dims, self.values.shape))
+        plural = {"layer": "layers", "head": "heads", "pos": "positions"}
+        shape = " x ".join(f"{n} {plural.get(d, d)}" for d, n in zip(self.dims, self.values.shape))
         state = "" if self.complete else f", INCOMPLETE ({len(self.layers_done)} layers done)"
         return (f"<PatchingResult {self.component} ({self.direction}) on {self.model.get('name', '?')}: {shape}; "
                 f"clean LD {self.baselines.get('clean', float('nan')):.3f}, "
