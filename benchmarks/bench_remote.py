@@ -1,0 +1,107 @@
+"""A remote head sweep done attnlab's way (one job, or a few chunks) versus one request per head.
+
+Against the loopback NDIF-protocol server (``tests/remote/loopback.py``, 127.0.0.1, serving the embedded SmolLM2-135M
+with nnsight's own server-side deserialisation), in one run:
+
+- **attnlab**: ``attnlab.patch_heads`` on the remote model: two baseline jobs, then every patched pass of the sweep
+  in one nnsight session (one trace per pass), split into chunks of at most ``--job-budget-mb``.
+- **per head**: the naive client loop, one remote request per (layer, head): the same patch (the head's clean ``z``
+  into the corrupted run) and the same metric, each as its own job.
+
+It prints (and writes to ``benchmarks/results/remote.json``) the number of requests the server received and the wall
+time of each, their ratios, and the largest difference between the two results (they compute the same numbers).
+The loopback server shares this machine's CPU, so the times are compute plus protocol overhead with no network
+latency; against NDIF every request also pays a round trip and a queue, which the per-head loop pays 270 times.
+
+Usage:
+    python benchmarks/bench_remote.py                    # all 30 layers x 9 heads, 4 prompts
+    python benchmarks/bench_remote.py --layers 0,10,20   # a quicker look
+"""
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests.remote.loopback
+
+import attnlab  # noqa: E402
+from attnlab.backends.base import Intervention  # noqa: E402
+from attnlab.metrics import logit_diff, normalise  # noqa: E402
+from attnlab.remote import RemoteOptions  # noqa: E402
+from attnlab.sites import Site  # noqa: E402
+from attnlab.tasks.ioi import ioi_dataset  # noqa: E402
+from tests.remote.loopback import embedded_server  # noqa: E402
+
+
+def per_head_loop(model, dataset, layers, heads):
+    """One remote request per (layer, head): the naive loop. Returns Float[layer, head] normalised scores."""
+    clean, corrupted, end, answers = dataset.clean_tokens, dataset.corrupted_tokens, dataset.end, dataset.answers
+    source = model.run(clean, cache=[Site("z", layer) for layer in layers], logits_at=end)
+    target = model.run(corrupted, logits_at=end)
+    clean_ld, corrupted_ld = float(logit_diff(source.logits, answers).mean()), \
+        float(logit_diff(target.logits, answers).mean())
+    scores = torch.zeros(len(layers), len(heads))
+    rows = torch.arange(len(dataset))
+    for i, layer in enumerate(layers):
+        z = source.cache[Site("z", layer)]
+        for j, head in enumerate(heads):
+            iv = Intervention("z", layer, rows=rows, heads=torch.full_like(rows, head), values=z[:, :, head])
+            out = model.run(corrupted, interventions=[iv], logits_at=end)
+            scores[i, j] = normalise(logit_diff(out.logits, answers).mean(), clean_ld, corrupted_ld, "denoising")
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", default="all", help="'all' or a comma list of layers")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--job-budget-mb", type=float, default=256.0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "remote.json")
+    args = parser.parse_args()
+
+    key = "bench-" + secrets.token_hex(12)
+    os.environ["NDIF_API_KEY"] = key
+    with embedded_server({key}) as server:
+        model = attnlab.load_model("smollm2-135m", backend="nnsight", remote=RemoteOptions(
+            host=server.url, timeout_s=3600, job_budget_mb=args.job_budget_mb, progress=False))
+        layers = list(range(model.info.n_layers)) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
+        heads = list(range(model.info.n_heads))
+        dataset = ioi_dataset(model, args.prompts, seed=0, corruption="s2_swap")
+
+        n0, t0 = server.n_requests, time.perf_counter()
+        ours = attnlab.patch_heads(model, dataset, layers=layers, progress=False)
+        ours_s, ours_requests = time.perf_counter() - t0, server.n_requests - n0
+
+        n0, t0 = server.n_requests, time.perf_counter()
+        naive = per_head_loop(model, dataset, layers, heads)
+        naive_s, naive_requests = time.perf_counter() - t0, server.n_requests - n0
+
+    diff = float((ours.values - naive).abs().max())
+    row = {
+        "cells": len(layers) * len(heads), "prompts": args.prompts,
+        "attnlab_requests": ours_requests, "attnlab_seconds": round(ours_s, 2),
+        "per_head_requests": naive_requests, "per_head_seconds": round(naive_s, 2),
+        "request_ratio": round(naive_requests / ours_requests, 1), "time_ratio": round(naive_s / ours_s, 2),
+        "max_abs_diff": diff,
+    }
+    print(f"head sweep, {row['cells']} cells ({len(layers)} layers x {len(heads)} heads), {args.prompts} prompts, "
+          "loopback server on 127.0.0.1")
+    print(f"  attnlab (one job / chunks): {ours_requests:4d} requests  {ours_s:8.1f} s")
+    print(f"  one request per head:       {naive_requests:4d} requests  {naive_s:8.1f} s")
+    print(f"  ratio: {row['request_ratio']}x fewer requests, {row['time_ratio']}x faster; max |diff| {diff:.2e}")
+    machine = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+               "torch_threads": torch.get_num_threads()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": [row]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
