@@ -52,7 +52,12 @@ _LAZY = {
 }
 
 
+_SUBPACKAGES = ("backends", "errors", "metrics", "models", "patching", "remote", "render", "results", "sites", "tasks")
+
+
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:  # attnlab.remote.status() works after a plain `import attnlab`
+        return importlib.import_module(f"attnlab.{name}")
     if name == "__version__":
         from attnlab._version import version
 
@@ -65,7 +70,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBPACKAGES))
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
