@@ -6,7 +6,6 @@ import re
 import pytest
 
 from attnlab.cli import main
-from attnlab.render.contract import HEATMAP_MIME  # noqa: F401  (the report embeds this payload)
 from attnlab.results import PatchingResult
 
 

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab.errors import SiteError, TokenizationError
+from attnlab.errors import BackendError, SiteError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
 __all__ = ["Backend", "Intervention", "ModelInfo", "RunOutput", "RunSpec"]
@@ -284,6 +284,41 @@ class Backend(ABC):
             yield spec.key, self.run(**spec.run_kwargs())
 
     # -- helpers shared by backends -------------------------------------------------------------------------------
+    def check_run(
+        self,
+        tokens: Tensor | None,
+        resid: Tensor | None,
+        start_layer: int,
+        stop_layer: int | None,
+        cache: Iterable[Site],
+        interventions: Sequence[Intervention],
+    ) -> tuple[int, list[Site]]:
+        """Validate the arguments of :meth:`run` before any work; return (end block, the sites to record).
+
+        Raises:
+            SiteError: blocks out of range, or a site/intervention outside the blocks the run covers.
+            BackendError: missing ``tokens``/``resid``.
+        """
+        self.check_layer(start_layer, name="start_layer")
+        if stop_layer is not None:
+            self.check_layer(stop_layer, name="stop_layer", allow_end=True)
+            if stop_layer <= start_layer:
+                raise SiteError(f"'stop_layer' must be greater than start_layer={start_layer} (got {stop_layer})")
+        if start_layer > 0 and resid is None:
+            raise BackendError("start_layer > 0 needs the residual stream entering that block: pass resid=")
+        if start_layer == 0 and tokens is None and resid is None:
+            raise BackendError("pass tokens= (or resid= with start_layer)")
+        end = stop_layer if stop_layer is not None else self.info.n_layers
+        sites = list(cache)
+        for site in sites:
+            self.check_site(site)
+            if not start_layer <= site.layer < end:
+                raise SiteError(f"cannot record {site.name}: this run covers blocks [{start_layer}, {end})")
+        for iv in interventions:
+            if not start_layer <= iv.layer < end:
+                raise SiteError(f"cannot intervene at block {iv.layer}: this run covers blocks [{start_layer}, {end})")
+        return end, sites
+
     def check_site(self, site: Site) -> Site:
         """Validate ``site`` against this model's dimensions (see :meth:`Site.validate`).
 

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from attnlab.backends import _nnsight_ops
 from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, RunSpec, stack_tokens
-from attnlab.errors import BackendError, ModelNotAvailableError, SiteError, TokenizationError
+from attnlab.errors import BackendError, ModelNotAvailableError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
 __all__ = ["FAMILIES", "Family", "NNsightBackend", "family_of"]
@@ -239,29 +239,16 @@ class NNsightBackend(Backend):
         if grad:
             raise BackendError("the nnsight backend does not keep gradients yet (grad=True); use "
                                "backend='transformer_lens' for gradient-based analyses")
-        self.check_layer(start_layer, name="start_layer")
-        if stop_layer is not None:
-            self.check_layer(stop_layer, name="stop_layer", allow_end=True)
-            if stop_layer <= start_layer:
-                raise SiteError(f"'stop_layer' must be greater than start_layer={start_layer} (got {stop_layer})")
         if tokens is None:
             raise BackendError("the nnsight backend runs from token ids: pass tokens= (with resid= and start_layer "
                                "to start at a later block)")
-        if start_layer > 0 and resid is None:
-            raise BackendError("start_layer > 0 needs the residual stream entering that block: pass resid=")
-        end = stop_layer if stop_layer is not None else n_layers
-        sites = list(cache)
+        end, sites = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions)
         for site in sites:
-            self.check_site(site)
-            if not start_layer <= site.layer < end:
-                raise SiteError(f"cannot record {site.name}: this run covers blocks [{start_layer}, {end})")
             if site.kind is SiteKind.PATTERN and self.attn_implementation != "eager":
                 raise BackendError(f"attention patterns need eager attention; this model runs "
                                    f"{self.attn_implementation!r} attention")
         ivs: dict[int, list] = {}
         for iv in interventions:
-            if not start_layer <= iv.layer < end:
-                raise SiteError(f"cannot intervene at block {iv.layer}: this run covers blocks [{start_layer}, {end})")
             ivs.setdefault(iv.layer, []).append(
                 (iv.kind.value, iv.rows.long(), None if iv.positions is None else iv.positions.long(),
                  None if iv.heads is None else iv.heads.long(), iv.values.detach()))

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, narrow, stack_tokens
-from attnlab.errors import BackendError, SiteError, TokenizationError
+from attnlab.errors import BackendError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
 __all__ = ["TransformerLensBackend", "hook_name"]
@@ -133,24 +133,7 @@ class TransformerLensBackend(Backend):
         grad: bool = False,
     ) -> RunOutput:
         n_layers = self.info.n_layers
-        self.check_layer(start_layer, name="start_layer")
-        if stop_layer is not None:
-            self.check_layer(stop_layer, name="stop_layer", allow_end=True)
-            if stop_layer <= start_layer:
-                raise SiteError(f"'stop_layer' must be greater than start_layer={start_layer} (got {stop_layer})")
-        if start_layer > 0 and resid is None:
-            raise BackendError("start_layer > 0 needs the residual stream entering that block: pass resid=")
-        if start_layer == 0 and tokens is None and resid is None:
-            raise BackendError("pass tokens= (or resid= with start_layer)")
-        cache = list(cache)
-        end = stop_layer if stop_layer is not None else n_layers
-        for site in cache:
-            self.check_site(site)
-            if not start_layer <= site.layer < end:
-                raise SiteError(f"cannot record {site.name}: this run covers blocks [{start_layer}, {end})")
-        for iv in interventions:
-            if not start_layer <= iv.layer < end:
-                raise SiteError(f"cannot intervene at block {iv.layer}: this run covers blocks [{start_layer}, {end})")
+        end, cache = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions)
 
         hooks: list[tuple[str, Callable]] = []
         for iv in interventions:

@@ -15,7 +15,6 @@ Deadline: nnsight's client waits on its websocket forever; :class:`DeadlineRemot
 """
 
 import hashlib
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass

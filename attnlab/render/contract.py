@@ -44,3 +44,70 @@ class HeatmapPayload(TypedDict):
     row_groups: list[int] | None
     value_label: str
     zmax: float
+
+
+__all__ += ["HEADGALLERY_MIME", "HeadGalleryHead", "HeadGalleryPayload"]
+
+#: MIME type of a head-gallery payload, rendered by labext's gallery view (``labext/src/gallery.ts``).
+HEADGALLERY_MIME = "application/vnd.attnlab.headgallery.v1+json"
+
+
+class HeadGalleryHead(TypedDict):
+    """Details of one head, shown when its cell of the gallery grid is clicked.
+
+    Keys:
+        layer, head: the head.
+        pattern: [n_pos][n_pos] attention probabilities on the example sequence (dest rows, src columns), or null.
+        ablation: {method: loss increase in nats per token} for the methods run on this head (may be empty).
+        prefix: one induction attention value per prefix length, or null.
+        prefix_class: ``"long-prefix"``, ``"short-prefix"``, ``"none"``, or null.
+        copying: direct logit attribution to the copied token (logits), or null.
+    """
+
+    layer: int
+    head: int
+    pattern: list[list[float]] | None
+    ablation: dict[str, float]
+    prefix: list[float] | None
+    prefix_class: str | None
+    copying: float | None
+
+
+class HeadGalleryPayload(TypedDict):
+    """A layer x head grid of head scores (switchable between kinds), with per-head details on click.
+
+    Keys:
+        kind: always ``"headgallery"``.
+        version: always 1.
+        title: heading shown above the grid.
+        subtitle: one line under the title (model, data, definition).
+        kinds: score kinds, e.g. ``["previous_token", "duplicate_token", "induction"]``.
+        kind_labels: a display label per kind (``"induction"``).
+        scores: [n_kinds][n_layers][n_heads] mean scores in [0, 1]; null where not computed.
+        score_std: [n_kinds][n_layers][n_heads] standard deviation over sequences, or null.
+        layer_labels: n_layers labels (``"L0"`` ...).
+        head_labels: n_heads labels (``"H0"`` ...).
+        tokens: the example sequence's tokens (plain text, never HTML), labels of the pattern's axes.
+        prefix_lengths: the prefix lengths of the ``prefix`` curves, or null.
+        ablation_label: what an ablation number means (``"second-repeat loss increase (nats/token)"``).
+        clean_loss: {"first_repeat", "second_repeat"} losses without ablation, or null.
+        heads: [n_layers * n_heads] details, row-major (index ``layer * n_heads + head``).
+        selected: [layer, head] shown initially (the top head of the first kind), or null.
+    """
+
+    kind: Literal["headgallery"]
+    version: Literal[1]
+    title: str
+    subtitle: str
+    kinds: list[str]
+    kind_labels: list[str]
+    scores: list[list[list[float | None]]]
+    score_std: list[list[list[float | None]]] | None
+    layer_labels: list[str]
+    head_labels: list[str]
+    tokens: list[str]
+    prefix_lengths: list[int] | None
+    ablation_label: str
+    clean_loss: dict[str, float] | None
+    heads: list[HeadGalleryHead]
+    selected: list[int] | None
