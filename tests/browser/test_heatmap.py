@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 from attnlab.render.contract import HEATMAP_MIME
+from tests.tutorial_fixtures import TUTORIAL_TEST_TIMEOUT_S, executed_tutorial_01  # noqa: F401
 
 from .jupyter import (
     LabServer,
@@ -26,35 +27,6 @@ from .jupyter import (
 TIMEOUT_MS = 60_000
 # The rendered output of the heatmap MIME type (the extension's widget sets no ``data-mime-type`` attribute).
 HEATMAP_OUTPUT = ".jp-OutputArea-output.jp-RenderedAttnlabHeatmap"
-
-# --- STAND-IN (temporary) ---
-@pytest.fixture(scope="session")
-def executed_tutorial_01(tmp_path_factory):
-    import nbformat, torch
-    from attnlab.results import PatchingResult
-    def res(dims, shape, comp, seed):
-        g = torch.Generator().manual_seed(seed)
-        v = torch.randn(*shape, generator=g) * 0.3
-        v[-1, -1] = float("nan")
-        labels = {"layer": [f"L{i}" for i in range(shape[0])]}
-        labels[dims[1]] = [("H" if dims[1] == "head" else "p") + str(i) for i in range(shape[1])]
-        index = {d: list(range(n)) for d, n in zip(dims, shape)}
-        toks = [f" t{i}" for i in range(shape[1])] if dims[1] == "pos" else None
-        return PatchingResult("activation_patching", comp, "denoising", dims, v, None, labels, index, tokens=toks,
-                              model={"name": "smollm2-135m"}, task={"task": "ioi", "n_prompts": 16},
-                              baselines={"clean": 3.1, "corrupted": -0.2})
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    for i, r in enumerate([res(("layer", "pos"), (30, 15), "resid_pre", 0), res(("layer", "head"), (30, 9), "heads", 1),
-                           res(("layer", "head"), (30, 9), "heads", 2)]):
-        c = nbformat.v4.new_code_cell(f"display(r{i})", execution_count=i + 1)
-        c.outputs = [nbformat.v4.new_output("display_data", data=r._repr_mimebundle_())]
-        nb.cells.append(nbformat.v4.new_markdown_cell(f"## part {i}"))
-        nb.cells.append(c)
-    path = tmp_path_factory.mktemp("standin") / "01.ipynb"
-    nbformat.write(nb, str(path))
-    return path
-# --- END STAND-IN ---
 
 IMG_TOKEN = '<img src=x onerror="window.__xss=1">'
 BOLD_TOKEN = "<b>bold</b>"
@@ -103,6 +75,7 @@ def hover_cell(page: Page, heatmap: Locator, row: int, col: int) -> str:
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(TUTORIAL_TEST_TIMEOUT_S)  # the first test to ask for the executed tutorial runs it (minutes)
 def test_tutorial_heatmap_hover(lab: LabServer, browser_page: Page, executed_tutorial_01: Path) -> None:  # noqa: F811
     page = browser_page
     console_errors = collect_console_errors(page)
