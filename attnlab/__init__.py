@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 __all__ = [
     "AttnlabError",
     "Backend",
+    "HeadScores",
     "Intervention",
     "ModelInfo",
     "PatchingDataset",
@@ -20,34 +21,45 @@ __all__ = [
     "Site",
     "SiteKind",
     "__version__",
+    "ablation_effects",
     "gpt2_shaped_model",
+    "induction_analysis",
     "load_model",
     "patch_attn_out",
     "patch_heads",
     "patch_heads_by_position",
     "patch_mlp_out",
     "patch_residual_stream",
+    "prefix_curves",
+    "repeated_random_tokens",
     "run_sweep",
+    "score_heads",
     "tiny_model",
 ]
 
 _LAZY = {
     "AttnlabError": "attnlab.errors",
     "Backend": "attnlab.backends.base",
+    "HeadScores": "attnlab.heads.results",
     "Intervention": "attnlab.backends.base",
     "ModelInfo": "attnlab.backends.base",
     "PatchingDataset": "attnlab.tasks.base",
     "PatchingResult": "attnlab.results",
     "Site": "attnlab.sites",
     "SiteKind": "attnlab.sites",
+    "ablation_effects": "attnlab.heads",
     "gpt2_shaped_model": "attnlab.models",
+    "induction_analysis": "attnlab.heads",
     "load_model": "attnlab.models",
     "patch_attn_out": "attnlab.patching",
     "patch_heads": "attnlab.patching",
     "patch_heads_by_position": "attnlab.patching",
     "patch_mlp_out": "attnlab.patching",
     "patch_residual_stream": "attnlab.patching",
+    "prefix_curves": "attnlab.heads",
+    "repeated_random_tokens": "attnlab.tasks.induction",
     "run_sweep": "attnlab.patching",
+    "score_heads": "attnlab.heads",
     "tiny_model": "attnlab.models",
 }
 
@@ -81,6 +93,8 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 if TYPE_CHECKING:  # pragma: no cover
     from attnlab.backends.base import Backend, Intervention, ModelInfo
     from attnlab.errors import AttnlabError
+    from attnlab.heads import ablation_effects, induction_analysis, prefix_curves, score_heads
+    from attnlab.heads.results import HeadScores
     from attnlab.models import gpt2_shaped_model, load_model, tiny_model
     from attnlab.patching import (
         patch_attn_out,
@@ -93,3 +107,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from attnlab.results import PatchingResult
     from attnlab.sites import Site, SiteKind
     from attnlab.tasks.base import PatchingDataset
+    from attnlab.tasks.induction import repeated_random_tokens

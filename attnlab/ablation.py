@@ -39,7 +39,7 @@ class AblationError(AttnlabError, ValueError):
     """An ablation request is malformed: unknown method, missing or mismatched mean values."""
 
 
-def check_heads(model: Backend, heads: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+def check_heads(model: Backend, heads: Iterable[Sequence[int]]) -> list[tuple[int, int]]:
     """Validate (layer, head) pairs against the model and return them as a list of int pairs.
 
     Raises:
@@ -90,7 +90,7 @@ def mean_head_outputs(
 
 def head_ablation_interventions(
     model: Backend,
-    heads: Sequence[tuple[int, int]],
+    heads: Sequence[Sequence[int]],
     *,
     method: str = "zero",
     n_pos: int,

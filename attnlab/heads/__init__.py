@@ -19,10 +19,10 @@ from attnlab.heads.scores import SCORE_KINDS, attention_patterns, score_heads
 from attnlab.heads.verification import HeadAblation, ablation_effects, loss_by_position
 
 __all__ = [
-    "SCORE_KINDS",
     "HeadAblation",
     "HeadScores",
     "PrefixCurves",
+    "SCORE_KINDS",
     "ablation_effects",
     "attention_patterns",
     "classify_prefix",

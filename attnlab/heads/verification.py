@@ -100,7 +100,7 @@ def _repeat_means(loss: Tensor, data: RepeatedTokens) -> tuple[Tensor, Tensor]:
 def ablation_effects(
     model: Backend,
     data: RepeatedTokens,
-    heads: Iterable[tuple[int, int]] | None = None,
+    heads: Iterable[Sequence[int]] | None = None,
     *,
     methods: Sequence[str] = ("zero", "mean"),
     reference: Int[Tensor, "batch pos"] | None = None,

@@ -17,7 +17,8 @@ __all__ = ["gallery_bundle", "head_gallery", "static_gallery_html"]
 _KIND_LABELS = {"previous_token": "previous-token", "duplicate_token": "duplicate-token", "induction": "induction"}
 
 
-def _num(x: float, digits: int = 4) -> float | None:
+def _num(x, digits: int = 4) -> float | None:
+    """A float (a Python number or a 0-d tensor) rounded for JSON, or None for NaN/inf."""
     x = float(x)
     return None if math.isnan(x) or math.isinf(x) else round(x, digits)
 

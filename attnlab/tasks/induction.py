@@ -42,6 +42,7 @@ from attnlab.errors import DatasetError, TokenizationError
 __all__ = [
     "PrefixProbe",
     "RepeatedTokens",
+    "bos_token_id",
     "natural_repeats",
     "prefix_probe",
     "repeated_random_tokens",

@@ -56,3 +56,62 @@ export interface HeatmapCellClickDetail {
   value: number | null;
 }
 
+
+/** MIME type of a head-gallery payload, rendered by {@link renderGallery} (`./gallery`). */
+export const HEADGALLERY_MIME = 'application/vnd.attnlab.headgallery.v1+json';
+
+/** Details of one head, shown when its cell is clicked. `n_pos` = number of example tokens. */
+export interface HeadGalleryHead {
+  layer: number;
+  head: number;
+  /** `[n_pos][n_pos]` attention probabilities on the example sequence (dest rows, src columns), or null. */
+  pattern: number[][] | null;
+  /** `{method: loss increase}` in nats per token, for the ablation methods run on this head (may be empty). */
+  ablation: Record<string, number>;
+  /** `[n_prefix_lengths]` induction attention per prefix length, or null. */
+  prefix: (number | null)[] | null;
+  /** `"long-prefix"`, `"short-prefix"`, `"none"`, or null. */
+  prefix_class: string | null;
+  /** Direct logit attribution to the copied token (logits), or null. */
+  copying: number | null;
+}
+
+/** A layer x head grid of head scores, switchable between kinds, with per-head details on click. */
+export interface HeadGalleryPayload {
+  /** Always `"headgallery"`. */
+  kind: 'headgallery';
+  /** Always 1. */
+  version: 1;
+  title: string;
+  subtitle: string;
+  /** `[n_kinds]` score kinds, e.g. `["previous_token", "duplicate_token", "induction"]`. */
+  kinds: string[];
+  /** `[n_kinds]` display labels. */
+  kind_labels: string[];
+  /** `[n_kinds][n_layers][n_heads]` mean scores in [0, 1]; null where not computed. */
+  scores: (number | null)[][][];
+  /** `[n_kinds][n_layers][n_heads]` standard deviation over sequences, or null. */
+  score_std: (number | null)[][][] | null;
+  /** `[n_layers]` labels. */
+  layer_labels: string[];
+  /** `[n_heads]` labels. */
+  head_labels: string[];
+  /** `[n_pos]` example tokens. Plain text, never HTML. */
+  tokens: string[];
+  /** `[n_prefix_lengths]`, or null. */
+  prefix_lengths: number[] | null;
+  /** What an ablation number means, with its unit. */
+  ablation_label: string;
+  /** Unablated losses `{first_repeat, second_repeat}`, nats per token, or null. */
+  clean_loss: Record<string, number> | null;
+  /** `[n_layers * n_heads]` details, row-major (`layer * n_heads + head`). */
+  heads: HeadGalleryHead[];
+  /** `[layer, head]` shown initially, or null. */
+  selected: number[] | null;
+}
+
+/** `detail` of the bubbling `attnlab-head-click` CustomEvent dispatched on the host element. */
+export interface HeadGalleryClickDetail {
+  layer: number;
+  head: number;
+}

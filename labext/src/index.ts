@@ -5,10 +5,13 @@
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
-import { HEATMAP_MIME, type HeatmapPayload } from './contract';
+import { HEADGALLERY_MIME, HEATMAP_MIME, type HeadGalleryPayload, type HeatmapPayload } from './contract';
+import { renderGallery } from './gallery';
 import { renderHeatmap } from './heatmap';
 
-export { HEATMAP_MIME } from './contract';
+export { HEADGALLERY_MIME, HEATMAP_MIME } from './contract';
+export type { HeadGalleryClickDetail, HeadGalleryPayload } from './contract';
+export { HEAD_CLICK_EVENT, renderGallery } from './gallery';
 export type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
 export { CELL_CLICK_EVENT, formatTooltip, renderHeatmap } from './heatmap';
 
@@ -20,6 +23,7 @@ export class HeatmapRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(options: IRenderMime.IRendererOptions) {
     super();
     this._mimeType = options.mimeType;
+    this.node.dataset.mimeType = options.mimeType; // as JupyterLab's own renderers do
     this.addClass(WIDGET_CLASS);
   }
 
@@ -52,4 +56,41 @@ const extension: IRenderMime.IExtension = {
   dataType: 'json'
 };
 
-export default extension;
+/** Class added to the gallery renderer's widget node. */
+const GALLERY_CLASS = 'jp-RenderedAttnlabHeadGallery';
+
+/** A widget that draws one head-gallery payload. */
+export class GalleryRenderer extends Widget implements IRenderMime.IRenderer {
+  constructor(options: IRenderMime.IRendererOptions) {
+    super();
+    this._mimeType = options.mimeType;
+    this.node.dataset.mimeType = options.mimeType;
+    this.addClass(GALLERY_CLASS);
+  }
+
+  renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const payload = model.data[this._mimeType] as unknown as HeadGalleryPayload;
+    renderGallery(this.node, payload);
+    return Promise.resolve();
+  }
+
+  private _mimeType: string;
+}
+
+/** Gallery renderer factory: safe (payload strings are never HTML), ranked ahead of the text/html fallback. */
+export const galleryRendererFactory: IRenderMime.IRendererFactory = {
+  safe: true,
+  mimeTypes: [HEADGALLERY_MIME],
+  defaultRank: 0,
+  createRenderer: options => new GalleryRenderer(options)
+};
+
+const galleryExtension: IRenderMime.IExtension = {
+  id: 'attnlab:headgallery',
+  description: 'Renders attnlab head galleries (previous-token, duplicate-token and induction scores).',
+  rendererFactory: galleryRendererFactory,
+  rank: 0,
+  dataType: 'json'
+};
+
+export default [extension, galleryExtension];

@@ -1,0 +1,449 @@
+/**
+ * A pure, dependency-free DOM renderer for attnlab head-gallery payloads
+ * (`application/vnd.attnlab.headgallery.v1+json`).
+ *
+ * Layout: a header (title, subtitle), one button per score kind (`button.attnlab-gallery-kind[data-kind]`, the
+ * pressed one has `aria-pressed="true"`), a layer x head grid of the chosen score (`rect.attnlab-gallery-cell`
+ * with `data-layer`, `data-head`, `data-value`; white 0 to red 1), and a detail panel (`div.attnlab-gallery-detail`)
+ * for the selected head: its scores, its attention pattern on the example repeated sequence (an SVG matrix with the
+ * tokens as axis labels), its ablation effects, its prefix-length curve and its prefix class.
+ *
+ * Clicking a cell (or Enter/Space on a focused cell) selects the head, redraws the panel and dispatches a bubbling
+ * `CustomEvent('attnlab-head-click', {detail: {layer, head}})` on the host. Nothing touches the network, and every
+ * payload string reaches the page through `textContent` / SVG text nodes, never as HTML.
+ */
+
+import type { HeadGalleryClickDetail, HeadGalleryHead, HeadGalleryPayload } from './contract';
+
+/** Name of the bubbling CustomEvent dispatched on the host element when a head is selected. */
+export const HEAD_CLICK_EVENT = 'attnlab-head-click';
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const FONT = 'var(--jp-ui-font-family, system-ui, sans-serif)';
+const MONO = 'var(--jp-code-font-family, ui-monospace, monospace)';
+
+type Attrs = Record<string, string | number>;
+
+function svgEl<K extends keyof SVGElementTagNameMap>(
+  doc: Document,
+  tag: K,
+  attrs: Attrs,
+  parent?: Element
+): SVGElementTagNameMap[K] {
+  const el = doc.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    el.setAttribute(k, String(v));
+  }
+  if (parent) {
+    parent.appendChild(el);
+  }
+  return el;
+}
+
+function svgText(doc: Document, parent: Element, text: string, attrs: Attrs): SVGTextElement {
+  const el = svgEl(doc, 'text', { 'font-size': 11, 'font-family': FONT, fill: 'currentColor', ...attrs }, parent);
+  el.textContent = text;
+  return el;
+}
+
+function htmlEl(doc: Document, tag: string, className: string, parent: Element, text?: string): HTMLElement {
+  const el = doc.createElement(tag);
+  el.className = className;
+  if (text !== undefined) {
+    el.textContent = text;
+  }
+  parent.appendChild(el);
+  return el;
+}
+
+/** White (0) to red (1), clamped; grey for a missing value. */
+export function sequentialColor(value: number | null): string {
+  if (value === null || !Number.isFinite(value)) {
+    return 'rgb(217, 217, 217)';
+  }
+  const t = Math.max(0, Math.min(1, value));
+  const mix = (c: number) => Math.round(255 + (c - 255) * t);
+  return `rgb(${mix(178)}, ${mix(24)}, ${mix(43)})`;
+}
+
+function num(v: unknown): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+function fmt(v: number | null, digits = 3): string {
+  return v === null ? 'n/a' : v.toFixed(digits);
+}
+
+/** Token as shown on an axis: control characters visible, long tokens shortened. */
+function shortToken(t: string): string {
+  const s = t.replace(/\r\n|\n|\r/g, '↵').replace(/\t/g, '⇥');
+  return s.length > 12 ? `${s.slice(0, 11)}…` : s;
+}
+
+/** The attention pattern of one head as a small matrix, tokens along both axes. */
+function drawPattern(doc: Document, parent: Element, pattern: number[][], tokens: string[]): void {
+  const n = pattern.length;
+  const cell = Math.max(6, Math.min(16, Math.floor(320 / Math.max(n, 1))));
+  const longest = tokens.slice(0, n).reduce((m, t) => Math.max(m, shortToken(t).length), 1);
+  const labelW = Math.min(84, 10 + Math.ceil(longest * 6.2)); // room for the longest shown token (10px monospace)
+  const width = labelW + n * cell + 8;
+  const height = labelW + n * cell + 8;
+  const svg = svgEl(doc, 'svg', {
+    class: 'attnlab-gallery-pattern',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'img',
+    'aria-label': 'attention pattern: destination rows, source columns'
+  });
+  parent.appendChild(svg);
+  for (let i = 0; i < n; i++) {
+    const row = pattern[i] ?? [];
+    for (let j = 0; j <= i && j < row.length; j++) {
+      const v = num(row[j]) ?? 0;
+      const r = svgEl(
+        doc,
+        'rect',
+        { x: labelW + j * cell, y: labelW + i * cell, width: cell, height: cell, fill: sequentialColor(v) },
+        svg
+      );
+      const title = svgEl(doc, 'title', {}, r);
+      title.textContent = `dest ${i} ${JSON.stringify(tokens[i] ?? '')} → src ${j} ${JSON.stringify(tokens[j] ?? '')}: ${v.toFixed(3)}`;
+    }
+  }
+  svgEl(
+    doc,
+    'rect',
+    { x: labelW, y: labelW, width: n * cell, height: n * cell, fill: 'none', stroke: '#999', 'stroke-width': 0.5 },
+    svg
+  );
+  if (cell >= 9) {
+    tokens.slice(0, n).forEach((t, i) => {
+      svgText(doc, svg, shortToken(t), {
+        x: labelW - 4,
+        y: labelW + (i + 0.5) * cell,
+        'text-anchor': 'end',
+        'dominant-baseline': 'central',
+        'font-family': MONO,
+        'font-size': 10,
+        class: 'attnlab-gallery-token'
+      });
+      svgText(doc, svg, shortToken(t), {
+        transform: `translate(${labelW + (i + 0.5) * cell}, ${labelW - 4}) rotate(-90)`,
+        'dominant-baseline': 'central',
+        'font-family': MONO,
+        'font-size': 10,
+        class: 'attnlab-gallery-token'
+      });
+    });
+  }
+}
+
+/** The prefix-length curve: induction attention against the matching prefix length (log-spaced x axis). */
+function drawPrefixCurve(doc: Document, parent: Element, lengths: number[], values: (number | null)[]): void {
+  const w = 300;
+  const h = 160;
+  const x0 = 40;
+  const y0 = 10;
+  const pw = w - x0 - 12;
+  const ph = h - y0 - 34;
+  const svg = svgEl(doc, 'svg', {
+    class: 'attnlab-gallery-prefix',
+    width: w,
+    height: h,
+    viewBox: `0 0 ${w} ${h}`,
+    role: 'img',
+    'aria-label': 'induction attention by matching prefix length'
+  });
+  parent.appendChild(svg);
+  const lx = lengths.map(n => Math.log2(Math.max(n, 1)));
+  const xmin = Math.min(...lx);
+  const xmax = Math.max(...lx);
+  const px = (i: number) => x0 + (xmax > xmin ? ((lx[i] - xmin) / (xmax - xmin)) * pw : pw / 2);
+  const py = (v: number) => y0 + (1 - Math.max(0, Math.min(1, v))) * ph;
+  svgEl(doc, 'line', { x1: x0, x2: x0, y1: y0, y2: y0 + ph, stroke: '#999' }, svg);
+  svgEl(doc, 'line', { x1: x0, x2: x0 + pw, y1: y0 + ph, y2: y0 + ph, stroke: '#999' }, svg);
+  for (const t of [0, 0.5, 1]) {
+    svgText(doc, svg, String(t), { x: x0 - 4, y: py(t), 'text-anchor': 'end', 'dominant-baseline': 'central' });
+  }
+  lengths.forEach((n, i) => {
+    svgText(doc, svg, String(n), { x: px(i), y: y0 + ph + 12, 'text-anchor': 'middle' });
+  });
+  svgText(doc, svg, 'matching prefix length (tokens)', { x: x0 + pw / 2, y: h - 4, 'text-anchor': 'middle' });
+  const pts = values
+    .map((v, i) => (v === null ? null : `${px(i)},${py(v)}`))
+    .filter((p): p is string => p !== null);
+  svgEl(doc, 'polyline', { points: pts.join(' '), fill: 'none', stroke: 'rgb(178, 24, 43)', 'stroke-width': 2 }, svg);
+  values.forEach((v, i) => {
+    if (v !== null) {
+      const c = svgEl(
+        doc,
+        'circle',
+        { cx: px(i), cy: py(v), r: 3.5, fill: 'rgb(178, 24, 43)', class: 'attnlab-gallery-prefix-point' },
+        svg
+      );
+      const title = svgEl(doc, 'title', {}, c);
+      title.textContent = `prefix ${lengths[i]}: ${v.toFixed(3)}`;
+    }
+  });
+}
+
+/** Draw the details of one head into `panel` (replacing its content). */
+function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: number, head: number): void {
+  const doc = panel.ownerDocument;
+  panel.replaceChildren();
+  const nHeads = payload.head_labels.length;
+  const info: HeadGalleryHead | undefined = payload.heads[layer * nHeads + head];
+  const name = `${payload.layer_labels[layer] ?? `L${layer}`}${payload.head_labels[head] ?? `H${head}`}`;
+  const title = htmlEl(doc, 'div', 'attnlab-gallery-detail-title', panel, name);
+  title.style.fontWeight = '600';
+  title.style.fontSize = '14px';
+  const scores = htmlEl(doc, 'div', 'attnlab-gallery-detail-scores', panel);
+  payload.kinds.forEach((_, k) => {
+    const v = num(payload.scores[k]?.[layer]?.[head]);
+    const sd = num(payload.score_std?.[k]?.[layer]?.[head]);
+    const label = payload.kind_labels[k] ?? payload.kinds[k];
+    htmlEl(doc, 'div', 'attnlab-gallery-score', scores, `${label} score ${fmt(v)}${sd === null ? '' : ` ± ${fmt(sd)}`}`);
+  });
+  if (!info) {
+    return;
+  }
+  const abl = htmlEl(doc, 'div', 'attnlab-gallery-ablation', panel);
+  const methods = Object.keys(info.ablation ?? {});
+  if (methods.length === 0) {
+    abl.textContent = 'ablation: not run for this head';
+  } else {
+    abl.textContent = `${payload.ablation_label}: ${methods
+      .map(m => `${m} ${fmt(num(info.ablation[m]))}`)
+      .join(', ')}`;
+    if (payload.clean_loss) {
+      const c = payload.clean_loss;
+      htmlEl(
+        doc,
+        'div',
+        'attnlab-gallery-clean',
+        panel,
+        `unablated loss: first repeat ${fmt(num(c.first_repeat), 2)}, second repeat ${fmt(num(c.second_repeat), 2)} nats/token`
+      );
+    }
+  }
+  if (info.copying !== null && info.copying !== undefined) {
+    htmlEl(doc, 'div', 'attnlab-gallery-copying', panel, `direct logit attribution to the copied token: ${fmt(num(info.copying))}`);
+  }
+  const row = htmlEl(doc, 'div', 'attnlab-gallery-plots', panel);
+  row.style.display = 'flex';
+  row.style.flexWrap = 'wrap';
+  row.style.gap = '16px';
+  row.style.alignItems = 'flex-start';
+  if (info.pattern) {
+    const box = htmlEl(doc, 'div', 'attnlab-gallery-pattern-box', row);
+    htmlEl(doc, 'div', 'attnlab-gallery-caption', box, 'attention on the example repeated sequence');
+    drawPattern(doc, box, info.pattern, payload.tokens ?? []);
+  }
+  if (info.prefix && payload.prefix_lengths) {
+    const box = htmlEl(doc, 'div', 'attnlab-gallery-prefix-box', row);
+    htmlEl(
+      doc,
+      'div',
+      'attnlab-gallery-caption',
+      box,
+      `induction attention by prefix length${info.prefix_class ? ` (${info.prefix_class})` : ''}`
+    );
+    drawPrefixCurve(doc, box, payload.prefix_lengths, info.prefix.map(num));
+  }
+}
+
+/**
+ * Draw `payload` into `host`, replacing whatever `host` held. See the module comment for the DOM it produces.
+ */
+export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): void {
+  const doc = host.ownerDocument;
+  host.replaceChildren();
+  const root = htmlEl(doc, 'div', 'attnlab-gallery', host);
+  root.style.fontFamily = FONT;
+  root.style.fontSize = '12px';
+  root.style.padding = '4px 8px';
+  if (!payload || !Array.isArray(payload.scores) || !Array.isArray(payload.kinds)) {
+    htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed head-gallery payload.');
+    return;
+  }
+  const title = htmlEl(doc, 'div', 'attnlab-title', root, String(payload.title ?? ''));
+  title.style.fontWeight = '600';
+  title.style.fontSize = '15px';
+  const sub = htmlEl(doc, 'div', 'attnlab-subtitle', root, String(payload.subtitle ?? ''));
+  sub.style.color = 'var(--jp-ui-font-color2, #555)';
+
+  const nLayers = payload.layer_labels.length;
+  const nHeads = payload.head_labels.length;
+  let kind = Math.max(0, payload.kinds.indexOf('induction'));
+  let selected: [number, number] | null =
+    payload.selected && payload.selected.length === 2 ? [payload.selected[0], payload.selected[1]] : null;
+
+  const bar = htmlEl(doc, 'div', 'attnlab-gallery-kinds', root);
+  bar.setAttribute('role', 'group');
+  bar.style.margin = '6px 0';
+  const buttons: HTMLButtonElement[] = payload.kinds.map((k, i) => {
+    const b = doc.createElement('button');
+    b.className = 'attnlab-gallery-kind';
+    b.type = 'button';
+    b.setAttribute('data-kind', k);
+    b.textContent = payload.kind_labels[i] ?? k;
+    b.style.marginRight = '4px';
+    bar.appendChild(b);
+    return b;
+  });
+
+  const body = htmlEl(doc, 'div', 'attnlab-gallery-body', root);
+  body.style.display = 'flex';
+  body.style.flexWrap = 'wrap';
+  body.style.gap = '20px';
+  body.style.alignItems = 'flex-start';
+  const gridBox = htmlEl(doc, 'div', 'attnlab-gallery-grid', body);
+  const panel = htmlEl(doc, 'div', 'attnlab-gallery-detail', body);
+  panel.style.minWidth = '320px';
+
+  const cw = Math.max(14, Math.min(28, Math.floor(360 / Math.max(nHeads, 1))));
+  const ch = Math.max(8, Math.min(20, Math.floor(600 / Math.max(nLayers, 1))));
+  const gx = 40;
+  const gy = 18;
+  const width = gx + nHeads * cw + 8;
+  const height = gy + nLayers * ch + 8;
+  const svg = svgEl(doc, 'svg', {
+    class: 'attnlab-gallery-matrix',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'group',
+    'aria-label': 'heads by layer'
+  });
+  gridBox.appendChild(svg);
+  payload.head_labels.forEach((t, j) => {
+    svgText(doc, svg, t, { x: gx + (j + 0.5) * cw, y: gy - 6, 'text-anchor': 'middle', 'font-size': 10 });
+  });
+  const rowStride = ch >= 11 ? 1 : Math.ceil(11 / ch);
+  payload.layer_labels.forEach((t, i) => {
+    if (i % rowStride === 0) {
+      svgText(doc, svg, t, {
+        x: gx - 4,
+        y: gy + (i + 0.5) * ch,
+        'text-anchor': 'end',
+        'dominant-baseline': 'central',
+        'font-size': 10
+      });
+    }
+  });
+  const cells: SVGRectElement[] = [];
+  for (let i = 0; i < nLayers; i++) {
+    for (let j = 0; j < nHeads; j++) {
+      const r = svgEl(
+        doc,
+        'rect',
+        {
+          class: 'attnlab-gallery-cell',
+          x: gx + j * cw,
+          y: gy + i * ch,
+          width: cw,
+          height: ch,
+          stroke: 'rgba(0,0,0,0.08)',
+          'data-layer': i,
+          'data-head': j,
+          tabindex: i === 0 && j === 0 ? 0 : -1,
+          role: 'button'
+        },
+        svg
+      );
+      r.style.cursor = 'pointer';
+      svgEl(doc, 'title', {}, r);
+      cells.push(r);
+    }
+  }
+  const selBox = svgEl(
+    doc,
+    'rect',
+    { width: cw, height: ch, fill: 'none', stroke: '#000', 'stroke-width': 2, visibility: 'hidden' },
+    svg
+  );
+
+  const paint = () => {
+    buttons.forEach((b, i) => b.setAttribute('aria-pressed', i === kind ? 'true' : 'false'));
+    buttons.forEach((b, i) => (b.style.fontWeight = i === kind ? '700' : '400'));
+    const label = payload.kind_labels[kind] ?? payload.kinds[kind];
+    for (const r of cells) {
+      const i = Number(r.getAttribute('data-layer'));
+      const j = Number(r.getAttribute('data-head'));
+      const v = num(payload.scores[kind]?.[i]?.[j]);
+      r.setAttribute('fill', sequentialColor(v));
+      r.setAttribute('data-value', v === null ? 'null' : String(v));
+      const t = r.firstChild as SVGTitleElement;
+      t.textContent = `${payload.layer_labels[i]}${payload.head_labels[j]} ${label} score: ${fmt(v, 4)}`;
+    }
+  };
+  const select = (layer: number, head: number, notify: boolean) => {
+    selected = [layer, head];
+    for (const r of cells) {
+      const on = Number(r.getAttribute('data-layer')) === layer && Number(r.getAttribute('data-head')) === head;
+      if (on) {
+        r.setAttribute('aria-pressed', 'true');
+        selBox.setAttribute('x', r.getAttribute('x') ?? '0');
+        selBox.setAttribute('y', r.getAttribute('y') ?? '0');
+        selBox.setAttribute('visibility', 'visible');
+      } else {
+        r.removeAttribute('aria-pressed');
+      }
+    }
+    renderDetail(panel, payload, layer, head);
+    if (notify) {
+      const detail: HeadGalleryClickDetail = { layer, head };
+      host.dispatchEvent(new CustomEvent(HEAD_CLICK_EVENT, { detail, bubbles: true, composed: true }));
+    }
+  };
+
+  buttons.forEach((b, i) =>
+    b.addEventListener('click', () => {
+      kind = i;
+      paint();
+    })
+  );
+  const cellOf = (target: EventTarget | null): SVGRectElement | null => {
+    const el = target as Element | null;
+    return el && typeof el.closest === 'function' ? (el.closest('.attnlab-gallery-cell') as SVGRectElement | null) : null;
+  };
+  svg.addEventListener('click', ev => {
+    const c = cellOf(ev.target);
+    if (c) {
+      select(Number(c.getAttribute('data-layer')), Number(c.getAttribute('data-head')), true);
+    }
+  });
+  svg.addEventListener('keydown', ev => {
+    const c = cellOf(ev.target);
+    if (!c) {
+      return;
+    }
+    const i = Number(c.getAttribute('data-layer'));
+    const j = Number(c.getAttribute('data-head'));
+    const moves: Record<string, [number, number]> = {
+      ArrowUp: [i - 1, j],
+      ArrowDown: [i + 1, j],
+      ArrowLeft: [i, j - 1],
+      ArrowRight: [i, j + 1]
+    };
+    if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      select(i, j, true);
+    } else if (ev.key in moves) {
+      ev.preventDefault();
+      const [ni, nj] = moves[ev.key];
+      const next = cells[Math.max(0, Math.min(nLayers - 1, ni)) * nHeads + Math.max(0, Math.min(nHeads - 1, nj))];
+      c.setAttribute('tabindex', '-1');
+      next.setAttribute('tabindex', '0');
+      next.focus();
+    }
+  });
+
+  paint();
+  if (selected && selected[0] < nLayers && selected[1] < nHeads) {
+    select(selected[0], selected[1], false);
+  } else {
+    htmlEl(doc, 'div', 'attnlab-gallery-hint', panel, 'click a head to see its pattern, ablation and prefix curve');
+  }
+}
