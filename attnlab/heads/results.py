@@ -93,7 +93,12 @@ class HeadScores:
         return [divmod(i, self.n_heads) for i in order]
 
     def top(self, kind: str, k: int = 5):
-        """DataFrame of the ``k`` heads with the highest score of ``kind``."""
+        """DataFrame of the ``k`` heads with the highest score of ``kind``.
+
+        Raises:
+            HeadAnalysisError: unknown ``kind``.
+        """
+        self._kind(kind)  # a clear error for an unknown kind
         df = self.to_dataframe()
         return df.sort_values(kind, ascending=False, kind="stable").head(k).reset_index(drop=True)
 

@@ -71,6 +71,15 @@ class HeadAblation:
     bos_offset: int
     heads: list[tuple[int, int]] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        effects = ", ".join(
+            f"L{layer}H{head}: " + " / ".join(f"{m} {self.effect(layer, head, m):+.3f}" for m in self.methods)
+            for layer, head in self.heads[:8])
+        more = f", ... ({len(self.heads)} heads)" if len(self.heads) > 8 else ""
+        return (f"<HeadAblation second-repeat loss increase in nats ({effects}{more}); clean loss first repeat "
+                f"{self.clean_loss.get('first_repeat', float('nan')):.3f}, second repeat "
+                f"{self.clean_loss.get('second_repeat', float('nan')):.3f}>")
+
     def effect(self, layer: int, head: int, method: str = "zero") -> float:
         """Loss increase (nats per token) of ablating one head."""
         return float(self.loss_increase[self.methods.index(method), layer, head])
