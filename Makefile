@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 PORT ?= 8888
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 # CPU-only PyTorch. Where pip is configured with a local wheel folder (PIP_FIND_LINKS or pip's find-links), uv
 # reads it from there; elsewhere from PyTorch's CPU index. constraints.txt pins the +cpu build, so a CUDA build

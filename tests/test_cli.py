@@ -21,7 +21,7 @@ def test_bad_arguments_fail_before_loading_the_model(argv, message, capsys):
 @pytest.mark.integration
 def test_patch_ioi_prints_top_heads_and_writes_report(tmp_path, capsys):
     out, saved = tmp_path / "report.html", tmp_path / "result.json"
-    code = main(["patch", "ioi", "--model", "smollm2-135m", "--component", "heads", "--n-prompts", "4",
+    code = main(["patch", "ioi", "--model", "smollm2-135m", "--component", "heads", "--n-prompts", "2",
                  "--top", "5", "--quiet", "--out", str(out), "--save", str(saved)])
     printed = capsys.readouterr().out
     assert code == 0
