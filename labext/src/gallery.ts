@@ -14,31 +14,15 @@
  */
 
 import type { HeadGalleryClickDetail, HeadGalleryHead, HeadGalleryPayload } from './contract';
+import { Attrs, htmlEl, svgEl } from './dom';
 
 /** Name of the bubbling CustomEvent dispatched on the host element when a head is selected. */
 export const HEAD_CLICK_EVENT = 'attnlab-head-click';
 
-const SVG_NS = 'http://www.w3.org/2000/svg';
 const FONT = 'var(--jp-ui-font-family, system-ui, sans-serif)';
 const MONO = 'var(--jp-code-font-family, ui-monospace, monospace)';
 
-type Attrs = Record<string, string | number>;
 
-function svgEl<K extends keyof SVGElementTagNameMap>(
-  doc: Document,
-  tag: K,
-  attrs: Attrs,
-  parent?: Element
-): SVGElementTagNameMap[K] {
-  const el = doc.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    el.setAttribute(k, String(v));
-  }
-  if (parent) {
-    parent.appendChild(el);
-  }
-  return el;
-}
 
 function svgText(doc: Document, parent: Element, text: string, attrs: Attrs): SVGTextElement {
   const el = svgEl(doc, 'text', { 'font-size': 11, 'font-family': FONT, fill: 'currentColor', ...attrs }, parent);
@@ -46,15 +30,6 @@ function svgText(doc: Document, parent: Element, text: string, attrs: Attrs): SV
   return el;
 }
 
-function htmlEl(doc: Document, tag: string, className: string, parent: Element, text?: string): HTMLElement {
-  const el = doc.createElement(tag);
-  el.className = className;
-  if (text !== undefined) {
-    el.textContent = text;
-  }
-  parent.appendChild(el);
-  return el;
-}
 
 /** White (0) to red (1), clamped; grey for a missing value. */
 export function sequentialColor(value: number | null): string {

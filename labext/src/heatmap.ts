@@ -15,11 +15,11 @@
  */
 
 import type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
+import { Attrs, htmlEl, svgEl } from './dom';
 
 /** Name of the bubbling CustomEvent dispatched on the host element when a cell is clicked. */
 export const CELL_CLICK_EVENT = 'attnlab-cell-click';
 
-const SVG_NS = 'http://www.w3.org/2000/svg';
 
 // Font sizes in px; they mirror style/index.css and drive the layout estimates below.
 const LABEL_FONT = 12;
@@ -112,23 +112,7 @@ function textWidth(text: string, fontPx: number, em = LABEL_EM): number {
   return Math.ceil(text.length * em * fontPx);
 }
 
-type Attrs = Record<string, string | number>;
 
-function svgEl<K extends keyof SVGElementTagNameMap>(
-  doc: Document,
-  tag: K,
-  attrs: Attrs,
-  parent?: Element
-): SVGElementTagNameMap[K] {
-  const el = doc.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    el.setAttribute(k, String(v));
-  }
-  if (parent) {
-    parent.appendChild(el);
-  }
-  return el;
-}
 
 /** An SVG text element whose content is set as a text node (never parsed as markup). */
 function svgText(doc: Document, parent: Element, text: string, attrs: Attrs): SVGTextElement {
@@ -137,15 +121,6 @@ function svgText(doc: Document, parent: Element, text: string, attrs: Attrs): SV
   return el;
 }
 
-function htmlEl(doc: Document, tag: string, className: string, parent: Element, text?: string): HTMLElement {
-  const el = doc.createElement(tag);
-  el.className = className;
-  if (text !== undefined) {
-    el.textContent = text;
-  }
-  parent.appendChild(el);
-  return el;
-}
 
 /** A grey, diagonally hatched fill for cells that were not computed. */
 function hatchPattern(doc: Document, defs: Element, id: string): void {
