@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 __all__ = [
     "AttnlabError",
     "Backend",
+    "Explorer",
     "HeadScores",
     "Intervention",
     "ModelInfo",
@@ -40,6 +41,7 @@ __all__ = [
 _LAZY = {
     "AttnlabError": "attnlab.errors",
     "Backend": "attnlab.backends.base",
+    "Explorer": "attnlab.explorer",
     "HeadScores": "attnlab.heads.results",
     "Intervention": "attnlab.backends.base",
     "ModelInfo": "attnlab.backends.base",
@@ -64,7 +66,7 @@ _LAZY = {
 }
 
 
-_SUBPACKAGES = ("backends", "errors", "metrics", "models", "patching", "remote", "render", "results", "sites", "tasks")
+_SUBPACKAGES = ("backends", "errors", "explorer", "metrics", "models", "patching", "remote", "render", "results", "sites", "tasks")
 
 
 def __getattr__(name: str):
@@ -93,6 +95,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 if TYPE_CHECKING:  # pragma: no cover
     from attnlab.backends.base import Backend, Intervention, ModelInfo
     from attnlab.errors import AttnlabError
+    from attnlab.explorer.widget import Explorer
     from attnlab.heads import ablation_effects, induction_analysis, prefix_curves, score_heads
     from attnlab.heads.results import HeadScores
     from attnlab.models import gpt2_shaped_model, load_model, tiny_model

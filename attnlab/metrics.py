@@ -17,9 +17,12 @@ from torch import Tensor
 
 from attnlab.errors import MetricError
 
-__all__ = ["Direction", "check_direction", "logit_diff", "normalise"]
+__all__ = ["DIRECTIONS", "Direction", "check_direction", "logit_diff", "normalise"]
 
 Direction = Literal["denoising", "noising"]
+
+#: the two patching directions
+DIRECTIONS: tuple[str, str] = ("denoising", "noising")
 
 #: baselines closer than this (in logits) cannot be normalised
 MIN_BASELINE_GAP = 1e-6

@@ -26,7 +26,7 @@ Results equal TransformerLens's ``get_act_patch_*`` functions to float32 precisi
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +89,8 @@ def run_sweep(
     positions: Sequence[int] | None = None,
     memory_budget_mb: float = _DEFAULT_BUDGET_MB,
     progress: bool = True,
+    on_pass: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PatchingResult:
     """Patch every (layer[, head][, position]) of one component and measure the normalised logit difference.
 
@@ -101,6 +103,10 @@ def run_sweep(
         layers, heads, positions: restrict the sweep (default: all).
         memory_budget_mb: peak memory the batched passes may use, in MiB; sets how many variants share a pass.
         progress: show a tqdm progress bar.
+        on_pass: called as ``on_pass(done, total)`` after each batched forward pass (e.g. to drive a widget's
+            progress bar); ``total`` counts the patched passes, not the two baseline runs.
+        should_stop: polled after each pass; when it returns True the sweep stops as if interrupted (the finished
+            cells are kept, the rest NaN, ``complete == False``). Used by the Explorer's Cancel button.
 
     Returns:
         A :class:`~attnlab.results.PatchingResult` with normalised scores (0 = no effect; denoising 1 = fully
@@ -192,6 +198,7 @@ def run_sweep(
     complete = True
     passes_left = {layer: math.ceil(len(live) / max_variants) for layer, live in variants_by_layer}
     specs = _pass_specs(spec, variants_by_layer, max_variants, source, start_resid, target_tokens, end)
+    passes_done = 0
     try:
         for (layer, chunk), out in model.run_many(specs):
             ld = logit_diff(out.logits, answers.repeat(len(chunk), 1))
@@ -202,6 +209,12 @@ def run_sweep(
             if passes_left[layer] == 0:
                 _fill_no_ops(per_prompt[index_of[layer]], target_ld)
                 done_layers.append(layer)
+            passes_done += 1
+            if on_pass is not None:
+                on_pass(passes_done, n_passes)
+            if should_stop is not None and should_stop():
+                complete = False
+                break
         for layer, left in passes_left.items():  # layers with no live variant at all
             if left == 0 and layer not in done_layers:
                 _fill_no_ops(per_prompt[index_of[layer]], target_ld)

@@ -20,6 +20,13 @@ import { Attrs, htmlEl, svgEl } from './dom';
 /** Name of the bubbling CustomEvent dispatched on the host element when a cell is clicked. */
 export const CELL_CLICK_EVENT = 'attnlab-cell-click';
 
+/** What {@link renderHeatmap} returns: select a cell from code (no click event is dispatched). */
+export interface HeatmapHandle {
+  select(row: number | null, col?: number): void;
+}
+
+const NO_HANDLE: HeatmapHandle = { select: () => undefined };
+
 
 // Font sizes in px; they mirror style/index.css and drive the layout estimates below.
 const LABEL_FONT = 12;
@@ -216,8 +223,11 @@ function renderLegend(
  * cells not computed), and a hover/focus tooltip `div.attnlab-tooltip`. Clicking a cell (or Enter/Space on a focused
  * cell) selects it and dispatches a bubbling `CustomEvent('attnlab-cell-click', {detail: {row, col, rowLabel,
  * colLabel, value}})` on `host`. Arrow keys move the focus between cells.
+ *
+ * Returns a handle whose `select(row, col)` marks a cell as selected from code (e.g. a selection made in the kernel)
+ * without dispatching the click event; `select(null)` clears the selection.
  */
-export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void {
+export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): HeatmapHandle {
   const doc = host.ownerDocument;
   const uid = `attnlab-${++instances}`;
   host.replaceChildren();
@@ -225,7 +235,7 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void 
   const root = htmlEl(doc, 'div', 'attnlab-heatmap', host);
   if (!payload || !Array.isArray(payload.values)) {
     htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed heatmap payload (no "values" matrix).');
-    return;
+    return NO_HANDLE;
   }
 
   const nRows = payload.values.length;
@@ -270,7 +280,7 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void 
 
   if (nRows === 0 || nCols === 0) {
     htmlEl(doc, 'div', 'attnlab-empty', root, 'empty matrix');
-    return;
+    return NO_HANDLE;
   }
 
   // ---- Layout, chosen from the matrix dimensions and the label lengths.
@@ -483,16 +493,23 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void 
   };
 
   let selected: SVGRectElement | null = null;
-  const select = (cell: SVGRectElement) => {
-    const [row, col] = indexOf(cell);
+  const mark = (cell: SVGRectElement | null) => {
     if (selected) {
       selected.classList.remove('attnlab-cell-selected');
       selected.removeAttribute('aria-selected');
     }
     selected = cell;
+    if (!cell) {
+      selectBox.setAttribute('visibility', 'hidden');
+      return;
+    }
     cell.classList.add('attnlab-cell-selected');
     cell.setAttribute('aria-selected', 'true');
     place(selectBox, cell);
+  };
+  const select = (cell: SVGRectElement) => {
+    const [row, col] = indexOf(cell);
+    mark(cell);
     const detail: HeatmapCellClickDetail = {
       row,
       col,
@@ -552,4 +569,11 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void 
       next.focus();
     }
   });
+
+  return {
+    select: (row, col) => {
+      const cell = row === null ? null : cells[row]?.[col ?? 0];
+      mark(cell ?? null);
+    }
+  };
 }

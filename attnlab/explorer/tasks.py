@@ -1,0 +1,92 @@
+"""The tasks the Explorer offers: a small registry that task modules add themselves to.
+
+A task is anything that builds a :class:`~attnlab.tasks.base.PatchingDataset` (clean/corrupted pairs with an answer
+pair per prompt) from a model, a number of prompts, a seed and a corruption. The Explorer's task menu lists the
+registered tasks; a new task becomes clickable by calling :func:`register_task` once (IOI is registered here; other
+tasks register from their own modules).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from attnlab.errors import AttnlabError
+
+__all__ = ["ExplorerTask", "TaskError", "get_task", "register_task", "registered_tasks"]
+
+
+class TaskError(AttnlabError, ValueError):
+    """An unknown task name, or a task registered twice with different definitions."""
+
+
+@dataclass(frozen=True)
+class ExplorerTask:
+    """A task the Explorer can run.
+
+    Attributes:
+        name: short id shown in the task menu (``"ioi"``).
+        title: human-readable name (``"Indirect object identification"``).
+        build: ``build(model, n_prompts, seed=..., corruption=..., **options) -> PatchingDataset``.
+        corruptions: the corruption names ``build`` accepts; the first is the default.
+        source: the paper the task follows (shown in the Explorer).
+        answer_names: what the two answer columns mean (``("IO", "S")``): used to label direct logit attribution.
+    """
+
+    name: str
+    title: str
+    build: Callable
+    corruptions: tuple[str, ...]
+    source: str = ""
+    answer_names: tuple[str, str] = ("answer", "distractor")
+    options: dict = field(default_factory=dict)
+
+
+_TASKS: dict[str, ExplorerTask] = {}
+
+
+def register_task(task: ExplorerTask) -> ExplorerTask:
+    """Add ``task`` to the Explorer's task menu (idempotent for the same definition).
+
+    Raises:
+        TaskError: another task is already registered under the same name.
+    """
+    old = _TASKS.get(task.name)
+    if old is not None and old != task:
+        raise TaskError(f"a different task is already registered as {task.name!r}; pick another name")
+    _TASKS[task.name] = task
+    return task
+
+
+def registered_tasks() -> dict[str, ExplorerTask]:
+    """The registered tasks by name (a copy)."""
+    _register_builtin()
+    return dict(_TASKS)
+
+
+def get_task(task: "str | ExplorerTask") -> ExplorerTask:
+    """Look up a task by name (or pass an :class:`ExplorerTask` through).
+
+    Raises:
+        TaskError: no task of that name is registered; the message lists the registered ones.
+    """
+    if isinstance(task, ExplorerTask):
+        return task
+    tasks = registered_tasks()
+    if task not in tasks:
+        raise TaskError(f"unknown task {task!r}; registered tasks: {sorted(tasks)} (add one with "
+                        "attnlab.explorer.register_task)")
+    return tasks[task]
+
+
+def _register_builtin() -> None:
+    if "ioi" not in _TASKS:
+        from attnlab.tasks.ioi import ioi_dataset
+
+        register_task(ExplorerTask(
+            name="ioi", title="Indirect object identification (IOI)", build=ioi_dataset,
+            corruptions=("abc", "s2_swap"), answer_names=("IO", "S"),
+            source="Wang et al. 2022, arXiv 2211.00593",
+        ))
+    try:  # tasks that landed later register themselves from their own modules
+        import attnlab.tasks.colored_objects as colored_objects  # noqa: F401
+    except ImportError:
+        pass

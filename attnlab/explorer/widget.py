@@ -1,0 +1,260 @@
+"""``attnlab.Explorer``: the controller's state as a Jupyter widget (ipywidgets protocol, via anywidget).
+
+The front end is TypeScript in ``labext/src/explorer.ts`` (it reuses labext's heatmap), bundled by labext's build into
+``attnlab/explorer/static/explorer.js`` and shipped to the browser through anywidget's ``_esm`` trait, so it runs
+wherever Jupyter widgets run (JupyterLab, Notebook 7, VS Code, Colab). Front ends that cannot show widgets at all
+(nbviewer, GitHub, HTML exports) show the ``text/html`` part of the output instead: a one-line note and, when the
+explorer has a result at display time, its static heatmap.
+
+Synced state (Python <-> browser): ``controls``, ``options``, ``status``, ``message``, ``progress``, ``baselines``,
+``heatmap``, ``run_history``, ``current_run``, ``selected_name``, ``selected_cell``, ``detail_payload``, ``detail_prompt``,
+``prompts``. Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" | "show_run" | "export" |
+"prompt" | "controls", ...}``.
+"""
+
+import html
+import threading
+from importlib import resources
+
+import anywidget
+import traitlets as t
+
+from attnlab.backends.base import Backend
+from attnlab.errors import AttnlabError
+from attnlab.explorer.controller import ExplorerController, ExplorerError, Selection
+from attnlab.explorer.tasks import ExplorerTask
+
+__all__ = ["Explorer"]
+
+FALLBACK_NOTE = ("attnlab Explorer: this front end cannot run Jupyter widgets, so a static copy is shown; open the "
+                 "notebook in JupyterLab (pip install attnlab) to click through it.")
+
+
+def _front_end() -> str:
+    try:
+        return resources.files("attnlab.explorer").joinpath("static/explorer.js").read_text()
+    except FileNotFoundError:
+        raise AttnlabError(
+            "the Explorer's front end (attnlab/explorer/static/explorer.js) is missing: it is built from labext/ by "
+            "`make setup` (or `pip install -e .`, which runs `npm run build` in labext/)"
+        ) from None
+
+
+class Explorer(anywidget.AnyWidget):
+    """Click through an activation-patching analysis: run a sweep, click a cell, read what the kernel computes.
+
+    ``attnlab.Explorer(model, task)`` in a notebook cell shows controls (task, prompts, seed, corruption, component,
+    direction), a Run button with a progress bar and Cancel, the clean and corrupted baselines, the result heatmap,
+    the run history, and a detail panel for the selected cell: for a head, its attention pattern on a chosen prompt,
+    its average attention from END to each named position, its direct logit attribution to the answer and the
+    distractor, and the effect of mean and zero ablation with the per-prompt spread; for a residual-stream, attention
+    or MLP cell, the per-prompt effect and the logit lens at that layer and position. See
+    :mod:`attnlab.explorer.details` for the definitions and papers.
+
+    Args:
+        model: a loaded backend (:func:`attnlab.load_model`).
+        task: a registered task name (``"ioi"``) or an :class:`~attnlab.explorer.tasks.ExplorerTask`.
+        n_prompts, seed, corruption, component, direction, task_options, memory_budget_mb: initial settings, as in
+            :class:`~attnlab.explorer.controller.ExplorerController`.
+
+    Python API: :meth:`run` (blocking; ``wait=False`` runs in the background), :meth:`cancel`, :attr:`selected`
+    (get, or set with ``"L9H9"`` / ``(9, 9)`` / None), :attr:`result`, :attr:`detail`, :attr:`history`,
+    :meth:`show_run`, :meth:`export_run`; the plain-Python logic is :attr:`controller`.
+
+    Raises:
+        ExplorerError, TaskError: invalid initial settings or unknown task.
+        AttnlabError: the front-end bundle is missing (a source checkout that was never built).
+    """
+
+    _esm = t.Unicode("").tag(sync=True)
+    controls = t.Dict().tag(sync=True)
+    options = t.Dict().tag(sync=True)
+    model_name = t.Unicode("").tag(sync=True)
+    status = t.Unicode("idle").tag(sync=True)
+    message = t.Unicode("").tag(sync=True)
+    progress = t.List([0, 0]).tag(sync=True)
+    baselines = t.Dict().tag(sync=True)
+    heatmap = t.Dict().tag(sync=True)
+    run_history = t.List().tag(sync=True)
+    current_run = t.Int(-1).tag(sync=True)
+    selected_name = t.Unicode("").tag(sync=True)
+    selected_cell = t.List([]).tag(sync=True)
+    detail_payload = t.Dict().tag(sync=True)
+    detail_prompt = t.Int(0).tag(sync=True)
+    prompts = t.List().tag(sync=True)
+
+    def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
+                 corruption: str | None = None, component: str = "heads", direction: str = "denoising",
+                 task_options: dict | None = None, memory_budget_mb: float = 1024) -> None:
+        esm = _front_end()
+        self.controller = ExplorerController(
+            model, task, n_prompts=n_prompts, seed=seed, corruption=corruption, component=component,
+            direction=direction, task_options=task_options, memory_budget_mb=memory_budget_mb)
+        super().__init__(_esm=esm)  # the front end must be there when the comm opens
+        self._thread: threading.Thread | None = None
+        c = self.controller
+        self.options = c.options()
+        self.controls = dict(c.controls)
+        self.model_name = model.info.name
+        c.on_change(self._sync)
+        self.on_msg(self._on_message)
+
+    # -- Python API -----------------------------------------------------------------------------------------------
+    def run(self, *, wait: bool = True):
+        """Run the sweep of the current controls.
+
+        Args:
+            wait: block until done and return the :class:`~attnlab.explorer.controller.ExplorerRun` (interrupt the
+                kernel to stop early: the finished cells are kept); False starts it in the background (the Cancel
+                button works) and returns the thread.
+
+        Raises:
+            ExplorerError: a run is already in progress. With ``wait=True``, the task's and the engine's input
+            errors (raised before the sweep starts).
+        """
+        if wait:
+            return self.controller.run()
+        self._thread = self.controller.run_in_background()
+        return self._thread
+
+    def cancel(self) -> None:
+        """Stop a background run after its current batched pass; the finished cells are kept."""
+        self.controller.cancel()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a background run to finish."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def selected(self) -> Selection | None:
+        """The selected cell (compares equal to its name: ``explorer.selected == "L9H9"``); set it to select."""
+        return self.controller.selected
+
+    @selected.setter
+    def selected(self, target) -> None:
+        self.controller.select(target)
+
+    @property
+    def result(self):
+        """The :class:`~attnlab.results.PatchingResult` on display (None before the first run)."""
+        return self.controller.result
+
+    @property
+    def detail(self) -> dict | None:
+        """The detail panel's data for the selected cell (JSON-ready dict; None when nothing is selected)."""
+        return self.controller.detail
+
+    @property
+    def history(self) -> list[dict]:
+        """One summary per run (index, label, complete, seconds); re-show with :meth:`show_run`."""
+        return self.controller.history()
+
+    def show_run(self, index: int) -> None:
+        """Display run ``index`` of the history again."""
+        self.controller.show_run(index)
+
+    def export_run(self, index: int, path):
+        """Save run ``index`` as JSON (reload with ``PatchingResult.load``). Returns the path."""
+        return self.controller.export_run(index, path)
+
+    def set_control(self, name: str, value) -> None:
+        """Set a control from Python (validated; see :meth:`ExplorerController.set_control`)."""
+        self.controller.set_control(name, value)
+
+    # -- state -> browser -----------------------------------------------------------------------------------------
+    def _sync(self, what: str) -> None:
+        c = self.controller
+        with self.hold_sync():
+            if what == "controls":
+                self.controls = dict(c.controls)
+            elif what == "status":
+                self.status, self.message = c.status, c.message
+            elif what == "progress":
+                self.progress = list(c.progress)
+            elif what == "history":
+                self.run_history = c.history()
+            elif what == "result":
+                result = c.result
+                self.current_run = -1 if c.current is None else c.current
+                self.heatmap = {} if result is None else dict(result.heatmap_payload())
+                self.baselines = {} if result is None else dict(result.baselines)
+                self.prompts = [] if c.current is None else list(c.runs[c.current].prompts)
+            elif what == "selected":
+                sel = c.selected
+                self.selected_name = "" if sel is None else sel.name
+                self.selected_cell = [] if sel is None else self._heatmap_cell(sel)
+            elif what == "detail":
+                self.detail_payload = c.detail or {}
+                self.detail_prompt = c.detail_prompt
+
+    def _heatmap_cell(self, sel: Selection) -> list[int]:
+        result = self.controller.result
+        idx = self.controller._cell_index(result, sel)
+        if len(idx) == 3:
+            return [idx[0] * result.values.shape[1] + idx[1], idx[2]]
+        return list(idx)
+
+    # -- browser -> Python ----------------------------------------------------------------------------------------
+    def _on_message(self, _widget, content, _buffers) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        c = self.controller
+        try:
+            if kind == "run":
+                if content.get("controls"):
+                    self._apply_controls(content["controls"])
+                self._thread = c.run_in_background()
+            elif kind == "cancel":
+                c.cancel()
+            elif kind == "controls":
+                self._apply_controls(content.get("controls", {}))
+            elif kind == "select":
+                if "row" in content:
+                    c.select({"row": content["row"], "col": content["col"]})
+                else:
+                    c.select(content.get("name") or None)
+            elif kind == "prompt":
+                c.set_detail_prompt(int(content.get("index", 0)))
+            elif kind == "show_run":
+                c.show_run(int(content.get("index", -1)))
+            elif kind == "export":
+                index = int(content.get("index", -1))
+                self.send({"type": "export", "filename": f"attnlab-run-{index}.json", "content": c.export_json(index)})
+        except AttnlabError as exc:
+            self.message = f"{type(exc).__name__}: {exc}"
+            if kind == "run":
+                self.status = "error"
+            self.controls = dict(c.controls)  # undo a rejected control in the view
+        except Exception as exc:  # never let a click kill the comm; show what happened
+            self.status, self.message = "error", f"{type(exc).__name__}: {exc}"
+
+    def _apply_controls(self, new: dict) -> None:
+        c = self.controller
+        for name in ExplorerController.CONTROLS:
+            if name in new and new[name] != c.controls.get(name):
+                c.set_control(name, new[name])
+
+    # -- display --------------------------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        data, meta = super()._repr_mimebundle_(**kwargs)
+        data["text/html"] = self._fallback_html()
+        return data, meta
+
+    def _fallback_html(self) -> str:
+        from attnlab.render.views import static_heatmap_html
+
+        note = f'<p style="font-style:italic">{html.escape(FALLBACK_NOTE)}</p>'
+        result = self.controller.result
+        if result is None:
+            return note + "<p>(no sweep run yet)</p>"
+        sel = self.controller.selected
+        extra = f"<p>selected: {html.escape(sel.name)}</p>" if sel is not None else ""
+        return note + static_heatmap_html(result.heatmap_payload()) + extra
+
+    def __repr__(self) -> str:
+        c = self.controller
+        return (f"<attnlab.Explorer {c.model.info.name!r} task={c.controls['task']!r} "
+                f"component={c.controls['component']!r} runs={len(c.runs)} selected={str(c.selected or '')!r}>")
+
+
+__all__ += ["ExplorerError"]
