@@ -86,7 +86,16 @@ def _register_builtin() -> None:
             corruptions=("abc", "s2_swap"), answer_names=("IO", "S"),
             source="Wang et al. 2022, arXiv 2211.00593",
         ))
-    try:  # tasks that landed later register themselves from their own modules
-        import attnlab.tasks.colored_objects as colored_objects  # noqa: F401
-    except ImportError:
-        pass
+    if "colored_objects" not in _TASKS:
+        register_task(ExplorerTask(
+            name="colored_objects", title="Colored Objects", build=_colored_objects,
+            corruptions=("other_object",), answer_names=("colour", "other colour"),
+            source="Merullo, Eickhoff & Pavlick 2023, arXiv 2310.08744",
+        ))
+
+
+def _colored_objects(model, n_prompts: int, *, seed: int = 0, corruption: str = "other_object", **options):
+    """Colored Objects pairs; the one corruption asks about another object of the same prompt."""
+    from attnlab.tasks.colored_objects import colored_objects_dataset
+
+    return colored_objects_dataset(model, n_prompts, seed=seed, **options)

@@ -265,7 +265,7 @@ def run_sweep(
 
 def _fill_no_ops(layer_values: Tensor, target_ld: Tensor) -> None:
     """Variants never run (no-ops) get the target run's logit differences: exactly what patching them gives."""
-    layer_values[torch.isnan(layer_values).all(dim=-1)] = target_ld
+    layer_values[torch.isnan(layer_values).all(dim=-1)] = target_ld.to(layer_values.dtype)
 
 
 def _pass_specs(spec, variants_by_layer, max_variants, source, start_resid, target_tokens, end):

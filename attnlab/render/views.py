@@ -26,6 +26,13 @@ def _zmax(values: list[list[float | None]]) -> float:
     return top if top > 0 else 1.0
 
 
+_ANALYSIS_TITLES = {
+    "activation_patching": "Activation patching",
+    "attribution_patching": "Attribution patching",
+    "path_patching": "Path patching",
+}
+
+
 def patching_heatmap(result) -> HeatmapPayload:
     """Heatmap payload of a :class:`~attnlab.results.PatchingResult`.
 
@@ -59,7 +66,8 @@ def patching_heatmap(result) -> HeatmapPayload:
         subtitle += " · INCOMPLETE (interrupted)"
     return HeatmapPayload(
         kind="heatmap", version=1,
-        title=f"Activation patching: {result.component.replace('_', ' ')} ({result.direction})",
+        title=f"{_ANALYSIS_TITLES.get(result.analysis, result.analysis.replace('_', ' ').capitalize())}: "
+              f"{result.component.replace('_', ' ')} ({result.direction})",
         subtitle=subtitle,
         values=values,
         row_labels=rows,

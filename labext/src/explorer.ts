@@ -316,6 +316,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   runBtn.addEventListener('click', () => model.send({ type: 'run', controls: formValues() }));
   cancelBtn.addEventListener('click', () => model.send({ type: 'cancel' }));
 
+  let lastMessage = '';
   const renderStatus = () => {
     const status: string = model.get('status');
     const [done, total] = model.get('progress') ?? [0, 0];
@@ -335,6 +336,10 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     const msg: string = model.get('message') ?? '';
     statusText.textContent = `${status}${running && total ? ` · pass ${done}/${total}` : ''}${msg ? ' · ' + msg : ''}`;
     statusText.classList.toggle('attnlab-error-text', status === 'error');
+    if (msg && msg !== lastMessage) {
+      panel.removeAttribute('data-pending'); // e.g. a rejected selection: nothing more will arrive
+    }
+    lastMessage = msg;
   };
 
   const renderBaselines = () => {
@@ -369,12 +374,13 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   };
   plot.addEventListener(CELL_CLICK_EVENT, (ev: Event) => {
     const d = (ev as CustomEvent).detail;
-    pendingName = `${d.rowLabel}`;
-    panel.setAttribute('data-pending', 'true');
+    const cur: number[] = model.get('selected_cell') ?? [];
+    if (cur[0] !== d.row || cur[1] !== d.col) {
+      panel.setAttribute('data-pending', 'true'); // dimmed until the kernel's answer arrives
+    }
     model.send({ type: 'select', row: d.row, col: d.col });
   });
 
-  let pendingName: string | null = null;
   const renderSelection = () => {
     const cell: number[] = model.get('selected_cell') ?? [];
     handle?.select(cell.length === 2 ? cell[0] : null, cell[1]);
@@ -387,7 +393,6 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     const detail = model.get('detail_payload') ?? {};
     panel.replaceChildren();
     panel.removeAttribute('data-pending');
-    pendingName = null;
     if (!detail.kind) {
       panel.setAttribute('data-kind', 'none');
       panel.removeAttribute('data-name');
@@ -455,7 +460,6 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   renderHistory();
   renderPlot();
   renderDetail();
-  void pendingName;
 
   return () => {
     for (const [ev, fn] of handlers) {

@@ -20,7 +20,7 @@ TIMEOUT_MS = 240_000
 SETUP = """\
 import attnlab
 model = attnlab.load_model("smollm2-135m")
-explorer = attnlab.Explorer(model, "ioi", n_prompts=8, seed=1, component="heads")
+explorer = attnlab.Explorer(model, "ioi", n_prompts=4, seed=1, component="heads")
 explorer
 """
 
@@ -74,7 +74,7 @@ def test_explorer_run_click_and_select_from_python(lab: LabServer, browser_page:
     assert "SmolLM2" in ex.locator(".attnlab-explorer-title").inner_text() or "smollm2" in \
         ex.locator(".attnlab-explorer-title").inner_text()
     assert ex.locator("select[name=component]").input_value() == "heads"
-    assert ex.locator("input[name=n_prompts]").input_value() == "8"
+    assert ex.locator("input[name=n_prompts]").input_value() == "4"
     screenshot(page, "explorer-before-run")
 
     # Run from the browser; the progress bar runs; the heatmap appears with the baselines.

@@ -1,0 +1,67 @@
+"""Tutorial 2 (exploring the IOI circuit with the Explorer): committed without outputs, and executed end to end in a
+fresh python3 kernel in a temporary copy of ``tutorials/`` (see :mod:`tests.tutorial_fixtures`). The claims its text
+makes about the embedded model are checked against the executed outputs."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from attnlab.explorer.widget import FALLBACK_NOTE
+from tests.tutorial_fixtures import TUTORIALS, execute_tutorial
+
+NB02 = TUTORIALS / "02_exploring_ioi_circuit.ipynb"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _stdout(cell) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+def test_tutorial_02_is_committed_without_outputs():
+    nb = nbformat.read(NB02, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    stored = [i for i, cell in enumerate(nb.cells)
+              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    assert not stored, f"code cells {stored} of {NB02.name} store outputs or execution counts; clear them"
+
+
+@pytest.mark.tutorial
+@pytest.mark.timeout(900)
+def test_tutorial_02_executes_and_its_claims_hold(tmp_path: Path):
+    executed = execute_tutorial(NB02.name, tmp_path)
+    nb = nbformat.read(executed, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in cells)
+    for cell in cells:
+        assert all(o.output_type != "error" for o in cell.outputs), cell.source
+
+    # The explorer is displayed as a widget, with the static fallback (note + heatmap) for other front ends.
+    bundles = [o.data for c in cells for o in c.outputs
+               if o.output_type == "execute_result" and WIDGET_MIME in o.get("data", {})]
+    assert len(bundles) == 2
+    assert all(FALLBACK_NOTE in b["text/html"] and "<table" in b["text/html"] for b in bundles)
+
+    # "The strongest head attends from END to S2 and lowers logit(S)".
+    (first,) = [c for c in cells if 'explorer.selected = top["head_name"][0]' in c.source]
+    text = _stdout(first)
+    att = {k: float(v) for k, v in re.findall(r"attention END -> +(\w+): (-?\d+\.\d+)", text)}
+    assert max(att, key=att.get) == "S2", text
+    to_io, to_s = map(float, re.search(r"to IO ([-+]\d+\.\d+), to S ([-+]\d+\.\d+)", text).groups())
+    assert to_s < -0.5 and to_s < to_io, text
+    assert float(re.search(r"logit difference by ([-+]\d+\.\d+)", text).group(1)) < -0.5, text
+
+    # Name-mover-like heads exist, at layers 23-24 of 30.
+    (summary,) = [c for c in cells if "name-mover-like heads:" in c.source]
+    text = _stdout(summary)
+    heads = re.search(r"^name-mover-like heads: (.+)$", text, re.M).group(1)
+    assert re.fullmatch(r"L\d+H\d+(, L\d+H\d+)*", heads), text
+    layers = {int(x) for x in re.findall(r"L(\d+)H", heads)}
+    assert layers <= {23, 24}, text
+
+    # The residual-stream lens and the history round trip.
+    (lens,) = [c for c in cells if "L26 @ END" in c.source]
+    assert "logit lens at resid_pre 26" in _stdout(lens)
+    assert "reloaded equal: True" in _stdout(cells[-1])
