@@ -283,6 +283,18 @@ def test_widget_mirrors_the_controller_and_answers_messages(tiny):
     assert "<table" in ex._repr_mimebundle_()[0]["text/html"]
 
 
+def test_static_fallback_escapes_html_in_names():
+    from attnlab.explorer.widget import Explorer
+    from attnlab.models import tiny_model
+
+    model = tiny_model(n_layers=2, n_heads=2, d_model=32, d_vocab=50, n_ctx=16, seed=0, name="<b>tiny</b>")
+    ex = Explorer(model, RANDOM, n_prompts=2, component="heads")
+    ex.run()
+    ex.selected = "L1H0"
+    html = ex._repr_mimebundle_()[0]["text/html"]
+    assert "&lt;b&gt;tiny&lt;/b&gt;" in html and "<b>tiny</b>" not in html
+
+
 @pytest.mark.integration
 def test_ioi_names_that_are_not_single_tokens_fail_before_the_sweep(embedded_model):
     ctl = ExplorerController(embedded_model, "ioi", n_prompts=4,
