@@ -66,7 +66,8 @@ _LAZY = {
 }
 
 
-_SUBPACKAGES = ("backends", "errors", "explorer", "metrics", "models", "patching", "remote", "render", "results", "sites", "tasks")
+_SUBPACKAGES = ("backends", "circuits", "errors", "explorer", "metrics", "models", "patching", "remote", "render",
+                "results", "sites", "tasks")
 
 
 def __getattr__(name: str):

@@ -302,3 +302,25 @@ def test_ioi_names_that_are_not_single_tokens_fail_before_the_sweep(embedded_mod
     with pytest.raises(TokenizationError, match="Bartholomew"):
         ctl.run()
     assert ctl.status == "error" and "Bartholomew" in ctl.message and ctl.history() == []
+
+
+def test_a_circuit_node_opens_the_head_detail_even_on_a_residual_sweep(tiny):
+    from attnlab.circuits.circuit import Circuit
+    from attnlab.explorer.widget import Explorer
+
+    ex = Explorer(tiny, RANDOM, n_prompts=2, component="resid_pre")
+    ex.run()
+    circuit = Circuit(model=tiny.info.to_dict(), task={"task": "random"},
+                      edges=[("L2H1->logits", 0.9), ("L0H3->L2H1.q", -0.4)])
+    ex.show_circuit(circuit)
+    assert ex.circuit["kind"] == "circuit" and len(ex.circuit["edges"]) == 2
+    ex._on_message(ex, {"type": "select_head", "layer": 2, "head": 1}, [])
+    assert ex.selected == "L2H1" and ex.selected_cell == [] and ex.detail_payload["kind"] == "head"
+    assert ex.detail_payload["patching"] is None and ex.detail_payload["ablation"]["zero"]["change"]["per_prompt"]
+    with pytest.raises(ExplorerError, match="outside"):
+        ex.controller.select_head(3, 0)
+    ex.set_control("component", "heads")
+    ex.run()
+    assert ex.controller.select_head(0, 3) == "L0H3" and ex.selected_cell == [0, 3]
+    ex.show_circuit(None)
+    assert ex.circuit == {}

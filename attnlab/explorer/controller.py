@@ -396,6 +396,30 @@ class ExplorerController:
         self.refresh_detail()
         return self.selected
 
+    def select_head(self, layer: int, head: int) -> Selection:
+        """Select head ``(layer, head)`` whatever the current sweep is (e.g. a node clicked in a circuit view).
+
+        On a head sweep this is :meth:`select`; on a residual-stream or MLP sweep the head's panel is shown without a
+        heatmap cell (its attention, attribution and ablation need only the run's recorded activations).
+
+        Raises:
+            ExplorerError: no run yet, or the head is outside the model.
+        """
+        info = self.model.info
+        if not (isinstance(layer, int) and isinstance(head, int) and 0 <= layer < info.n_layers
+                and 0 <= head < info.n_heads):
+            raise ExplorerError(f"head ({layer!r}, {head!r}) is outside {info.name} ({info.n_layers} layers x "
+                                f"{info.n_heads} heads)")
+        result = self.result
+        if result is None:
+            raise ExplorerError("nothing to select yet: run a sweep first (explorer.run())")
+        if "head" in result.dims:
+            return self.select(f"L{layer}H{head}")
+        self.selected = Selection(layer, head, None, f"L{layer}H{head}")
+        self._emit("selected")
+        self.refresh_detail()
+        return self.selected
+
     def set_detail_prompt(self, prompt: int) -> None:
         """Choose the prompt the detail panel's attention pattern and logit lens show.
 
@@ -425,7 +449,8 @@ class ExplorerController:
                 self.detail = head_detail(run.cache, sel.layer, sel.head, prompt=prompt,
                                           answer_names=self._tasks[run.controls["task"]].answer_names)
                 self.detail["selected_pos"] = sel.pos
-                self.detail["patching"] = self._cell_summary(run.result, sel)
+                in_sweep = "head" in run.result.dims
+                self.detail["patching"] = self._cell_summary(run.result, sel) if in_sweep else None
             else:
                 idx = self._cell_index(run.result, sel)
                 self.detail = cell_detail(run.cache, run.result, idx, prompt=prompt)

@@ -8,7 +8,7 @@ explorer has a result at display time, its static heatmap.
 
 Synced state (Python <-> browser): ``controls``, ``options``, ``status``, ``message``, ``progress``, ``baselines``,
 ``heatmap``, ``run_history``, ``current_run``, ``selected_name``, ``selected_cell``, ``detail_payload``, ``detail_prompt``,
-``prompts``. Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" | "show_run" | "export" |
+``prompts``, ``circuit``. Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" | "show_run" | "export" |
 "prompt" | "controls", ...}``.
 """
 
@@ -82,6 +82,7 @@ class Explorer(anywidget.AnyWidget):
     detail_payload = t.Dict().tag(sync=True)
     detail_prompt = t.Int(0).tag(sync=True)
     prompts = t.List().tag(sync=True)
+    circuit = t.Dict().tag(sync=True)
 
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
@@ -150,6 +151,16 @@ class Explorer(anywidget.AnyWidget):
         """One summary per run (index, label, complete, seconds); re-show with :meth:`show_run`."""
         return self.controller.history()
 
+    def show_circuit(self, circuit, *, curve=None, max_edges: int = 300) -> None:
+        """Show a circuit (:class:`~attnlab.circuits.Circuit`) under the heatmap, as labext's circuit view with its
+        edge slider; clicking a head node opens that head's detail panel here. ``None`` removes it."""
+        if circuit is None:
+            self.circuit = {}
+            return
+        from attnlab.render.circuit import circuit_payload
+
+        self.circuit = dict(circuit_payload(circuit, curve=curve, max_edges=max_edges))
+
     def show_run(self, index: int) -> None:
         """Display run ``index`` of the history again."""
         self.controller.show_run(index)
@@ -190,6 +201,8 @@ class Explorer(anywidget.AnyWidget):
 
     def _heatmap_cell(self, sel: Selection) -> list[int]:
         result = self.controller.result
+        if sel.head is not None and "head" not in result.dims:
+            return []  # a head picked from a circuit while a residual/MLP sweep is shown
         idx = self.controller._cell_index(result, sel)
         if len(idx) == 3:
             return [idx[0] * result.values.shape[1] + idx[1], idx[2]]
@@ -213,6 +226,8 @@ class Explorer(anywidget.AnyWidget):
                     c.select({"row": content["row"], "col": content["col"]})
                 else:
                     c.select(content.get("name") or None)
+            elif kind == "select_head":
+                c.select_head(int(content["layer"]), int(content["head"]))
             elif kind == "prompt":
                 c.set_detail_prompt(int(content.get("index", 0)))
             elif kind == "show_run":

@@ -111,3 +111,97 @@ class HeadGalleryPayload(TypedDict):
     clean_loss: dict[str, float] | None
     heads: list[HeadGalleryHead]
     selected: list[int] | None
+
+
+__all__ += ["CIRCUIT_MIME", "CircuitCurve", "CircuitEdge", "CircuitNode", "CircuitPayload"]
+
+#: MIME type of a circuit payload, rendered by labext's circuit view (``labext/src/circuit.ts``).
+CIRCUIT_MIME = "application/vnd.attnlab.circuit.v1+json"
+
+
+class CircuitNode(TypedDict):
+    """One node of a circuit graph: a sender, a receiving component, or both.
+
+    Keys:
+        name: graph name (``"input"``, ``"L3H2"``, ``"L3KV1"``, ``"MLP3"``, ``"logits"``); unique in the payload.
+        label: short label drawn inside the node (``"H2"``, ``"KV1"``, ``"MLP"``, ``"input"``, ``"logits"``).
+        kind: ``"input"``, ``"head"`` (a query head; on a model without grouped-query attention also the key/value
+            receivers of that head), ``"kv"`` (a shared key/value head of a grouped-query model), ``"mlp"`` or
+            ``"logits"``.
+        layer: block index; -1 for ``input``, n_layers for ``logits``.
+        head: query head index for ``"head"`` nodes, else null.
+        group: key/value head index for ``"kv"`` nodes, else null.
+    """
+
+    name: str
+    label: str
+    kind: Literal["input", "head", "kv", "mlp", "logits"]
+    layer: int
+    head: int | None
+    group: int | None
+
+
+class CircuitEdge(TypedDict):
+    """One edge ``sender -> receiver.input`` with its score.
+
+    Keys:
+        name: the graph's edge name (``"L0H1->L3KV0.k"``).
+        sender: sender node name.
+        receiver: receiving node name (a :class:`CircuitNode` ``name``).
+        input: which input of the receiver: ``"q"``, ``"k"``, ``"v"``, ``"mlp"`` or ``"logits"``.
+        score: signed attribution score (logits; the method's metric change when the edge is ablated).
+    """
+
+    name: str
+    sender: str
+    receiver: str
+    input: Literal["q", "k", "v", "mlp", "logits"]
+    score: float
+
+
+class CircuitCurve(TypedDict):
+    """Faithfulness of the top-n-edge circuits, for the size slider.
+
+    Keys:
+        sizes: [n_sizes] numbers of edges (increasing).
+        faithfulness: [n_sizes] faithfulness (fraction of the full model's metric recovered); null if not finite.
+        ci95: [n_sizes] [low, high] bootstrap 95% intervals, or null.
+        n_heads: [n_sizes] heads in each circuit, or null.
+    """
+
+    sizes: list[int]
+    faithfulness: list[float | None]
+    ci95: list[list[float | None]] | None
+    n_heads: list[int] | None
+
+
+class CircuitPayload(TypedDict):
+    """A circuit drawn as a layered graph (input at the top, logits at the bottom), with a size slider.
+
+    Keys:
+        kind: always ``"circuit"``.
+        version: always 1.
+        title: heading shown above the graph.
+        subtitle: one line under the title (model, task, method).
+        model_name: the model's name (plain text).
+        n_layers: the model's number of blocks.
+        nodes: every node touched by ``edges``, in graph order.
+        edges: [n_edges] edges sorted by decreasing |score| (the slider shows a prefix of this list).
+        n_edges_total: number of edges in the circuit before ``max_edges`` truncation.
+        value_label: what a score means, with its unit.
+        curve: faithfulness by circuit size, or null.
+        provenance: ``[key, value]`` text pairs (task, selection, method, steps ...), in display order.
+    """
+
+    kind: Literal["circuit"]
+    version: Literal[1]
+    title: str
+    subtitle: str
+    model_name: str
+    n_layers: int
+    nodes: list[CircuitNode]
+    edges: list[CircuitEdge]
+    n_edges_total: int
+    value_label: str
+    curve: CircuitCurve | None
+    provenance: list[list[str]]

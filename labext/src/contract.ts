@@ -115,3 +115,83 @@ export interface HeadGalleryClickDetail {
   layer: number;
   head: number;
 }
+
+
+/** MIME type of a circuit payload, rendered by {@link renderCircuit} (`./circuit`). */
+export const CIRCUIT_MIME = 'application/vnd.attnlab.circuit.v1+json';
+
+/** One node of a circuit graph. */
+export interface CircuitNode {
+  /** Graph name (`"input"`, `"L3H2"`, `"L3KV1"`, `"MLP3"`, `"logits"`), unique in the payload. Plain text. */
+  name: string;
+  /** Short label drawn inside the node (`"H2"`, `"KV1"`, `"MLP"`). Plain text. */
+  label: string;
+  /** `"kv"` is a shared key/value head of a grouped-query model. */
+  kind: 'input' | 'head' | 'kv' | 'mlp' | 'logits';
+  /** Block index; -1 for `input`, `n_layers` for `logits`. */
+  layer: number;
+  /** Query head index of a `"head"` node, else null. */
+  head: number | null;
+  /** Key/value head index of a `"kv"` node, else null. */
+  group: number | null;
+}
+
+/** One edge `sender -> receiver.input`. */
+export interface CircuitEdge {
+  /** The graph's edge name (`"L0H1->L3KV0.k"`). */
+  name: string;
+  /** Sender node name. */
+  sender: string;
+  /** Receiving node name. */
+  receiver: string;
+  /** Which input of the receiver the edge feeds. */
+  input: 'q' | 'k' | 'v' | 'mlp' | 'logits';
+  /** Signed attribution score (logits). */
+  score: number;
+}
+
+/** Faithfulness of the top-n-edge circuits. All arrays have length `n_sizes`. */
+export interface CircuitCurve {
+  /** Numbers of edges, increasing. */
+  sizes: number[];
+  /** Faithfulness per size (fraction of the full model's metric recovered), null if not finite. */
+  faithfulness: (number | null)[];
+  /** `[n_sizes][2]` bootstrap 95% intervals `[low, high]`, or null. */
+  ci95: (number | null)[][] | null;
+  /** Heads per circuit, or null. */
+  n_heads: number[] | null;
+}
+
+/** A circuit drawn as a layered graph with an edge-count slider. */
+export interface CircuitPayload {
+  /** Always `"circuit"`. */
+  kind: 'circuit';
+  /** Always 1. */
+  version: 1;
+  title: string;
+  subtitle: string;
+  /** Plain text. */
+  model_name: string;
+  n_layers: number;
+  /** Every node touched by `edges`, in graph order. */
+  nodes: CircuitNode[];
+  /** `[n_edges]` edges sorted by decreasing |score|; the slider shows a prefix. */
+  edges: CircuitEdge[];
+  /** Edges in the circuit before truncation to `edges.length`. */
+  n_edges_total: number;
+  /** What a score means, with its unit. */
+  value_label: string;
+  curve: CircuitCurve | null;
+  /** `[key, value]` text pairs in display order. */
+  provenance: string[][];
+}
+
+/** `detail` of the bubbling `attnlab-node-click` CustomEvent dispatched on the host element. */
+export interface CircuitNodeClickDetail {
+  /** Node name (`"L3H2"`). */
+  node: string;
+  /** Block index (-1 for `input`, `n_layers` for `logits`). */
+  layer: number;
+  /** Query head index, or null for a non-head node. */
+  head: number | null;
+}

@@ -11,6 +11,8 @@ import explorerCss from '../style/explorer.css';
 import heatmapCss from '../style/index.css';
 import type { HeatmapPayload } from './contract';
 import { htmlEl, svgEl } from './dom';
+import { NODE_CLICK_EVENT, renderCircuit } from './circuit';
+import type { CircuitPayload } from './contract';
 import { CELL_CLICK_EVENT, type HeatmapHandle, renderHeatmap } from './heatmap';
 
 // ---- The slice of anywidget's model API used here.
@@ -278,6 +280,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   const main = htmlEl(doc, 'div', 'attnlab-explorer-main', root);
   const plot = htmlEl(doc, 'div', 'attnlab-explorer-plot', main);
   const panel = htmlEl(doc, 'div', 'attnlab-explorer-detail', main);
+  const circuitBox = htmlEl(doc, 'div', 'attnlab-explorer-circuit', root);
 
   const options = (sel: HTMLSelectElement, items: { value: string; label: string }[], value: string) => {
     sel.replaceChildren();
@@ -424,6 +427,23 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     }
   };
 
+  const renderCircuitView = () => {
+    const payload = model.get('circuit') as CircuitPayload;
+    circuitBox.replaceChildren();
+    if (payload && (payload as any).kind) {
+      htmlEl(doc, 'div', 'attnlab-note', circuitBox, 'click a head of the circuit to open its detail panel above');
+      const host = htmlEl(doc, 'div', '', circuitBox);
+      renderCircuit(host, payload);
+    }
+  };
+  circuitBox.addEventListener(NODE_CLICK_EVENT, (ev: Event) => {
+    const d = (ev as CustomEvent).detail;
+    if (d && typeof d.head === 'number' && typeof d.layer === 'number') {
+      panel.setAttribute('data-pending', 'true');
+      model.send({ type: 'select_head', layer: d.layer, head: d.head });
+    }
+  });
+
   const onCustom = (msg: any) => {
     if (msg && msg.type === 'export') {
       const blob = new Blob([msg.content], { type: 'application/json' });
@@ -448,7 +468,8 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     ['change:selected_cell', renderSelection],
     ['change:selected_name', renderSelection],
     ['change:detail_payload', renderDetail],
-    ['change:prompts', renderDetail]
+    ['change:prompts', renderDetail],
+    ['change:circuit', renderCircuitView]
   ];
   for (const [ev, fn] of handlers) {
     model.on(ev, fn);
@@ -460,6 +481,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   renderHistory();
   renderPlot();
   renderDetail();
+  renderCircuitView();
 
   return () => {
     for (const [ev, fn] of handlers) {

@@ -1,15 +1,26 @@
 /**
- * JupyterLab 4 MIME renderer extension for attnlab heatmaps (`application/vnd.attnlab.heatmap.v1+json`).
+ * JupyterLab 4 MIME renderer extension for attnlab heatmaps (`application/vnd.attnlab.heatmap.v1+json`), head
+ * galleries (`application/vnd.attnlab.headgallery.v1+json`) and circuits (`application/vnd.attnlab.circuit.v1+json`).
  */
 
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
-import { HEADGALLERY_MIME, HEATMAP_MIME, type HeadGalleryPayload, type HeatmapPayload } from './contract';
+import { renderCircuit } from './circuit';
+import {
+  CIRCUIT_MIME,
+  HEADGALLERY_MIME,
+  HEATMAP_MIME,
+  type CircuitPayload,
+  type HeadGalleryPayload,
+  type HeatmapPayload
+} from './contract';
 import { renderGallery } from './gallery';
 import { renderHeatmap } from './heatmap';
 
-export { HEADGALLERY_MIME, HEATMAP_MIME } from './contract';
+export { CIRCUIT_MIME, HEADGALLERY_MIME, HEATMAP_MIME } from './contract';
+export type { CircuitNodeClickDetail, CircuitPayload } from './contract';
+export { NODE_CLICK_EVENT, edgeTooltip, nearestSize, renderCircuit } from './circuit';
 export type { HeadGalleryClickDetail, HeadGalleryPayload } from './contract';
 export { HEAD_CLICK_EVENT, renderGallery } from './gallery';
 export type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
@@ -93,4 +104,41 @@ const galleryExtension: IRenderMime.IExtension = {
   dataType: 'json'
 };
 
-export default [extension, galleryExtension];
+/** Class added to the circuit renderer's widget node. */
+const CIRCUIT_CLASS = 'jp-RenderedAttnlabCircuit';
+
+/** A widget that draws one circuit payload. */
+export class CircuitRenderer extends Widget implements IRenderMime.IRenderer {
+  constructor(options: IRenderMime.IRendererOptions) {
+    super();
+    this._mimeType = options.mimeType;
+    this.node.dataset.mimeType = options.mimeType;
+    this.addClass(CIRCUIT_CLASS);
+  }
+
+  renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const payload = model.data[this._mimeType] as unknown as CircuitPayload;
+    renderCircuit(this.node, payload);
+    return Promise.resolve();
+  }
+
+  private _mimeType: string;
+}
+
+/** Circuit renderer factory: safe (payload strings are never HTML), ranked ahead of the text/html fallback. */
+export const circuitRendererFactory: IRenderMime.IRendererFactory = {
+  safe: true,
+  mimeTypes: [CIRCUIT_MIME],
+  defaultRank: 0,
+  createRenderer: options => new CircuitRenderer(options)
+};
+
+const circuitExtension: IRenderMime.IExtension = {
+  id: 'attnlab:circuit',
+  description: 'Renders attnlab circuits as layered graphs with an edge-count slider.',
+  rendererFactory: circuitRendererFactory,
+  rank: 0,
+  dataType: 'json'
+};
+
+export default [extension, galleryExtension, circuitExtension];

@@ -4,11 +4,13 @@
  * injects it once per document on the first render; no network, no module loader.
  *
  *     attnlabRender.renderHeatmap(document.getElementById('plot'), payload);
+ *     attnlabRender.renderCircuit(document.getElementById('graph'), circuitPayload);
  */
 
 import css from '../style/index.css';
-import type { HeatmapPayload } from './contract';
-import { HEATMAP_MIME } from './contract';
+import { NODE_CLICK_EVENT, renderCircuit as drawCircuit } from './circuit';
+import type { CircuitPayload, HeatmapPayload } from './contract';
+import { CIRCUIT_MIME, HEATMAP_MIME } from './contract';
 import { CELL_CLICK_EVENT, formatTooltip, renderHeatmap as render } from './heatmap';
 
 const STYLE_ID = 'attnlab-render-css';
@@ -27,7 +29,21 @@ function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): void {
   render(host, payload);
 }
 
-const api = { renderHeatmap, formatTooltip, css, mimeType: HEATMAP_MIME, cellClickEvent: CELL_CLICK_EVENT };
+function renderCircuit(host: HTMLElement, payload: CircuitPayload): void {
+  injectCss(host.ownerDocument);
+  drawCircuit(host, payload);
+}
+
+const api = {
+  renderHeatmap,
+  renderCircuit,
+  formatTooltip,
+  css,
+  mimeType: HEATMAP_MIME,
+  circuitMimeType: CIRCUIT_MIME,
+  cellClickEvent: CELL_CLICK_EVENT,
+  nodeClickEvent: NODE_CLICK_EVENT
+};
 
 declare global {
   interface Window {

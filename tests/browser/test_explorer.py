@@ -128,6 +128,18 @@ def test_explorer_run_click_and_select_from_python(lab: LabServer, browser_page:
     ex.scroll_into_view_if_needed()
     screenshot(page, "explorer-selected-from-python")
 
+    # A circuit shown in the Explorer: clicking a head node opens that head's panel.
+    run_cell_code(page, "from attnlab.circuits.circuit import Circuit\n"
+                        "explorer.show_circuit(Circuit(model=model.info.to_dict(), task={'task': 'ioi'},\n"
+                        "    edges=[('L20H0->logits', 1.0), ('L17H4->L20H0.q', 0.5)]))", timeout=TIMEOUT_MS)
+    node = ex.locator('.attnlab-explorer-circuit g.attnlab-circuit-node[data-node="L20H0"]')
+    node.click()
+    ex.locator('.attnlab-explorer-detail[data-name="L20H0"]').wait_for(timeout=TIMEOUT_MS)
+    assert (selected.get_attribute("data-row"), selected.get_attribute("data-col")) == ("20", "0")
+    assert run_cell_code(page, "print(explorer.selected)", timeout=TIMEOUT_MS).strip() == "L20H0"
+    node.scroll_into_view_if_needed()
+    screenshot(page, "explorer-circuit-node-click")
+
     # Prompts with HTML: literal text in the prompt menu, the token strip, the heatmap and the logit lens.
     run_cell_code(page, HTML_TASK, timeout=TIMEOUT_MS)
     hx = panel.locator(EXPLORER).nth(1)

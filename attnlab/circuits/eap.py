@@ -1,0 +1,223 @@
+"""Edge attribution patching (EAP) and EAP with integrated gradients (EAP-IG): a score for every edge at once.
+
+Context:
+    Exact edge ablation needs one forward pass per edge (ACDC, :mod:`attnlab.circuits.acdc`): 70,651 passes for
+    SmolLM2-135M. Edge attribution patching (Syed, Rager & Conmy 2023, arXiv 2310.10348, section 2) replaces each
+    of them by a first-order Taylor estimate. Ablating edge ``s->r`` changes receiver ``r``'s input by
+    ``a_s(corrupted) - a_s(clean)``, so the metric M changes by about
+
+        score(s->r) = (a_s(corrupted) - a_s(clean)) . dM/d(input_r)      (gradient on the clean run)
+
+    summed over positions. One clean forward + backward pass gives dM/d(input_r) for every receiver, one corrupted
+    forward pass gives every sender's output: 2 forward + 1 backward passes score every edge.
+
+Sign convention:
+    ``score`` estimates M(clean run with edge s->r corrupted) - M(clean run), with M the logit difference (answers
+    column 0 minus column 1 at END, averaged over prompts, in logits). A negative score means corrupting the edge
+    lowers the logit difference: the edge carries the clean answer. Circuits are built from ``|score|``.
+
+EAP-IG (Hanna, Pezzelle & Belinkov 2024, arXiv 2403.17806, section 3):
+    The gradient at the clean input is a poor estimate when the metric is far from linear between the clean and
+    corrupted runs (saturated attention, large changes). EAP-IG averages it along the straight path from the
+    corrupted to the clean input embeddings: with ``e(alpha) = e_corrupted + alpha (e_clean - e_corrupted)``,
+
+        score(s->r) = (a_s(corrupted) - a_s(clean)) . (1/steps) sum_{k=1..steps} dM/d(input_r) at e(k/steps)
+
+    (a right Riemann sum of the integrated gradient). With ``steps=1`` the only point is alpha = 1, the clean run:
+    EAP-IG with one step *is* EAP, exactly. Cost: ``steps`` forward + backward passes and one corrupted forward pass.
+
+Gradients need autograd through the model: only the TransformerLens backend gives them (nnsight runs, in particular
+remote ones, do not); see :class:`~attnlab.circuits.graph.GraphRunner` for how each receiver's input is split.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from attnlab.backends.base import Backend
+from attnlab.circuits.graph import (
+    CircuitError,
+    Graph,
+    GradientNotSupportedError,
+    GraphRunner,
+    check_budget,
+    estimate_memory_mb,
+    split_rows,
+    template_groups,
+)
+from attnlab.metrics import logit_diff
+from attnlab.tasks.base import PatchingDataset
+
+__all__ = ["EdgeScores", "eap_scores"]
+
+_METHODS = ("eap", "eap-ig")
+
+
+@dataclass
+class EdgeScores:
+    """Attribution scores of every edge of a graph.
+
+    Attributes:
+        graph: the :class:`~attnlab.circuits.graph.Graph` scored.
+        scores: Float[n_senders, n_receivers] estimated change of the mean logit difference (logits) when the edge
+            is corrupted; 0 where there is no edge (see :attr:`Graph.valid`).
+        method: ``"eap"`` or ``"eap-ig"``; steps: integration steps (1 for EAP).
+        clean_metric, corrupted_metric: mean logit difference of the clean and corrupted runs.
+        task: the dataset's ``describe()``; seconds: wall time of the scoring.
+    """
+
+    graph: Graph
+    scores: Float[Tensor, "n_senders n_receivers"]
+    method: str
+    steps: int
+    clean_metric: float
+    corrupted_metric: float
+    task: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def edge_scores(self) -> list[tuple[str, float]]:
+        """Every edge with its score, sorted by decreasing |score| (ties keep graph order)."""
+        valid = self.graph.valid
+        s_idx, r_idx = valid.nonzero(as_tuple=True)
+        vals = self.scores[s_idx, r_idx]
+        order = torch.argsort(vals.abs(), descending=True, stable=True)
+        return [(self.graph.edge_name(int(s_idx[i]), int(r_idx[i])), float(vals[i])) for i in order]
+
+    def score(self, edge: str) -> float:
+        """The score of one edge ``"sender->receiver"``."""
+        return float(self.scores[self.graph.edge_index(edge)])
+
+
+def _check_gradients(model: Backend) -> None:
+    if model.info.backend == "nnsight" or not hasattr(model, "bridge"):
+        raise GradientNotSupportedError(
+            f"edge attribution patching needs gradients through the model, which the {model.info.backend!r} "
+            "backend does not provide (nnsight runs, remote ones in particular, return no autograd graph); load "
+            "the model with attnlab.load_model(name, backend='transformer_lens'), or use the gradient-free exact "
+            "baseline attnlab.circuits.acdc on a small graph"
+        )
+
+
+def eap_scores(
+    model: Backend,
+    dataset: PatchingDataset,
+    *,
+    method: str = "eap",
+    steps: int = 5,
+    batch_size: int = 8,
+    ablation: str = "corrupted",
+    memory_budget_mb: float | int | None = 4096,
+    graph: Graph | None = None,
+    progress: bool = True,
+) -> EdgeScores:
+    """Score every edge of the model's graph by EAP or EAP-IG (see the module docstring for the formulas).
+
+    Args:
+        model: a model on the TransformerLens backend.
+        dataset: clean/corrupted pairs; the metric is the logit difference at END (answers column 0 minus 1).
+        method: ``"eap"`` (Syed et al. 2023) or ``"eap-ig"`` (Hanna et al. 2024).
+        steps: EAP-IG integration steps (>= 1; ignored by EAP). ``steps=1`` gives EAP's scores.
+        batch_size: prompts per pass (bounds memory; scores are summed over batches, so they do not depend on it).
+        ablation: what an ablated edge carries, i.e. which ``a_s(corrupted)`` the score uses: ``"corrupted"`` (the
+            corrupted prompt's own run, as in Syed et al. and Hanna et al.) or ``"mean"`` (the mean over the
+            corrupted prompts per position and template, the ablation :func:`~attnlab.circuits.evaluate.faithfulness`
+            applies by default; EAP-IG then integrates from the mean input embeddings).
+        memory_budget_mb: refuse to start when one pass is estimated to need more (MiB); None = no check.
+        graph: the graph to score (default the model's full graph).
+        progress: show a progress bar over passes.
+
+    Returns:
+        :class:`EdgeScores` with Float[n_senders, n_receivers] scores in logits.
+
+    Raises:
+        GradientNotSupportedError: the backend gives no gradients (nnsight).
+        CircuitError: unknown method or ablation, ``steps`` < 1, ``batch_size`` < 1.
+        MemoryBudgetError: the estimated memory of one pass exceeds ``memory_budget_mb`` (the message gives the
+            estimate and a batch size that fits).
+    """
+    from attnlab.progress import progress_bar
+
+    _check_gradients(model)
+    if method not in _METHODS:
+        raise CircuitError(f"'method' must be one of {_METHODS} (got {method!r})")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise CircuitError(f"'steps' must be an integer >= 1 (got {steps!r})")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CircuitError(f"'batch_size' must be an integer >= 1 (got {batch_size!r})")
+    if ablation not in ("corrupted", "mean"):
+        raise CircuitError(f"'ablation' must be 'corrupted' or 'mean' (got {ablation!r})")
+    n_steps = 1 if method == "eap" else steps
+    n, n_pos = len(dataset), dataset.n_pos
+    batch_size = min(batch_size, n)
+    # one gradient pass, plus every prompt's corrupted sender outputs (kept from the first phase to the second)
+    kept_mb = 4 * n * n_pos * (graph or Graph.from_info(model.info)).n_senders * model.info.d_model / 2**20
+    need = estimate_memory_mb(model.info, batch_size, n_pos, mode="gradient") + kept_mb
+    per_prompt = estimate_memory_mb(model.info, 1, n_pos, mode="gradient")
+    fits = int((memory_budget_mb - kept_mb) // per_prompt) if memory_budget_mb else batch_size
+    check_budget(f"{method} on {model.info.name} ({batch_size} prompts x {n_pos} tokens per pass)", need,
+                 memory_budget_mb,
+                 f"pass batch_size={max(fits, 1)} (fits the budget) or a larger memory_budget_mb="
+                 if fits >= 1 else "a single prompt does not fit: raise memory_budget_mb= or use a smaller graph")
+    runner = GraphRunner(model, graph)
+    g = runner.graph
+    scores = torch.zeros(g.n_senders, g.n_receivers)
+    groups = g.layer_groups()
+    t0 = time.perf_counter()
+    chunks = split_rows(n, batch_size)
+    clean_ld, corrupt_ld = [], []
+    bar = progress_bar(total=len(chunks) * (n_steps + 1), desc=method.upper(), disable=not progress)
+    reference = {}
+    try:
+        for i0, i1 in chunks:  # the corrupted runs: sender outputs a_s(corrupted) and the corrupted metric
+            corr = runner.run(dataset.corrupted_tokens[i0:i1], record=True, logits_at=dataset.end[i0:i1])
+            corrupt_ld.append(logit_diff(corr.logits, dataset.answers[i0:i1]))
+            reference[i0] = corr.senders
+            bar.update(1)
+        if ablation == "mean":
+            acts = torch.cat([reference[i0] for i0, _ in chunks])
+            index, keys = template_groups(dataset)
+            means = torch.stack([acts[index == k].mean(0) for k in range(len(keys))])
+            reference = {i0: means[index[i0:i1]] for i0, i1 in chunks}
+            del acts
+        for i0, i1 in chunks:
+            clean = dataset.clean_tokens[i0:i1]
+            end, answers = dataset.end[i0:i1], dataset.answers[i0:i1]
+            a_ref = reference.pop(i0)
+            grads: dict = {}
+            a_clean = None
+            for k in range(n_steps, 0, -1):  # alpha = 1 first: the clean run, which also records a_clean
+                alpha = k / n_steps
+                embed = None
+                if k != n_steps:
+                    e_clean, e_corr = a_clean[:, :, 0], a_ref[:, :, 0]
+                    embed = e_corr + alpha * (e_clean - e_corr)
+                out = runner.run(clean, capture=True, record=k == n_steps, logits_at=end, input_embed=embed)
+                ld = logit_diff(out.logits, answers)
+                if k == n_steps:
+                    a_clean = out.senders
+                    clean_ld.append(ld.detach())
+                keys = list(out.inputs)
+                gs = torch.autograd.grad(ld.sum() / n, [out.inputs[key] for key in keys])
+                for key, gr in zip(keys, gs):
+                    grads[key] = gr / n_steps if key not in grads else grads[key] + gr / n_steps
+                del out
+                bar.update(1)
+            delta = (a_ref - a_clean).permute(2, 0, 1, 3).reshape(g.n_senders, -1)  # [S, b*pos*D]
+            for layer, kind, r_idx in groups:
+                gr = grads[(layer, kind)]
+                if gr.ndim == 3:
+                    gr = gr[:, :, None]
+                gr = gr.permute(2, 0, 1, 3).reshape(len(r_idx), -1)  # [R, b*pos*D]
+                m = g.prefix[r_idx[0]]
+                scores[:m, r_idx] += delta[:m] @ gr.T
+    finally:
+        bar.close()
+    scores = scores * g.valid
+    return EdgeScores(
+        graph=g, scores=scores, method=method, steps=n_steps,
+        clean_metric=float(torch.cat(clean_ld).mean()), corrupted_metric=float(torch.cat(corrupt_ld).mean()),
+        task={**dataset.describe(), "ablation": ablation}, seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,419 @@
+"""Exact evaluation of circuits: faithfulness, faithfulness curves, completeness and minimality.
+
+Context:
+    A circuit C is evaluated by running the model with every edge *outside* C ablated (each such edge carries its
+    sender's mean output over the corrupted distribution, per position and per template: Wang et al. 2022,
+    arXiv 2211.00593, section 3.1 and appendix; or the corrupted run itself). The metric M is the logit difference
+    at END (answers column 0 minus column 1), in logits. Three runs anchor it: M_full (no edge ablated: the model),
+    M_ablated (every edge ablated: the empty circuit) and M_circuit. Then
+
+        faithfulness = (M_circuit - M_ablated) / (M_full - M_ablated)
+
+    (1 = the circuit alone recovers the model's logit difference, 0 = no better than nothing; Wang et al. section
+    4 report 87% for GPT-2 small's IOI circuit, as F(C)/F(M) with F the logit difference; Hanna et al. 2024,
+    arXiv 2403.17806, section 4 use the normalised form above).
+
+Completeness and minimality (Wang et al. 2022, section 4, kept simple):
+    - *completeness*: for a set K of circuit nodes, knocking K out should hurt the circuit as much as it hurts the
+      full model: compare M(C \\ K) with M(full model \\ K). Large ``|M(C\\K) - M(M\\K)|`` (incompleteness) means the
+      model has components outside C that compensate for or interact with K. "Knocking out" a node ablates every
+      edge it sends.
+    - *minimality*: for each node v of C, the drop M(C) - M(C \\ v). A node whose removal changes the metric by less
+      than ``tol`` times the full-ablated gap ``|M_full - M_ablated|`` is flagged as negligible.
+
+Every evaluation here is a batch of circuits sharing forward passes (each variant occupies its own rows, with its
+own edge mask: :meth:`~attnlab.circuits.graph.GraphRunner.run`), and returns per-prompt values so that error bars
+can be drawn.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from attnlab.backends.base import Backend
+from attnlab.circuits.circuit import Circuit
+from attnlab.circuits.graph import (
+    AblationSource,
+    CircuitError,
+    Graph,
+    GraphRunner,
+    check_budget,
+    corrupted_source,
+    estimate_memory_mb,
+    mean_source,
+    split_rows,
+)
+from attnlab.metrics import MIN_BASELINE_GAP, logit_diff
+from attnlab.tasks.base import PatchingDataset
+
+__all__ = [
+    "CompletenessResult",
+    "FaithfulnessCurve",
+    "FaithfulnessResult",
+    "MinimalityResult",
+    "circuit_metrics",
+    "completeness",
+    "faithfulness",
+    "faithfulness_curve",
+    "minimality",
+    "resolve_source",
+]
+
+_DEFAULT_BUDGET_MB = 2048
+
+
+def resolve_source(runner: GraphRunner, dataset: PatchingDataset, source) -> AblationSource:
+    """``"mean"`` (per-template mean over the corrupted prompts), ``"corrupted"`` or an :class:`AblationSource`.
+
+    Raises:
+        CircuitError: anything else.
+    """
+    if isinstance(source, AblationSource):
+        return source
+    if source == "mean":
+        return mean_source(runner, dataset)
+    if source == "corrupted":
+        return corrupted_source(runner, dataset)
+    raise CircuitError(f"'source' must be 'mean', 'corrupted' or an AblationSource (got {source!r})")
+
+
+def circuit_metrics(
+    model: Backend | GraphRunner,
+    dataset: PatchingDataset,
+    kept: Bool[Tensor, "*variants n_senders n_receivers"],
+    *,
+    source: "str | AblationSource" = "mean",
+    batch_size: int = 16,
+    memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+    progress: bool = False,
+) -> Float[Tensor, "n_variants batch"]:
+    """Per-prompt logit difference of each circuit (given as the edges it *keeps*; every other edge is ablated).
+
+    Args:
+        model: the model (TransformerLens backend) or a :class:`GraphRunner` on it.
+        dataset: clean prompts to run, corrupted prompts that define the ablation source.
+        kept: Bool[n_variants, n_senders, n_receivers] (or one [n_senders, n_receivers] mask): the edges each
+            circuit keeps (``graph.valid`` = the full model, all False = everything ablated).
+        source: ``"mean"`` (default), ``"corrupted"``, or an :class:`AblationSource` built on ``dataset``.
+        batch_size: prompts per pass; variants per pass are chosen from ``memory_budget_mb``.
+        memory_budget_mb: memory one pass may use (MiB).
+        progress: show a progress bar over passes.
+
+    Returns:
+        Float[n_variants, batch] logit differences (logits).
+
+    Raises:
+        CircuitError: ``kept`` of the wrong shape; bad source.
+        MemoryBudgetError: one variant of ``batch_size`` prompts does not fit the budget.
+    """
+    from attnlab.progress import progress_bar
+
+    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    g = runner.graph
+    if kept.ndim == 2:
+        kept = kept[None]
+    if kept.shape[1:] != (g.n_senders, g.n_receivers):
+        raise CircuitError(f"'kept' must have shape (n_variants, {g.n_senders}, {g.n_receivers}) "
+                           f"(got {tuple(kept.shape)})")
+    n, n_pos = len(dataset), dataset.n_pos
+    batch_size = min(batch_size, n)
+    one = estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=1)
+    check_budget("one circuit evaluation pass", one, memory_budget_mb,
+                 "pass a smaller batch_size= or a larger memory_budget_mb=")
+    per_var = max(1.0, one - estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=0))
+    n_var = max(1, int((memory_budget_mb - one) // per_var) + 1)
+    src = resolve_source(runner, dataset, source)
+    ablate = g.valid[None] & ~kept.bool()
+    out = torch.empty(kept.shape[0], n)
+    chunks = [(v0, v1, i0, i1) for v0, v1 in split_rows(kept.shape[0], n_var) for i0, i1 in split_rows(n, batch_size)]
+    bar = progress_bar(total=len(chunks), desc="circuits", disable=not progress)
+    try:
+        for v0, v1, i0, i1 in chunks:
+            rows = torch.arange(i0, i1)
+            res = runner.run(dataset.clean_tokens[i0:i1], ablate=ablate[v0:v1], source=src, source_rows=rows,
+                             logits_at=dataset.end[i0:i1])
+            ld = logit_diff(res.logits, dataset.answers[i0:i1].repeat(v1 - v0, 1))
+            out[v0:v1, i0:i1] = ld.reshape(v1 - v0, i1 - i0)
+            bar.update(1)
+    finally:
+        bar.close()
+    return out
+
+
+def _bootstrap_ratio(num: Tensor, den: Tensor, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval (over prompts) of mean(num) / mean(den)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, num.shape[0], (n_boot, num.shape[0]), generator=g)
+    ratios = num[idx].mean(1) / den[idx].mean(1)
+    lo, hi = torch.quantile(ratios, torch.tensor([0.025, 0.975]))
+    return float(lo), float(hi)
+
+
+@dataclass
+class FaithfulnessResult:
+    """Faithfulness of one circuit.
+
+    Attributes:
+        faithfulness: (M_circuit - M_ablated) / (M_full - M_ablated), from prompt means (dimensionless).
+        ci95: 95% bootstrap interval of ``faithfulness`` over prompts.
+        circuit_metric, full_metric, ablated_metric: mean logit differences (logits).
+        per_prompt: ``{"circuit", "full", "ablated"}`` Float[batch] logit differences per prompt.
+        n_edges, n_heads: circuit size; source: ablation source kind.
+    """
+
+    faithfulness: float
+    ci95: tuple[float, float]
+    circuit_metric: float
+    full_metric: float
+    ablated_metric: float
+    per_prompt: dict = field(default_factory=dict)
+    n_edges: int = 0
+    n_heads: int = 0
+    source: str = "mean"
+
+
+def _ratio(c: Tensor, full: Tensor, abl: Tensor) -> float:
+    gap = float(full.mean() - abl.mean())
+    if abs(gap) < MIN_BASELINE_GAP:
+        from attnlab.errors import MetricError
+
+        raise MetricError(f"the full model and the fully ablated model have the same logit difference "
+                          f"({float(full.mean()):.6g}): faithfulness is undefined; use another ablation source")
+    return float(c.mean() - abl.mean()) / gap
+
+
+def faithfulness(
+    model: Backend | GraphRunner,
+    dataset: PatchingDataset,
+    circuit: Circuit | Bool[Tensor, "n_senders n_receivers"],
+    *,
+    source: "str | AblationSource" = "mean",
+    batch_size: int = 16,
+    memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+) -> FaithfulnessResult:
+    """Faithfulness of a circuit: its logit difference with every other edge ablated, between the fully ablated
+    model (0) and the full model (1). See the module docstring.
+
+    Args:
+        model: the model (TransformerLens backend) or a :class:`GraphRunner`.
+        dataset: clean prompts to evaluate on; their corrupted prompts define the ablation source.
+        circuit: a :class:`Circuit` or Bool[n_senders, n_receivers] mask of kept edges.
+        source: ``"mean"`` (per-template mean over corrupted prompts; Wang et al.), ``"corrupted"`` or an
+            :class:`AblationSource`.
+        batch_size, memory_budget_mb: see :func:`circuit_metrics`.
+
+    Returns:
+        A :class:`FaithfulnessResult`.
+
+    Raises:
+        MetricError: M_full == M_ablated (faithfulness undefined).
+        CircuitError: a circuit of another model.
+    """
+    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    g = runner.graph
+    kept = circuit.mask(g) if isinstance(circuit, Circuit) else circuit.bool()
+    masks = torch.stack([g.valid, torch.zeros_like(g.valid), kept])
+    src = resolve_source(runner, dataset, source)
+    full, abl, c = circuit_metrics(runner, dataset, masks, source=src, batch_size=batch_size,
+                                   memory_budget_mb=memory_budget_mb)
+    f = _ratio(c, full, abl)
+    ci = _bootstrap_ratio(c - abl, full - abl)
+    n_heads = len(circuit.heads) if isinstance(circuit, Circuit) else len(_heads_of_mask(g, kept))
+    return FaithfulnessResult(f, ci, float(c.mean()), float(full.mean()), float(abl.mean()),
+                              {"circuit": c, "full": full, "ablated": abl}, int(kept.sum()), n_heads, src.kind)
+
+
+def _heads_of_mask(g: Graph, kept: Tensor) -> list[tuple[int, int]]:
+    c = Circuit(model=g.info.to_dict(), task={}, edges=[(g.edge_name(int(s), int(r)), 0.0)
+                                                          for s, r in kept.nonzero().tolist()])
+    return c.heads
+
+
+@dataclass
+class FaithfulnessCurve:
+    """Faithfulness as edges are added in score order.
+
+    Attributes:
+        sizes: numbers of edges; n_heads: heads in each circuit.
+        faithfulness: one value per size; ci95: bootstrap intervals.
+        per_prompt: Float[len(sizes), batch] circuit logit differences; full, ablated: Float[batch].
+    """
+
+    sizes: list[int]
+    n_heads: list[int]
+    faithfulness: list[float]
+    ci95: list[tuple[float, float]]
+    per_prompt: Tensor
+    full: Tensor
+    ablated: Tensor
+
+
+def faithfulness_curve(
+    model: Backend | GraphRunner,
+    dataset: PatchingDataset,
+    scores,
+    sizes: Sequence[int],
+    *,
+    source: "str | AblationSource" = "mean",
+    batch_size: int = 16,
+    memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+    progress: bool = False,
+) -> FaithfulnessCurve:
+    """Faithfulness of the top-n-edge circuits of ``scores`` (by |score|) for each n in ``sizes``, batched.
+
+    Args:
+        model: the model or a :class:`GraphRunner`.
+        dataset: evaluation prompts.
+        scores: :class:`~attnlab.circuits.eap.EdgeScores`.
+        sizes: edge counts, each in [0, n_edges].
+        source, batch_size, memory_budget_mb, progress: see :func:`circuit_metrics`.
+
+    Returns:
+        A :class:`FaithfulnessCurve`.
+
+    Raises:
+        CircuitError: a size out of range.
+    """
+    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    g = runner.graph
+    ranked = scores.edge_scores()
+    sizes = [int(s) for s in sizes]
+    bad = [s for s in sizes if not 0 <= s <= len(ranked)]
+    if bad or not sizes:
+        raise CircuitError(f"'sizes' must be edge counts in [0, {len(ranked)}] (got {list(sizes)})")
+    idx = torch.tensor([g.edge_index(e) for e, _ in ranked]) if ranked else torch.zeros(0, 2, dtype=torch.long)
+    masks = [g.valid, torch.zeros_like(g.valid)]
+    for n in sizes:
+        m = torch.zeros_like(g.valid)
+        if n:
+            m[idx[:n, 0], idx[:n, 1]] = True
+        masks.append(m)
+    src = resolve_source(runner, dataset, source)
+    out = circuit_metrics(runner, dataset, torch.stack(masks), source=src, batch_size=batch_size,
+                          memory_budget_mb=memory_budget_mb, progress=progress)
+    full, abl, per = out[0], out[1], out[2:]
+    return FaithfulnessCurve(
+        sizes=sizes, n_heads=[len(_heads_of_mask(g, m)) for m in masks[2:]],
+        faithfulness=[_ratio(c, full, abl) for c in per], ci95=[_bootstrap_ratio(c - abl, full - abl) for c in per],
+        per_prompt=per, full=full, ablated=abl,
+    )
+
+
+def _without_nodes(g: Graph, kept: Tensor, nodes: Sequence[str]) -> Tensor:
+    """``kept`` with every edge sent by, or received by, one of ``nodes`` removed."""
+    m = kept.clone()
+    for node in nodes:
+        if node in g._sender_index:
+            m[g.sender_index(node)] = False
+        for r in range(g.n_receivers):
+            if g.receiver_node(r) == node:
+                m[:, r] = False
+    return m
+
+
+@dataclass
+class MinimalityResult:
+    """Per-node contribution to a circuit.
+
+    Attributes:
+        nodes: circuit sender nodes tested; drop: M(C) - M(C minus node) per node (logits);
+        per_prompt: Float[n_nodes, batch] M(C minus node); negligible: nodes with |drop| < tol * |M_full - M_ablated|.
+        circuit_metric: M(C); tol: the tolerance used.
+    """
+
+    nodes: list[str]
+    drop: list[float]
+    per_prompt: Tensor
+    negligible: list[str]
+    circuit_metric: float
+    tol: float
+
+
+def minimality(
+    model: Backend | GraphRunner,
+    dataset: PatchingDataset,
+    circuit: Circuit,
+    *,
+    tol: float | int = 0.01,
+    source: "str | AblationSource" = "mean",
+    batch_size: int = 16,
+    memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+) -> MinimalityResult:
+    """For each node of the circuit (every sender but ``input``), the metric drop when it is removed as well.
+
+    Raises:
+        CircuitError: ``tol`` not in [0, 1).
+    """
+    if not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+        raise CircuitError(f"'tol' must be in [0, 1) (got {tol!r})")
+    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    g = runner.graph
+    kept = circuit.mask(g)
+    nodes = [n for n in circuit.nodes if n in g._sender_index and n != "input"]
+    masks = [g.valid, torch.zeros_like(g.valid), kept] + [_without_nodes(g, kept, [n]) for n in nodes]
+    src = resolve_source(runner, dataset, source)
+    out = circuit_metrics(runner, dataset, torch.stack(masks), source=src, batch_size=batch_size,
+                          memory_budget_mb=memory_budget_mb)
+    full, abl, c = out[0].mean(), out[1].mean(), out[2].mean()
+    drops = [float(c - row.mean()) for row in out[3:]]
+    scale = abs(float(full - abl))
+    negligible = [n for n, d in zip(nodes, drops) if abs(d) < tol * scale]
+    return MinimalityResult(nodes, drops, out[3:], negligible, float(c), float(tol))
+
+
+@dataclass
+class CompletenessResult:
+    """Knockouts compared in the circuit and in the full model (Wang et al. 2022, section 4).
+
+    Attributes:
+        sets: the node sets K knocked out; circuit_metric: M(C minus K); model_metric: M(model minus K);
+        incompleteness: |M(C minus K) - M(model minus K)| per set (logits);
+        per_prompt_circuit, per_prompt_model: Float[n_sets, batch].
+    """
+
+    sets: list[list[str]]
+    circuit_metric: list[float]
+    model_metric: list[float]
+    incompleteness: list[float]
+    per_prompt_circuit: Tensor
+    per_prompt_model: Tensor
+
+
+def completeness(
+    model: Backend | GraphRunner,
+    dataset: PatchingDataset,
+    circuit: Circuit,
+    sets: Sequence[Sequence[str]] | None = None,
+    *,
+    source: "str | AblationSource" = "mean",
+    batch_size: int = 16,
+    memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+) -> CompletenessResult:
+    """Knock out node sets K in the circuit and in the full model and compare (default: each circuit head alone,
+    and all circuit heads together).
+
+    Raises:
+        CircuitError: an unknown node name.
+    """
+    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    g = runner.graph
+    kept = circuit.mask(g)
+    if sets is None:
+        heads = [f"L{l}H{h}" for l, h in circuit.heads]
+        sets = [[h] for h in heads] + ([heads] if len(heads) > 1 else [])
+    sets = [list(s) for s in sets]
+    for s in sets:
+        for node in s:
+            if node not in g._sender_index:
+                raise CircuitError(f"{node!r} is not a node of {g.info.name}'s graph that sends edges")
+    masks = [_without_nodes(g, kept, s) for s in sets] + [_without_nodes(g, g.valid, s) for s in sets]
+    src = resolve_source(runner, dataset, source)
+    out = circuit_metrics(runner, dataset, torch.stack(masks), source=src, batch_size=batch_size,
+                          memory_budget_mb=memory_budget_mb)
+    k = len(sets)
+    c, m = out[:k], out[k:]
+    return CompletenessResult(sets, [float(x.mean()) for x in c], [float(x.mean()) for x in m],
+                              [abs(float(x.mean() - y.mean())) for x, y in zip(c, m)], c, m)

@@ -1,0 +1,675 @@
+"""The computational graph of a transformer, and a runner that ablates any set of its edges exactly.
+
+Context:
+    Edge-level circuit discovery (ACDC, Conmy et al. 2023, arXiv 2304.14997, section 2; EAP, Syed et al. 2023,
+    arXiv 2310.10348, section 2) views the residual stream as a set of *edges*: every component (the embeddings,
+    each attention head, each MLP) writes its output into the residual stream, and every later component reads the
+    *sum* of what was written before it. Edge ``s->r`` is sender ``s``'s contribution to receiver ``r``'s input.
+
+Nodes and names:
+    - senders: ``"input"`` (token + positional embeddings, the residual stream entering block 0), every head
+      ``"L{l}H{h}"`` (its output ``z_h W_O^h`` in d_model space, without the shared output bias) and every MLP
+      ``"MLP{l}"``;
+    - receivers: each query head's query input ``"L{l}H{h}.q"``; each key/value head's key and value input
+      ``"L{l}KV{g}.k"``, ``"L{l}KV{g}.v"``; each MLP's input ``"MLP{l}"``; and ``"logits"`` (the final residual
+      stream entering the final norm and the unembedding).
+
+Grouped-query attention:
+    On a grouped-query model (SmolLM2-135M: 9 query heads, 3 key/value heads) the query heads of one group share a
+    single key and value projection computed from one input. The graph therefore has one key receiver and one
+    value receiver per *key/value head* (``L{l}KV{g}.k``), not per query head: an edge into ``L{l}KV{g}.k`` changes
+    the keys that all query heads ``g * n_heads/n_kv_heads ... (g+1) * n_heads/n_kv_heads - 1`` read, which is what
+    the architecture computes, so every edge ablation is a real forward pass of the model. (Per-query-head key
+    receivers would need a key projection per query head, a computation the model never performs.) Without
+    grouped-query attention ``KV{g}`` coincides with head ``g``.
+
+Edges:
+    Every sender feeds every receiver of a later block; an MLP also receives from the heads of its own block (they
+    run before it); ``logits`` receives from every sender. Since senders are ordered (input, then per block its heads
+    then its MLP), every receiver's senders are a *prefix* of the sender list, which the runner exploits.
+    SmolLM2-135M has 301 senders, 481 receivers and 70,651 edges (:func:`Graph.n_edges`).
+
+Exact edge ablation (:class:`GraphRunner`):
+    A receiver's input is the residual stream it would normally read minus, for every ablated edge ``s->r``,
+    ``a_s(this run) - a_s(source)``: the sender's contribution on this run is swapped for its contribution on the
+    ablation source (the corrupted run, or the mean over the corrupted distribution per position and template as
+    in Wang et al. 2022, arXiv 2211.00593, section 3.1). Because the pre-attention norm is nonlinear, the
+    correction must be applied *before* the norm and separately per head. TransformerLens 4's own split inputs
+    (``use_split_qkv_input``, ``hook_q_input``) exist only for some attention bridges (not the native bridge of
+    attnlab's tiny models), so the runner does the split itself: at ``hook_q`` / ``hook_k`` / ``hook_v`` it
+    recomputes each affected head's projection as ``norm(resid_pre - correction_h) W^h + b^h`` from the block's
+    own norm module and projection weights. The MLP input is corrected at the final pre-MLP norm's input
+    (``ln2.hook_in``), which only the MLP branch reads, and the logits receiver at ``ln_final.hook_in``. With no edge
+    ablated the runner is the model's own forward pass; tests check both this and a hand-built ablation
+    (tests/circuits/test_evaluate.py).
+"""
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from attnlab.backends.base import Backend, ModelInfo
+from attnlab.errors import AttnlabError
+from attnlab.tasks.base import PatchingDataset
+
+__all__ = [
+    "AblationSource",
+    "CircuitError",
+    "Graph",
+    "GraphRunner",
+    "GradientNotSupportedError",
+    "MemoryBudgetError",
+    "corrupted_source",
+    "estimate_memory_mb",
+    "mean_source",
+]
+
+
+class CircuitError(AttnlabError, ValueError):
+    """A circuit request is malformed: unknown edge or node, threshold out of range, mismatched graph."""
+
+
+class GradientNotSupportedError(AttnlabError, NotImplementedError):
+    """The backend cannot run the edge graph or give gradients (e.g. nnsight, or an unsupported attention)."""
+
+
+class MemoryBudgetError(AttnlabError, MemoryError):
+    """An analysis would need more memory than its ``memory_budget_mb`` allows."""
+
+
+# -- the graph ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Graph:
+    """Senders, receivers and edges of a model's computational graph (see the module docstring).
+
+    Build it with :meth:`from_info`. Edges are addressed by (sender index, receiver index) into the dense
+    ``[n_senders, n_receivers]`` matrices that scores and masks use; :attr:`valid` marks the real edges.
+
+    Attributes:
+        info: the model's :class:`~attnlab.backends.base.ModelInfo`.
+        senders: sender names in order: ``input``, then per block ``L{l}H0..`` and ``MLP{l}``.
+        receivers: receiver names: per block ``L{l}H{h}.q`` (n_heads), ``L{l}KV{g}.k``, ``L{l}KV{g}.v``
+            (n_kv_heads each), ``MLP{l}``; then ``logits``.
+        prefix: Int[n_receivers] number of senders (a prefix of ``senders``) feeding each receiver.
+    """
+
+    info: ModelInfo
+    senders: tuple[str, ...]
+    receivers: tuple[str, ...]
+    prefix: tuple[int, ...]
+    _sender_index: dict = field(default_factory=dict, repr=False, compare=False)
+    _receiver_index: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_info(cls, info: ModelInfo) -> "Graph":
+        """The full graph of a model described by ``info``."""
+        H, G, L = info.n_heads, info.n_kv_heads, info.n_layers
+        senders = ["input"]
+        receivers: list[str] = []
+        prefix: list[int] = []
+        for layer in range(L):
+            n_before = len(senders)
+            receivers += [f"L{layer}H{h}.q" for h in range(H)]
+            receivers += [f"L{layer}KV{g}.k" for g in range(G)]
+            receivers += [f"L{layer}KV{g}.v" for g in range(G)]
+            prefix += [n_before] * (H + 2 * G)
+            senders += [f"L{layer}H{h}" for h in range(H)]
+            if info.has_mlp:
+                receivers.append(f"MLP{layer}")
+                prefix.append(len(senders))
+                senders.append(f"MLP{layer}")
+        receivers.append("logits")
+        prefix.append(len(senders))
+        return cls(info, tuple(senders), tuple(receivers), tuple(prefix),
+                   {s: i for i, s in enumerate(senders)}, {r: i for i, r in enumerate(receivers)})
+
+    @property
+    def n_senders(self) -> int:
+        """Number of senders (input, heads, MLPs)."""
+        return len(self.senders)
+
+    @property
+    def n_receivers(self) -> int:
+        """Number of receivers (q per query head, k and v per key/value head, MLP inputs, logits)."""
+        return len(self.receivers)
+
+    @property
+    def n_edges(self) -> int:
+        """Number of edges (sum of every receiver's sender count)."""
+        return sum(self.prefix)
+
+    @property
+    def valid(self) -> Bool[Tensor, "n_senders n_receivers"]:
+        """True where (sender, receiver) is an edge of the graph."""
+        s = torch.arange(self.n_senders)[:, None]
+        return s < torch.tensor(self.prefix)[None, :]
+
+    # -- names <-> indices ------------------------------------------------------------------------------------
+    def sender_index(self, name: str) -> int:
+        """Index of sender ``name``.
+
+        Raises:
+            CircuitError: not a sender of this graph.
+        """
+        try:
+            return self._sender_index[name]
+        except KeyError:
+            raise CircuitError(f"{name!r} is not a sender of {self.info.name}'s graph; senders are 'input', "
+                               f"'L{{l}}H{{h}}' and 'MLP{{l}}' (e.g. {self.senders[1]!r})") from None
+
+    def receiver_index(self, name: str) -> int:
+        """Index of receiver ``name``.
+
+        Raises:
+            CircuitError: not a receiver of this graph.
+        """
+        try:
+            return self._receiver_index[name]
+        except KeyError:
+            raise CircuitError(f"{name!r} is not a receiver of {self.info.name}'s graph; receivers are "
+                               "'L{l}H{h}.q', 'L{l}KV{g}.k', 'L{l}KV{g}.v', 'MLP{l}' and 'logits'") from None
+
+    def edge_index(self, edge: str) -> tuple[int, int]:
+        """(sender index, receiver index) of ``"sender->receiver"``.
+
+        Raises:
+            CircuitError: malformed name, unknown node, or a pair that is not an edge (receiver before sender).
+        """
+        parts = edge.split("->")
+        if len(parts) != 2:
+            raise CircuitError(f"edge names look like 'L0H1->L3H2.q' (got {edge!r})")
+        s, r = self.sender_index(parts[0]), self.receiver_index(parts[1])
+        if s >= self.prefix[r]:
+            raise CircuitError(f"{edge!r} is not an edge: {parts[0]} runs after {parts[1]} reads the residual stream")
+        return s, r
+
+    def edge_name(self, s: int, r: int) -> str:
+        """``"sender->receiver"`` for sender index ``s`` and receiver index ``r``."""
+        return f"{self.senders[s]}->{self.receivers[r]}"
+
+    def edge_names(self) -> list[str]:
+        """Every edge name, receiver-major (receivers in order, each with its senders in order)."""
+        return [self.edge_name(s, r) for r in range(self.n_receivers) for s in range(self.prefix[r])]
+
+    def mask(self, edges: Iterable[str]) -> Bool[Tensor, "n_senders n_receivers"]:
+        """Boolean matrix with True at the named edges.
+
+        Raises:
+            CircuitError: an unknown or impossible edge.
+        """
+        m = torch.zeros(self.n_senders, self.n_receivers, dtype=torch.bool)
+        for e in edges:
+            m[self.edge_index(e)] = True
+        return m
+
+    def receiver_node(self, r: int) -> str:
+        """The node a receiver belongs to: ``L3H2.q`` -> ``L3H2``; ``L3KV1.k`` -> ``L3KV1``; ``MLP3``; ``logits``."""
+        return self.receivers[r].split(".")[0]
+
+    def heads_of_receiver(self, r: int) -> list[str]:
+        """Head nodes whose computation reads receiver ``r`` (all query heads of a key/value group)."""
+        name = self.receivers[r]
+        if ".q" in name or name in ("logits",) or name.startswith("MLP"):
+            return [name.split(".")[0]] if ".q" in name else []
+        layer, g = name[1:].split(".")[0].split("KV")
+        per = self.info.n_heads // self.info.n_kv_heads
+        return [f"L{layer}H{h}" for h in range(int(g) * per, (int(g) + 1) * per)]
+
+    def layer_groups(self) -> list[tuple[int, str, list[int]]]:
+        """Receivers grouped as the runner corrects them: (layer, kind in q/k/v/mlp/logits, receiver indices)."""
+        out = []
+        i = 0
+        H, G = self.info.n_heads, self.info.n_kv_heads
+        for layer in range(self.info.n_layers):
+            out.append((layer, "q", list(range(i, i + H))))
+            out.append((layer, "k", list(range(i + H, i + H + G))))
+            out.append((layer, "v", list(range(i + H + G, i + H + 2 * G))))
+            i += H + 2 * G
+            if self.info.has_mlp:
+                out.append((layer, "mlp", [i]))
+                i += 1
+        out.append((self.info.n_layers, "logits", [i]))
+        return out
+
+    def prune_dangling(self, kept: Bool[Tensor, "n_senders n_receivers"]) -> Bool[Tensor, "n_senders n_receivers"]:
+        """``kept`` without the edges into nodes that send no kept edge (their output is ablated everywhere, so what
+        they receive cannot reach the logits): removing these edges leaves every metric of the circuit unchanged.
+        A key/value receiver is dangling when no query head of its group sends a kept edge."""
+        kept = kept.clone()
+        changed = True
+        while changed:
+            changed = False
+            sends = kept.any(1)
+            for r in range(self.n_receivers - 1):
+                if not kept[:, r].any():
+                    continue
+                heads = self.heads_of_receiver(r)
+                nodes = heads if heads else [self.receiver_node(r)]
+                if not any(bool(sends[self._sender_index[n]]) for n in nodes):
+                    kept[:, r] = False
+                    changed = True
+        return kept
+
+    def sender_slice(self, layer: int) -> tuple[int, int]:
+        """Sender index range [start, stop) of block ``layer``'s heads."""
+        stride = self.info.n_heads + (1 if self.info.has_mlp else 0)
+        start = 1 + layer * stride
+        return start, start + self.info.n_heads
+
+
+def estimate_memory_mb(info: ModelInfo, n_prompts: int, n_pos: int, *, mode: str = "ablate",
+                       n_variants: int = 1) -> float:
+    """Rough peak memory, in MiB, of one batched graph pass (float32).
+
+    Args:
+        info: the model.
+        n_prompts: prompts per pass; n_pos: tokens per prompt.
+        mode: ``"ablate"`` (a no-grad pass with edge ablation: one sender-delta buffer per row) or ``"gradient"``
+            (a pass that keeps autograd for EAP: the per-receiver input copies, their gradients and the activations
+            of the whole pass).
+        n_variants: circuits sharing the pass (rows = n_variants * n_prompts).
+
+    Returns:
+        MiB (an estimate, good to a factor of about 2).
+    """
+    g = Graph.from_info(info)
+    rows = n_prompts * n_variants
+    f = 4 * rows * n_pos
+    senders = f * g.n_senders * info.d_model  # sender outputs / deltas
+    source = 4 * n_prompts * n_pos * g.n_senders * info.d_model
+    per_layer = info.d_model * 8 + info.d_mlp * 3 + info.n_heads * (info.d_head * 3 + n_pos * 2)
+    model = f * info.n_layers * per_layer + 4 * rows * info.d_vocab * 2
+    total = senders + source + model
+    if mode == "gradient":
+        receivers = f * g.n_receivers * info.d_model
+        total += 3 * receivers + 2 * model + senders  # receiver copies + grads, autograd activations, two runs
+    elif mode != "ablate":
+        raise CircuitError(f"'mode' must be 'ablate' or 'gradient' (got {mode!r})")
+    return total / 2**20
+
+
+# -- ablation sources ------------------------------------------------------------------------------------------
+@dataclass
+class AblationSource:
+    """What an ablated edge carries instead of its sender's output: per-sender values, grouped.
+
+    Attributes:
+        values: Float[n_groups, pos, n_senders, d_model] sender outputs on the source (a mean per group and
+            position, or one group per prompt for the corrupted run itself).
+        index: Int[batch] the group of each prompt.
+        kind: ``"mean"`` (mean over the corrupted distribution) or ``"corrupted"`` (the corrupted run, patching).
+        description: provenance (grouping, number of prompts).
+    """
+
+    values: Tensor
+    index: Tensor
+    kind: str
+    description: dict = field(default_factory=dict)
+
+    def per_prompt(self, rows: Tensor | None = None) -> Float[Tensor, "batch pos n_senders d_model"]:
+        """The source's sender outputs for each prompt (``rows`` of the dataset, default all)."""
+        idx = self.index if rows is None else self.index[rows]
+        return self.values[idx]
+
+
+def template_groups(dataset: PatchingDataset) -> tuple[Int[Tensor, " batch"], list]:
+    """Group prompts by template, as Wang et al. compute per-template means: (group per prompt, group keys).
+
+    Uses ``metadata["prompt_templates"]`` (and ``"prompt_orders"``: ABBA and BABA put names at different positions)
+    when present; otherwise every prompt is in one group.
+    """
+    meta = dataset.metadata
+    templates = meta.get("prompt_templates")
+    if not templates or len(templates) != len(dataset):
+        return torch.zeros(len(dataset), dtype=torch.long), ["all"]
+    orders = meta.get("prompt_orders") or [""] * len(dataset)
+    keys = [f"{t}{o}" for t, o in zip(templates, orders)]
+    uniq = sorted(set(keys))
+    return torch.tensor([uniq.index(k) for k in keys], dtype=torch.long), uniq
+
+
+def corrupted_source(runner: "GraphRunner", dataset: PatchingDataset, *, batch_size: int = 16) -> AblationSource:
+    """Ablation source = the corrupted run itself (each prompt gets its own corrupted prompt's sender outputs).
+
+    This is patching: an ablated edge carries the sender's output on the corrupted prompt (ACDC's default;
+    Conmy et al. 2023, section 2).
+    """
+    values = runner.sender_outputs(dataset.corrupted_tokens, batch_size=batch_size)
+    return AblationSource(values, torch.arange(len(dataset)), "corrupted", {"n_prompts": len(dataset)})
+
+
+def mean_source(runner: "GraphRunner", dataset: PatchingDataset, *, per_template: bool = True,
+                batch_size: int = 16) -> AblationSource:
+    """Ablation source = mean sender outputs over the corrupted prompts, per position (and per template).
+
+    Following Wang et al. 2022 (section 3.1 and appendix), means are taken over the corrupted distribution (ABC for
+    IOI) separately for each template, so that each position holds the same kind of token in every prompt averaged.
+
+    Args:
+        runner: the graph runner.
+        dataset: clean/corrupted pairs; the corrupted prompts are averaged.
+        per_template: group by ``metadata["prompt_templates"]`` (and order) when present; False = one mean.
+        batch_size: prompts per forward pass.
+
+    Returns:
+        An :class:`AblationSource` of kind ``"mean"`` with one group per template.
+    """
+    acts = runner.sender_outputs(dataset.corrupted_tokens, batch_size=batch_size)
+    if per_template:
+        index, keys = template_groups(dataset)
+    else:
+        index, keys = torch.zeros(len(dataset), dtype=torch.long), ["all"]
+    values = torch.stack([acts[index == g].mean(0) for g in range(len(keys))])
+    return AblationSource(values, index, "mean", {"groups": keys, "n_prompts": len(dataset),
+                                                 "per_template": per_template})
+
+
+# -- the runner --------------------------------------------------------------------------------------------------
+@dataclass
+class GraphRun:
+    """What :meth:`GraphRunner.run` returns.
+
+    Attributes:
+        logits: Float[rows, d_vocab] at ``logits_at`` (or Float[rows, pos, d_vocab] without it).
+        senders: Float[rows, pos, n_senders, d_model] sender outputs (only with ``record=True``).
+        inputs: receiver inputs kept for autograd, ``{(layer, kind): tensor}`` (only with ``capture=True``):
+            q Float[rows, pos, n_heads, d_model], k/v Float[rows, pos, n_kv_heads, d_model], mlp and logits
+            Float[rows, pos, d_model].
+    """
+
+    logits: Tensor
+    senders: Tensor | None = None
+    inputs: dict = field(default_factory=dict)
+
+
+class GraphRunner:
+    """Runs a TransformerLens-backed model as a graph of edges, ablating any set of edges exactly.
+
+    Args:
+        model: a :class:`~attnlab.backends.Backend` on the TransformerLens backend.
+        graph: the graph (default :meth:`Graph.from_info` of the model).
+
+    Raises:
+        GradientNotSupportedError: the backend is not TransformerLens (nnsight has no per-receiver hooks and, for
+            remote runs, no gradients), or the attention has no separate q/k/v projections.
+    """
+
+    def __init__(self, model: Backend, graph: Graph | None = None) -> None:
+        if model.info.backend != "transformer_lens" or not hasattr(model, "bridge"):
+            raise GradientNotSupportedError(
+                f"edge-level circuit analyses need the TransformerLens backend (got backend "
+                f"{model.info.backend!r}): load the model with attnlab.load_model(name, backend='transformer_lens')"
+            )
+        self.model = model
+        self.info = model.info
+        self.graph = graph or Graph.from_info(model.info)
+        if self.graph.info != model.info:
+            raise CircuitError(f"graph is for {self.graph.info.name}, model is {model.info.name}")
+        self.bridge = model.bridge
+        self._weights = [self._layer_weights(layer) for layer in range(self.info.n_layers)]
+
+    def _layer_weights(self, layer: int) -> dict:
+        block = self.bridge.blocks[layer]
+        attn = block.attn
+        H, G, dh, D = self.info.n_heads, self.info.n_kv_heads, self.info.d_head, self.info.d_model
+        out = {}
+        try:
+            for name, n in (("q", H), ("k", G), ("v", G)):
+                lin = getattr(attn, name).original_component
+                w = lin.weight.reshape(n, dh, D)  # [head, d_head, d_model]
+                b = None if lin.bias is None else lin.bias.reshape(n, dh)
+                out[name] = (w, b)
+            o = attn.o.original_component.weight  # [d_model, head*d_head]
+            out["W_O"] = o.reshape(D, H, dh).permute(1, 2, 0)  # [head, d_head, d_model]
+            out["ln1"] = block.ln1.original_component
+        except (AttributeError, RuntimeError) as exc:
+            raise GradientNotSupportedError(
+                f"{self.info.name}: block {layer}'s attention has no separate q/k/v/o linear projections and "
+                f"pre-attention norm ({type(exc).__name__}: {exc}); edge-level analyses support such models "
+                "(Llama-style and TransformerLens-native) only"
+            ) from None
+        return out
+
+    # -- recording ------------------------------------------------------------------------------------------
+    def sender_outputs(self, tokens: Int[Tensor, "batch pos"], *, batch_size: int = 16
+                       ) -> Float[Tensor, "batch pos n_senders d_model"]:
+        """Every sender's output on ``tokens`` (no ablation), in d_model space; batched over prompts.
+
+        Args:
+            tokens: Int[batch, pos] prompts.
+            batch_size: prompts per forward pass.
+
+        Returns:
+            Float[batch, pos, n_senders, d_model]: the embeddings, each head's ``z_h W_O^h`` and each MLP's output.
+        """
+        chunks = []
+        for i in range(0, tokens.shape[0], batch_size):
+            chunks.append(self.run(tokens[i:i + batch_size], record=True).senders)
+        return torch.cat(chunks)
+
+    def metric(self, logits: Float[Tensor, "rows d_vocab"], answers: Int[Tensor, "batch 2"]) -> Tensor:
+        """Per-row logit difference (answers repeated over variants)."""
+        from attnlab.metrics import logit_diff
+
+        reps = logits.shape[0] // answers.shape[0]
+        return logit_diff(logits, answers.repeat(reps, 1))
+
+    # -- the pass -------------------------------------------------------------------------------------------
+    def run(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        *,
+        ablate: Bool[Tensor, "... n_senders n_receivers"] | None = None,
+        source: AblationSource | None = None,
+        source_rows: Int[Tensor, " batch"] | None = None,
+        logits_at: Int[Tensor, " batch"] | None = None,
+        record: bool = False,
+        capture: bool = False,
+        input_embed: Float[Tensor, "batch pos d_model"] | None = None,
+    ) -> GraphRun:
+        """One forward pass with the edges in ``ablate`` ablated.
+
+        Args:
+            tokens: Int[batch, pos] prompts.
+            ablate: Bool[n_senders, n_receivers] edges to ablate, or Bool[n_variants, n_senders, n_receivers]: the
+                batch is repeated once per variant (variant v in rows [v*batch, (v+1)*batch)), each with its edges.
+                None or all False: the model's own forward pass.
+            source: what ablated edges carry (:func:`mean_source`, :func:`corrupted_source`); needed with ``ablate``.
+            source_rows: Int[batch] which of the source's prompts each row of ``tokens`` is (default 0..batch-1).
+            logits_at: Int[batch] position per prompt at which to return logits (END); None: every position.
+            record: return every sender's output (Float[rows, pos, n_senders, d_model]).
+            capture: keep autograd and return each receiver's input (see :class:`GraphRun`), recomputing every
+                head's q/k/v from its own copy of the residual stream so that gradients are per receiver.
+            input_embed: Float[batch, pos, d_model] replaces the residual stream entering block 0 (EAP-IG's
+                interpolated embeddings).
+
+        Returns:
+            A :class:`GraphRun`.
+
+        Raises:
+            CircuitError: ``ablate`` of the wrong shape, ablating edges that are not in the graph, or no source.
+        """
+        g, info = self.graph, self.info
+        batch, n_pos = tokens.shape
+        n_var = 1
+        masks = None
+        if ablate is not None:
+            if ablate.shape[-2:] != (g.n_senders, g.n_receivers):
+                raise CircuitError(f"'ablate' must end in ({g.n_senders}, {g.n_receivers}) (got {tuple(ablate.shape)})")
+            masks = ablate.reshape(-1, g.n_senders, g.n_receivers).bool()
+            if (masks & ~g.valid).any():
+                raise CircuitError("'ablate' marks pairs that are not edges of the graph (a receiver before its "
+                                   "sender); build masks with graph.mask(...) or inside graph.valid")
+            n_var = masks.shape[0] if ablate.ndim == 3 else 1
+            if not masks.any():
+                masks = None
+            elif source is None:
+                raise CircuitError("ablating edges needs source= (mean_source(...) or corrupted_source(...))")
+        rows = batch * n_var
+        need_buffer = record or masks is not None
+        D = info.d_model
+        # Sender buffers are laid out [n_senders, rows, pos, d_model] so that the correction of a receiver group is
+        # one plain matrix product of a contiguous prefix of senders with the group's mask columns.
+        acts = torch.zeros(g.n_senders, rows, n_pos, D) if record else None
+        deltas = torch.zeros(g.n_senders, rows, n_pos, D) if masks is not None else None
+        src = None
+        if masks is not None:
+            sr = torch.arange(batch) if source_rows is None else source_rows
+            src = source.per_prompt(sr)  # [batch, pos, S, D]
+            if src.shape[1] != n_pos or src.shape[0] != batch:
+                raise CircuitError(f"the ablation source gives {tuple(src.shape[:2])} (prompts, positions) for "
+                                   f"prompts of shape {(batch, n_pos)}; build it from the same dataset")
+            src = src.permute(2, 0, 1, 3).contiguous()  # [S, batch, pos, D]
+        store: dict = {"resid": {}}
+        inputs: dict = {}
+
+        def write(s0: int, s1: int, value: Tensor) -> None:  # value [rows, pos, n, D]
+            v = value.detach().permute(2, 0, 1, 3)  # [n, rows, pos, D]
+            if acts is not None:
+                acts[s0:s1] = v
+            if deltas is not None:
+                deltas[s0:s1] = (v.reshape(s1 - s0, n_var, batch, n_pos, D)
+                                 - src[s0:s1, None]).reshape(s1 - s0, rows, n_pos, D)
+
+        def correction(r_idx: list[int]) -> Tensor | None:
+            """Float[rows, pos, len(r_idx), D]: sum over ablated edges of the sender deltas, or None."""
+            if masks is None:
+                return None
+            n = g.prefix[r_idx[0]]
+            m = masks[:, :n, r_idx]  # [variants or 1, n, R]
+            if not m.any():
+                return None
+            R = len(r_idx)
+            d = deltas[:n]
+            if masks.shape[0] == 1:
+                out = (m[0].T.float() @ d.reshape(n, -1)).reshape(R, rows, n_pos, D)
+            else:
+                dv = d.reshape(n, n_var, batch * n_pos * D)
+                out = torch.stack([m[v].T.float() @ dv[:, v] for v in range(n_var)], 1)
+                out = out.reshape(R, rows, n_pos, D)
+            return out.permute(1, 2, 0, 3)
+
+        hooks: list[tuple[str, Callable]] = []
+
+        def resid_hook(layer: int):
+            def hook(act, hook=None):
+                if layer == 0:
+                    if input_embed is not None:
+                        act = input_embed.to(act.dtype).repeat(n_var, 1, 1)
+                    if need_buffer:
+                        write(0, 1, act[:, :, None])
+                store["resid"][layer] = act
+                return act
+            return hook
+
+        def qkv_hook(layer: int, kind: str, r_idx: list[int]):
+            w, b = self._weights[layer][kind]
+            ln = self._weights[layer]["ln1"]
+
+            def hook(act, hook=None):
+                corr = correction(r_idx)
+                if corr is None and not capture:
+                    return act
+                resid = store["resid"][layer]
+                x = resid[:, :, None, :].expand(-1, -1, len(r_idx), -1)
+                if capture:
+                    x = _grad_copy(x)
+                    inputs[(layer, kind)] = x
+                if corr is not None:
+                    x = x - corr.to(x.dtype)
+                y = torch.einsum("bphd,hkd->bphk", ln(x), w.to(x.dtype))
+                if b is not None:
+                    y = y + b
+                return y.to(act.dtype)
+            return hook
+
+        def z_hook(layer: int):
+            W_O = self._weights[layer]["W_O"]
+            s0, s1 = g.sender_slice(layer)
+
+            def hook(act, hook=None):
+                if need_buffer:
+                    write(s0, s1, torch.einsum("bphk,hkd->bphd", act.detach(), W_O))
+                return act
+            return hook
+
+        def mlp_in_hook(layer: int, r: int):
+            def hook(act, hook=None):
+                corr = correction([r])
+                if capture:
+                    act = _grad_copy(act)
+                    inputs[(layer, "mlp")] = act
+                if corr is not None:
+                    act = act - corr[:, :, 0].to(act.dtype)
+                return act
+            return hook
+
+        def mlp_out_hook(s: int):
+            def hook(act, hook=None):
+                if need_buffer:
+                    write(s, s + 1, act[:, :, None])
+                return act
+            return hook
+
+        def final_hook(r: int):
+            def hook(act, hook=None):
+                corr = correction([r])
+                if capture:
+                    act = _grad_copy(act)
+                    inputs[(info.n_layers, "logits")] = act
+                if corr is not None:
+                    act = act - corr[:, :, 0].to(act.dtype)
+                if logits_at is not None:
+                    pos = logits_at.repeat(n_var).to(act.device)
+                    act = act[torch.arange(act.shape[0]), pos].unsqueeze(1)
+                return act
+            return hook
+
+        for layer, kind, r_idx in g.layer_groups():
+            if kind in ("q", "k", "v"):
+                hooks.append((f"blocks.{layer}.hook_resid_pre", resid_hook(layer))) if kind == "q" else None
+                hooks.append((f"blocks.{layer}.attn.hook_{kind}", qkv_hook(layer, kind, r_idx)))
+                if kind == "v":
+                    hooks.append((f"blocks.{layer}.attn.hook_z", z_hook(layer)))
+            elif kind == "mlp":
+                hooks.append((f"blocks.{layer}.ln2.hook_in", mlp_in_hook(layer, r_idx[0])))
+                hooks.append((f"blocks.{layer}.hook_mlp_out", mlp_out_hook(g.sender_index(f"MLP{layer}"))))
+            else:
+                hooks.append(("ln_final.hook_in", final_hook(r_idx[0])))
+
+        x = tokens.repeat(n_var, 1)
+        ctx = torch.enable_grad() if capture else torch.no_grad()
+        with ctx, self.bridge.hooks(fwd_hooks=hooks):
+            logits = self.bridge(x)
+        if logits_at is not None:
+            logits = logits[:, 0]
+        senders = None if acts is None else acts.permute(1, 2, 0, 3)
+        return GraphRun(logits=logits, senders=senders, inputs=inputs)
+
+
+def _grad_copy(x: Tensor) -> Tensor:
+    """A copy of ``x`` that is a separate autograd node (so its gradient is this receiver's alone)."""
+    x = x.clone()
+    return x if x.requires_grad else x.requires_grad_(True)
+
+
+def check_budget(what: str, needed_mb: float, budget_mb: float | int | None, hint: str) -> None:
+    """Raise :class:`MemoryBudgetError` when ``needed_mb`` exceeds ``budget_mb`` (None = no limit)."""
+    if budget_mb is None:
+        return
+    if not (isinstance(budget_mb, (int, float)) and budget_mb > 0 and math.isfinite(budget_mb)):
+        raise CircuitError(f"'memory_budget_mb' must be a positive number (got {budget_mb!r})")
+    if needed_mb > budget_mb:
+        raise MemoryBudgetError(
+            f"{what} needs about {needed_mb:,.0f} MiB but memory_budget_mb={budget_mb:,.0f}; {hint}"
+        )
+
+
+def split_rows(n: int, size: int) -> Sequence[tuple[int, int]]:
+    """[(start, stop)] chunks of ``range(n)`` of at most ``size``."""
+    size = max(1, int(size))
+    return [(i, min(n, i + size)) for i in range(0, n, size)]
