@@ -61,7 +61,9 @@ def _check_inputs(model: Backend, dataset: PatchingDataset, components: Sequence
                   layers: Sequence[int] | None) -> tuple[list[str], list[int]]:
     """Validate everything before the first forward pass; return (components, layers)."""
     if model.info.backend == "nnsight":
-        raise BackendError(
+        from attnlab.circuits.graph import GradientNotSupportedError
+
+        raise GradientNotSupportedError(
             "attribution patching needs gradients, which the nnsight backend does not keep (grad=True is not "
             "supported); load the model with backend='transformer_lens', or use run_sweep (exact patching)"
         )
@@ -124,7 +126,8 @@ def attribution_patching(
         clean and corrupted mean logit differences.
 
     Raises:
-        BackendError: the backend keeps no gradients (nnsight), or the gradient does not reach an activation.
+        GradientNotSupportedError: the backend keeps no gradients (nnsight; a BackendError).
+        BackendError: the gradient does not reach an activation.
         SiteError: unknown component, layers out of range, MLP components on an attention-only model.
         DatasetError: the dataset does not fit the model.
         MetricError: clean and corrupted baselines are equal.

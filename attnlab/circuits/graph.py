@@ -53,7 +53,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from attnlab.backends.base import Backend, ModelInfo
-from attnlab.errors import AttnlabError
+from attnlab.errors import AttnlabError, BackendError
 from attnlab.tasks.base import PatchingDataset
 
 __all__ = [
@@ -73,8 +73,11 @@ class CircuitError(AttnlabError, ValueError):
     """A circuit request is malformed: unknown edge or node, threshold out of range, mismatched graph."""
 
 
-class GradientNotSupportedError(AttnlabError, NotImplementedError):
-    """The backend cannot run the edge graph or give gradients (e.g. nnsight, or an unsupported attention)."""
+class GradientNotSupportedError(BackendError, NotImplementedError):
+    """The backend cannot run the edge graph or give gradients (e.g. nnsight, or an unsupported attention).
+
+    A :class:`~attnlab.errors.BackendError` (so one ``except BackendError`` catches every backend limitation) and a
+    ``NotImplementedError``."""
 
 
 class MemoryBudgetError(AttnlabError, MemoryError):
