@@ -348,11 +348,8 @@ class ExplorerController:
         Raises:
             ExplorerError: no such run.
         """
-        run = self._check_run(index)
         path = Path(path)
-        data = run.result.to_dict()
-        data["settings"] = {**data["settings"], "explorer_controls": run.controls}
-        path.write_text(json.dumps(data, allow_nan=False))
+        path.write_text(self.export_json(index))
         return path
 
     def export_json(self, index: int) -> str:
@@ -426,7 +423,7 @@ class ExplorerController:
         Raises:
             ExplorerError: prompt out of range.
         """
-        n = len(self.runs[self.current].result.per_prompt[(0,) * self.result.values.ndim]) if self.result else 0
+        n = self.result.per_prompt.shape[-1] if self.result is not None else 0
         if isinstance(prompt, bool) or not isinstance(prompt, int) or not 0 <= prompt < max(n, 1):
             raise ExplorerError(f"'prompt' must be in [0, {n}) (got {prompt!r})")
         self.detail_prompt = prompt

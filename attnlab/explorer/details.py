@@ -220,7 +220,6 @@ def _ablate(cache: RunCache, layer: int, head: int) -> dict:
     ivs = head_ablation_interventions(model, [(layer, head)], method="mean", n_pos=n_pos, rows=rows,
                                       means=cache.mean_z)
     ivs += head_ablation_interventions(model, [(layer, head)], method="zero", n_pos=n_pos, rows=rows + batch)
-    ivs = _merge(ivs)
     kwargs = dict(tokens=ds.clean_tokens.repeat(2, 1), interventions=ivs, logits_at=ds.end.repeat(2))
     if layer > 0:
         kwargs.update(start_layer=layer, resid=cache.resid[layer].repeat(2, 1, 1))
@@ -232,18 +231,6 @@ def _ablate(cache: RunCache, layer: int, head: int) -> dict:
         "zero": {"logit_diff": _stats(zero_ld), "change": _stats(zero_ld - cache.clean_ld)},
         "reference": "mean over the corrupted prompts, per position",
     }
-
-
-def _merge(ivs: list) -> list:
-    """Two interventions on the same layer and kind become one (rows disjoint), so a backend applies both."""
-    from attnlab.backends.base import Intervention
-
-    if len(ivs) < 2:
-        return ivs
-    a = ivs[0]
-    return [Intervention(a.kind, a.layer, rows=torch.cat([iv.rows for iv in ivs]),
-                         values=torch.cat([iv.values for iv in ivs]),
-                         heads=torch.cat([iv.heads for iv in ivs]))]
 
 
 def cell_detail(cache: RunCache, result, idx: tuple[int, ...], *, prompt: int = 0, top_k: int = 10) -> dict:
