@@ -53,24 +53,29 @@ const showToken = (t: string): string => t.replace(/\n/g, '↵').replace(/ /g, '
 
 // ---- Small charts (SVG), all text set through textContent.
 
-/** Horizontal bars with standard-error whiskers around a zero line, one per item. */
-function barChart(parent: HTMLElement, items: { label: string; stat: Stat }[], unit: string): void {
+/**
+ * Horizontal bars with standard-error whiskers around a zero line, one per item. The scale fits the data unless
+ * `fixedLim` is given (attention probabilities use 1, so a small value looks small).
+ */
+function barChart(parent: HTMLElement, items: { label: string; stat: Stat }[], unit: string, fixedLim?: number, digits = 2): void {
   const doc = parent.ownerDocument;
   const W = 360;
   const labelW = 120;
   const rowH = 22;
-  const H = items.length * rowH + 22;
+  const H = items.length * rowH + 6;
   const svg = svgEl(doc, 'svg', { class: 'attnlab-bars', width: W, height: H, viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'xMinYMin meet' }, parent);
-  let lim = 1e-6;
-  for (const { stat } of items) {
+  let lim = fixedLim ?? 1e-6;
+  for (const { stat } of fixedLim ? [] : items) {
     lim = Math.max(lim, Math.abs(stat.mean) + stat.sem);
     for (const v of stat.per_prompt ?? []) {
       lim = Math.max(lim, Math.abs(v));
     }
   }
-  const x0 = labelW + (W - labelW - 60) / 2;
-  const scale = (W - labelW - 60) / 2 / lim;
-  svgEl(doc, 'line', { x1: x0, x2: x0, y1: 2, y2: H - 18, class: 'attnlab-zero' }, svg);
+  // a fixed scale is for non-negative quantities (probabilities): zero at the left; otherwise zero in the middle
+  const span = W - labelW - 60;
+  const x0 = fixedLim ? labelW + 4 : labelW + span / 2;
+  const scale = fixedLim ? (span - 4) / lim : span / 2 / lim;
+  svgEl(doc, 'line', { x1: x0, x2: x0, y1: 2, y2: H - 2, class: 'attnlab-zero' }, svg);
   items.forEach(({ label, stat }, i) => {
     const y = 4 + i * rowH;
     const t = svgEl(doc, 'text', { x: labelW - 6, y: y + rowH / 2 - 2, 'text-anchor': 'end', 'dominant-baseline': 'central', class: 'attnlab-bar-label' }, svg);
@@ -87,10 +92,9 @@ function barChart(parent: HTMLElement, items: { label: string; stat: Stat }[], u
     const e1 = x0 + (stat.mean + stat.sem) * scale;
     svgEl(doc, 'line', { x1: e0, x2: e1, y1: y + rowH / 2 - 2, y2: y + rowH / 2 - 2, class: 'attnlab-whisker' }, svg);
     const v = svgEl(doc, 'text', { x: W - 4, y: y + rowH / 2 - 2, 'text-anchor': 'end', 'dominant-baseline': 'central', class: 'attnlab-bar-value' }, svg);
-    v.textContent = fmt(stat.mean, 2);
+    v.textContent = fmt(stat.mean, digits);
   });
-  const cap = svgEl(doc, 'text', { x: x0, y: H - 4, 'text-anchor': 'middle', class: 'attnlab-bar-caption' }, svg);
-  cap.textContent = `${unit} (bar: mean; line: ± s.e.m.; dots: prompts)`;
+  htmlEl(doc, 'div', 'attnlab-bar-caption', parent, `${unit} (bar: mean; line: ± s.e.m.; dots: prompts)`);
 }
 
 // ---- Detail panels.
@@ -161,7 +165,8 @@ function headDetail(panel: HTMLElement, detail: any, ctx: { dest: number | null;
   patternView(att, detail, dest, ctx.setDest);
   const bars = htmlEl(doc, 'div', 'attnlab-end-attention', att);
   htmlEl(doc, 'div', 'attnlab-chart-title', bars, 'average attention from END, across the prompts');
-  barChart(bars, detail.end_attention.map((e: any) => ({ label: `END → ${e.position}`, stat: e })), 'attention probability');
+  barChart(bars, detail.end_attention.map((e: any) => ({ label: `END → ${e.position}`, stat: e })),
+    'attention probability, axis 0 to 1', 1, 3);
 
   const dla = section(panel, 'Direct logit attribution', 'attnlab-dla');
   if (detail.dla) {

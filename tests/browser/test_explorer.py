@@ -136,9 +136,9 @@ def test_explorer_run_click_and_select_from_python(lab: LabServer, browser_page:
     node.click()
     ex.locator('.attnlab-explorer-detail[data-name="L20H0"]').wait_for(timeout=TIMEOUT_MS)
     assert (selected.get_attribute("data-row"), selected.get_attribute("data-col")) == ("20", "0")
-    assert run_cell_code(page, "print(explorer.selected)", timeout=TIMEOUT_MS).strip() == "L20H0"
-    node.scroll_into_view_if_needed()
+    ex.locator(".attnlab-explorer-detail").scroll_into_view_if_needed()
     screenshot(page, "explorer-circuit-node-click")
+    assert run_cell_code(page, "print(explorer.selected)", timeout=TIMEOUT_MS).strip() == "L20H0"
 
     # Prompts with HTML: literal text in the prompt menu, the token strip, the heatmap and the logit lens.
     run_cell_code(page, HTML_TASK, timeout=TIMEOUT_MS)
