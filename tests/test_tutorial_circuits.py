@@ -9,14 +9,11 @@ import nbformat
 import pytest
 
 from attnlab.render.contract import CIRCUIT_MIME
-from tests.tutorial_fixtures import TUTORIALS, execute_tutorial
+from tests.tutorial_fixtures import TUTORIALS, assert_committed_without_outputs, cell_stdout, execute_tutorial
 
 NB05 = TUTORIALS / "05_circuit_search_ioi_colored_objects.ipynb"
 NUM = r"(-?\d+\.\d+)"
 
-
-def _stdout(cell) -> str:
-    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
 
 
 def _cell(cells, marker: str):
@@ -31,12 +28,7 @@ def _find(pattern: str, text: str) -> re.Match:
 
 
 def test_tutorial_05_is_committed_without_outputs():
-    nb = nbformat.read(NB05, as_version=4)
-    nbformat.validate(nb)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    stored = [i for i, cell in enumerate(nb.cells)
-              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
-    assert not stored, f"code cells {stored} of {NB05.name} store outputs or execution counts; clear them"
+    assert_committed_without_outputs(NB05)
 
 
 @pytest.mark.tutorial
@@ -50,7 +42,7 @@ def test_tutorial_05_executes_and_its_claims_hold(tmp_path: Path):
         assert all(o.output_type != "error" for o in cell.outputs), cell.source
 
     # "Ablating the 70,651 edges one at a time"; the circuit keeps 1,000 of them, "1.4% of the graph".
-    n_edges = int(_find(r"^\d+ senders, \d+ receivers, ([\d,]+) edges$", _stdout(cells[0])).group(1).replace(",", ""))
+    n_edges = int(_find(r"^\d+ senders, \d+ receivers, ([\d,]+) edges$", cell_stdout(cells[0])).group(1).replace(",", ""))
     assert n_edges == 70651
     assert round(100 * 1000 / n_edges, 1) == 1.4
 
@@ -61,7 +53,7 @@ def test_tutorial_05_executes_and_its_claims_hold(tmp_path: Path):
     assert (tmp_path / "tutorials" / "ioi_circuit.html").is_file()
 
     # The 1,000-edge circuit recovers >= 80% of the logit difference; the curve is not monotonic.
-    text = _stdout(_cell(cells, "faithfulness_curve(runner, ioi"))
+    text = cell_stdout(_cell(cells, "faithfulness_curve(runner, ioi"))
     f, n, heads = _find(rf"^faithfulness {NUM} at (\d+) edges, (\d+) heads$", text).groups()
     f, n, heads = float(f), int(n), int(heads)
     assert n == 1000 and f >= 0.8, text
@@ -73,21 +65,21 @@ def test_tutorial_05_executes_and_its_claims_hold(tmp_path: Path):
     assert any(b < a for a, b in zip(curve, curve[1:])), text
 
     # EAP-IG's circuit is more faithful than EAP's at the same size, "although the two share many of their edges".
-    text = _stdout(_cell(cells, 'method="eap", batch_size=16'))
+    text = cell_stdout(_cell(cells, 'method="eap", batch_size=16'))
     f_ig = float(_find(rf"^EAP-IG: faithfulness {NUM} at 1000 edges", text).group(1))
     f_eap = float(_find(rf"^EAP: +faithfulness {NUM} at 1000 edges", text).group(1))
     assert f_ig == f and f_ig > f_eap, text
     assert int(_find(r"^edges in both circuits: (\d+) of 1000$", text).group(1)) >= 500, text
 
     # Name-mover-like heads at layers 23-24 (tutorial 2), every one of the role heads in the circuit.
-    text = _stdout(_cell(cells, "name-mover-like heads (END -> IO)"))
+    text = cell_stdout(_cell(cells, "name-mover-like heads (END -> IO)"))
     movers = _find(r"^name-mover-like heads \(END -> IO\): (L\d+H\d+(?:, L\d+H\d+)*)$", text).group(1)
     assert {int(x) for x in re.findall(r"L(\d+)H", movers)} <= {23, 24}, text
     k, m = map(int, _find(r"^in the IOI circuit: (\d+) of these (\d+) heads$", text).groups())
     assert k == m >= 1, text
 
     # Colored Objects: about four times as long as IOI, one prompt per template; the model is weak.
-    text = _stdout(_cell(cells, "colored_objects_baselines(model, co)"))
+    text = cell_stdout(_cell(cells, "colored_objects_baselines(model, co)"))
     co_pos, ioi_pos = map(int, _find(r"^(\d+) tokens per prompt \(IOI: (\d+)\)", text).groups())
     assert 3.5 <= co_pos / ioi_pos <= 4.5, text
     templates = [int(t) for t in re.findall(r"\d+", _find(r"question templates \[([\d, ]+)\]$", text).group(1))]
@@ -99,7 +91,7 @@ def test_tutorial_05_executes_and_its_claims_hold(tmp_path: Path):
     assert 0 < cf_ld < ld, text  # "It stays positive, only smaller"
 
     # The Colored Objects circuit: faithfulness at a stated size, whatever it is.
-    text = _stdout(_cell(cells, "co_faith = faithfulness("))
+    text = cell_stdout(_cell(cells, "co_faith = faithfulness("))
     co_f, co_n, co_heads = _find(rf"^faithfulness {NUM} at (\d+) edges, (\d+) heads", text).groups()
     assert int(co_n) == 1000, text
     # "much less faithful than the IOI circuit, and its bootstrap interval is wide"; "M_full - M_ablated, under one logit"
@@ -110,7 +102,7 @@ def test_tutorial_05_executes_and_its_claims_hold(tmp_path: Path):
     assert 0 < full - ablated < 1, text
 
     # The head overlap figures are consistent with the circuits' sizes.
-    text = _stdout(_cell(cells, "compare_circuits(circuit, co_circuit"))
+    text = cell_stdout(_cell(cells, "compare_circuits(circuit, co_circuit"))
     na, nb_, shared = map(int, _find(r"^IOI circuit: (\d+) heads; Colored Objects circuit: (\d+) heads; "
                                      r"shared: (\d+)$", text).groups())
     assert na == heads and nb_ == int(co_heads), text

@@ -9,23 +9,15 @@ import nbformat
 import pytest
 
 from attnlab.explorer.widget import FALLBACK_NOTE
-from tests.tutorial_fixtures import TUTORIALS, execute_tutorial
+from tests.tutorial_fixtures import TUTORIALS, assert_committed_without_outputs, cell_stdout, execute_tutorial
 
 NB02 = TUTORIALS / "02_exploring_ioi_circuit.ipynb"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
-def _stdout(cell) -> str:
-    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
-
 
 def test_tutorial_02_is_committed_without_outputs():
-    nb = nbformat.read(NB02, as_version=4)
-    nbformat.validate(nb)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    stored = [i for i, cell in enumerate(nb.cells)
-              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
-    assert not stored, f"code cells {stored} of {NB02.name} store outputs or execution counts; clear them"
+    assert_committed_without_outputs(NB02)
 
 
 @pytest.mark.tutorial
@@ -46,7 +38,7 @@ def test_tutorial_02_executes_and_its_claims_hold(tmp_path: Path):
 
     # "The strongest head attends from END to S2 and lowers logit(S)".
     (first,) = [c for c in cells if 'explorer.selected = top["head_name"][0]' in c.source]
-    text = _stdout(first)
+    text = cell_stdout(first)
     att = {k: float(v) for k, v in re.findall(r"attention END -> +(\w+): (-?\d+\.\d+)", text)}
     assert max(att, key=att.get) == "S2", text
     to_io, to_s = map(float, re.search(r"to IO ([-+]\d+\.\d+), to S ([-+]\d+\.\d+)", text).groups())
@@ -55,7 +47,7 @@ def test_tutorial_02_executes_and_its_claims_hold(tmp_path: Path):
 
     # Name-mover-like heads exist, at layers 23-24 of 30.
     (summary,) = [c for c in cells if "name-mover-like heads:" in c.source]
-    text = _stdout(summary)
+    text = cell_stdout(summary)
     heads = re.search(r"^name-mover-like heads: (.+)$", text, re.M).group(1)
     assert re.fullmatch(r"L\d+H\d+(, L\d+H\d+)*", heads), text
     layers = {int(x) for x in re.findall(r"L(\d+)H", heads)}
@@ -63,5 +55,5 @@ def test_tutorial_02_executes_and_its_claims_hold(tmp_path: Path):
 
     # The residual-stream lens and the history round trip.
     (lens,) = [c for c in cells if "L26 @ END" in c.source]
-    assert "logit lens at resid_pre 26" in _stdout(lens)
-    assert "reloaded equal: True" in _stdout(cells[-1])
+    assert "logit lens at resid_pre 26" in cell_stdout(lens)
+    assert "reloaded equal: True" in cell_stdout(cells[-1])

@@ -8,22 +8,14 @@ import nbformat
 import pytest
 
 from attnlab.render.contract import HEADGALLERY_MIME
-from tests.tutorial_fixtures import TUTORIALS, execute_tutorial
+from tests.tutorial_fixtures import TUTORIALS, assert_committed_without_outputs, cell_stdout, execute_tutorial
 
 NB04 = TUTORIALS / "04_induction_heads.ipynb"
 
 
-def _stdout(cell) -> str:
-    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
-
 
 def test_tutorial_04_is_committed_without_outputs():
-    nb = nbformat.read(NB04, as_version=4)
-    nbformat.validate(nb)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    stored = [i for i, cell in enumerate(nb.cells)
-              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
-    assert not stored, f"code cells {stored} of {NB04.name} store outputs or execution counts; clear them"
+    assert_committed_without_outputs(NB04)
 
 
 @pytest.mark.tutorial
@@ -46,22 +38,22 @@ def test_tutorial_04_executes(tmp_path: Path):
 
     # The model copies: the second repeat is much easier than the first.
     (abl_cell,) = [c for c in cells if "ablation_effects(" in c.source]
-    text = _stdout(abl_cell)
+    text = cell_stdout(abl_cell)
     first, second = map(float, re.search(r"first repeat (\d+\.\d+), second repeat (\d+\.\d+)", text).groups())
     assert first - second > 3.0, text
 
     # The summary names induction heads, and at least one is verified by ablation.
     (summary,) = [c for c in cells if "induction heads (score > 0.2)" in c.source]
-    text = _stdout(summary)
+    text = cell_stdout(summary)
     assert re.search(r"induction heads \(score > 0\.2\): L\d+H\d", text), text
     assert re.search(r"by > 0\.1 nats: L\d+H\d", text), text
-    assert "identical scores: True" in _stdout(cells[-1])
+    assert "identical scores: True" in cell_stdout(cells[-1])
 
     # K-composition: ablating the previous-token heads lowers every listed induction head's score.
     (kcomp,) = [c for c in cells if "induction_scores_with(upstream)" in c.source]
-    pairs = re.findall(r"induction score (\d+\.\d+) -> (\d+\.\d+)", _stdout(kcomp))
-    assert pairs and all(float(after) < float(before) for before, after in pairs), _stdout(kcomp)
+    pairs = re.findall(r"induction score (\d+\.\d+) -> (\d+\.\d+)", cell_stdout(kcomp))
+    assert pairs and all(float(after) < float(before) for before, after in pairs), cell_stdout(kcomp)
 
     # Every listed head got a prefix class.
     (prefix,) = [c for c in cells if "prefix_curves(model, probe)" in c.source]
-    assert re.search(r"-> (short|long)-prefix", _stdout(prefix)), _stdout(prefix)
+    assert re.search(r"-> (short|long)-prefix", cell_stdout(prefix)), cell_stdout(prefix)

@@ -21,7 +21,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-__all__ = ["CELL_TIMEOUT_S", "TUTORIALS", "TUTORIAL_TEST_TIMEOUT_S", "execute_tutorial", "executed_tutorial_01"]
+__all__ = ["CELL_TIMEOUT_S", "TUTORIALS", "TUTORIAL_TEST_TIMEOUT_S", "assert_committed_without_outputs", "cell_stdout",
+           "execute_tutorial", "executed_tutorial_01"]
 
 #: the repository's tutorials folder
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
@@ -74,3 +75,18 @@ def executed_tutorial_01(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Executed once per session; treat the file as read-only.
     """
     return execute_tutorial("01_ioi_activation_patching.ipynb", tmp_path_factory.mktemp("tutorial_01"))
+
+
+def cell_stdout(cell) -> str:
+    """Everything an executed code cell printed to stdout."""
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+def assert_committed_without_outputs(path: Path) -> None:
+    """The notebook at ``path`` is valid, uses the python3 kernel, and stores no outputs or execution counts."""
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    stored = [i for i, cell in enumerate(nb.cells)
+              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    assert not stored, f"code cells {stored} of {path.name} store outputs or execution counts; clear them"
