@@ -57,6 +57,22 @@ ATTRIBUTION_COMPONENTS: dict[str, tuple[SiteKind, tuple[str, ...]]] = {
 }
 
 
+def check_layers(model: Backend, layers: Sequence[int] | None) -> list[int]:
+    """``layers`` as a list (all layers when None), validated before any work.
+
+    Raises:
+        SiteError: empty, duplicated, or outside [0, n_layers).
+    """
+    n = model.info.n_layers
+    if layers is None:
+        return list(range(n))
+    layers = list(layers)
+    wrong = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < n]
+    if not layers or wrong or len(set(layers)) != len(layers):
+        raise SiteError(f"'layers' must be distinct ints in [0, {n}), at least one (got {layers})")
+    return layers
+
+
 def _check_inputs(model: Backend, dataset: PatchingDataset, components: Sequence[str] | str, direction: str,
                   layers: Sequence[int] | None) -> tuple[list[str], list[int]]:
     """Validate everything before the first forward pass; return (components, layers)."""
@@ -77,14 +93,7 @@ def _check_inputs(model: Backend, dataset: PatchingDataset, components: Sequence
         raise SiteError(f"'components' must be among {sorted(ATTRIBUTION_COMPONENTS)} (got {bad})")
     check_direction(direction)
     info = model.info
-    if layers is None:
-        layers = list(range(info.n_layers))
-    else:
-        layers = list(layers)
-        wrong = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < info.n_layers]
-        if not layers or wrong or len(set(layers)) != len(layers):
-            raise SiteError(f"'layers' must be distinct ints in [0, {info.n_layers}), at least one "
-                            f"(got {layers})")
+    layers = check_layers(model, layers)
     for c in components:
         model.check_site(Site(ATTRIBUTION_COMPONENTS[c][0], layers[0]))  # e.g. mlp_out on an attention-only model
     if dataset.n_pos > info.n_ctx:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from attnlab.backends.base import Backend, Intervention
+from attnlab.circuits.attribution import check_layers
 from attnlab.errors import DatasetError, SiteError
 from attnlab.metrics import check_direction, logit_diff, normalise
 from attnlab.results import PatchingResult
@@ -359,13 +360,7 @@ def path_patching_sweep(
     sites, to_logits = _check_receivers(model, receivers)
     _check_dataset(model, dataset, receiver_position)
     info = model.info
-    if layers is None:
-        layers = list(range(info.n_layers))
-    else:
-        layers = list(layers)
-        wrong = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < info.n_layers]
-        if not layers or wrong or len(set(layers)) != len(layers):
-            raise SiteError(f"'layers' must be distinct ints in [0, {info.n_layers}), at least one (got {layers})")
+    layers = check_layers(model, layers)
     if memory_budget_mb <= 0:
         raise SiteError(f"'memory_budget_mb' must be positive (got {memory_budget_mb})")
 
