@@ -241,6 +241,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            differentiable=False),
 )}
 
+#: short names of the built-in metrics, for subtitles and reprs ("clean LD 3.36")
+SHORT_NAMES = {"logit_diff": "LD", "kl_div": "KL", "prob": "p", "logprob": "log p", "accuracy": "acc"}
+
 _ALIASES = {"kl": "kl_div", "logit_difference": "logit_diff", "probability": "prob", "log_prob": "logprob",
             "acc": "accuracy"}
 

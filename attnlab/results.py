@@ -51,15 +51,17 @@ class PatchingResult:
         component: what was patched (``"heads"``, ``"resid_pre"`` ...).
         direction: ``"denoising"`` or ``"noising"``.
         dims: axis names of ``values``, e.g. ``("layer", "head")`` or ``("layer", "head", "pos")``.
-        values: Float[*dims] normalised logit difference (denoising: 0 no effect, 1 clean restored; noising: 0 no
+        values: Float[*dims] normalised metric (denoising: 0 no effect, 1 clean restored; noising: 0 no
             effect, -1 destroyed). NaN where not computed.
-        per_prompt: Float[*dims, prompt] patched logit difference (logits) per prompt; NaN where not computed.
+        per_prompt: Float[*dims, prompt] patched metric per prompt (logit difference in logits by default); NaN where
+            not computed.
         labels: per axis, the label of each index (``"L9"``, ``"H9"``, ``"S2"``).
         index: per axis, the model index of each entry (layer numbers, head numbers, token positions).
         tokens: for a ``pos`` axis, the clean prompt 0's token at each patched position (text), else None.
         prompt_tokens: all tokens of clean prompt 0, or None for models without a tokenizer.
-        metric, metric_description: the metric's name and meaning.
-        baselines: mean logit difference of the clean and corrupted runs (logits).
+        metric, metric_description, metric_label: the metric's name, meaning and axis label with units
+            (:class:`attnlab.metrics.Metric`).
+        baselines: mean metric of the clean and corrupted runs (in the metric's units).
         model, task, settings: provenance (see :class:`~attnlab.backends.ModelInfo`,
             :meth:`~attnlab.tasks.base.PatchingDataset.describe`) and engine settings.
         complete: False if the sweep was interrupted; ``layers_done`` lists the finished layers.
@@ -77,6 +79,7 @@ class PatchingResult:
     prompt_tokens: list[str] | None = None
     metric: str = "logit_diff"
     metric_description: str = ""
+    metric_label: str = ""
     baselines: dict[str, float] = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     task: dict = field(default_factory=dict)
@@ -107,7 +110,8 @@ class PatchingResult:
     def to_dataframe(self):
         """One row per cell: ``component`` (``"L9H9 @ END"``), ``head_name`` (``"L9H9"``, for head sweeps), index
         columns (``layer``, ``head``, ``pos``), ``pos_label``, ``token``, ``value``, and the per-prompt mean and
-        standard error of the patched logit difference (logits)."""
+        standard error of the patched metric (``patched_logit_diff`` and ``patched_logit_diff_sem`` for the default
+        metric; ``patched_{metric}`` in general)."""
         import itertools
 
         import pandas as pd
@@ -127,8 +131,9 @@ class PatchingResult:
             row["value"] = float(self.values[idx])
             if self.per_prompt is not None:
                 pp = self.per_prompt[idx]
-                row["patched_logit_diff"] = float(pp.mean())
-                row["patched_logit_diff_sem"] = float(pp.std() / math.sqrt(pp.numel())) if pp.numel() > 1 else 0.0
+                col = f"patched_{self.metric}" if self.metric.isidentifier() else "patched_metric"
+                row[col] = float(pp.mean())
+                row[f"{col}_sem"] = float(pp.std() / math.sqrt(pp.numel())) if pp.numel() > 1 else 0.0
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -153,7 +158,8 @@ class PatchingResult:
             "dims": list(self.dims), "values": _to_nested(self.values),
             "per_prompt": None if self.per_prompt is None else _to_nested(self.per_prompt),
             "labels": self.labels, "index": self.index, "tokens": self.tokens, "prompt_tokens": self.prompt_tokens,
-            "metric": self.metric, "metric_description": self.metric_description, "baselines": self.baselines,
+            "metric": self.metric, "metric_description": self.metric_description, "metric_label": self.metric_label,
+            "baselines": self.baselines,
             "model": self.model, "task": self.task, "settings": self.settings,
             "complete": self.complete, "layers_done": self.layers_done,
         }
@@ -203,6 +209,9 @@ class PatchingResult:
         plural = {"layer": "layers", "head": "heads", "pos": "positions"}
         shape = " x ".join(f"{n} {plural.get(d, d)}" for d, n in zip(self.dims, self.values.shape))
         state = "" if self.complete else f", INCOMPLETE ({len(self.layers_done)} layers done)"
+        from attnlab.metrics import SHORT_NAMES
+
+        short = SHORT_NAMES.get(self.metric, self.metric)
         return (f"<PatchingResult {self.component} ({self.direction}) on {self.model.get('name', '?')}: {shape}; "
-                f"clean LD {self.baselines.get('clean', float('nan')):.3f}, "
-                f"corrupted LD {self.baselines.get('corrupted', float('nan')):.3f}{state}>")
+                f"clean {short} {self.baselines.get('clean', float('nan')):.3f}, "
+                f"corrupted {short} {self.baselines.get('corrupted', float('nan')):.3f}{state}>")

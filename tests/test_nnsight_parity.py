@@ -56,6 +56,48 @@ def test_sweep_parity_with_transformer_lens(embedded_model, nnsight_model, ioi4,
     torch.testing.assert_close(result.per_prompt, reference.per_prompt, atol=10 * TOL, rtol=0)
 
 
+@pytest.mark.parametrize("metric,component,direction,layers", [
+    ("kl_div", "heads", "denoising", [14, 29]), ("prob", "resid_pre", "noising", [17]),
+    ("accuracy", "mlp_out", "denoising", [0]),
+])
+def test_metric_sweeps_reduced_inside_the_trace(embedded_model, nnsight_model, ioi4, metric, component, direction,
+                                                layers):
+    """Built-in metrics are computed inside the nnsight trace (one number per row comes back) and equal the
+    TransformerLens backend's."""
+    kwargs = dict(direction=direction, layers=layers, metric=metric, progress=False)
+    reference = run_sweep(embedded_model, ioi4, component, **kwargs)
+    result = run_sweep(nnsight_model, ioi4, component, **kwargs)
+    assert result.settings["metric_reduced_where_the_model_runs"] and result.metric == metric
+    if metric != "accuracy":
+        assert reference.values.abs().max() > 1e-3
+    torch.testing.assert_close(result.values, reference.values, atol=TOL, rtol=0)
+
+
+def test_reduced_run_returns_the_metric_not_the_logits(embedded_model, nnsight_model, ioi4):
+    from attnlab.backends.base import Reduction
+    from attnlab.metrics import get_metric
+
+    kl = get_metric("kl_div")
+    clean = embedded_model.run(ioi4.clean_tokens, logits_at=ioi4.end).logits
+    reduce = Reduction("kl_div", ioi4.answers, kl.reference(clean))
+    a = embedded_model.run(ioi4.corrupted_tokens, logits_at=ioi4.end, reduce=reduce)
+    b = nnsight_model.run(ioi4.corrupted_tokens, logits_at=ioi4.end, reduce=reduce)
+    assert b.logits is None and b.metric.shape == (4,)
+    torch.testing.assert_close(b.metric, a.metric, atol=TOL, rtol=0)
+    assert float(a.metric.min()) > 0
+
+
+def test_custom_metric_on_nnsight_uses_returned_logits(embedded_model, nnsight_model, ioi4):
+    def top_logit_margin(logits, answers, reference):
+        return logits.gather(-1, answers[:, :1])[:, 0] - logits.max(-1).values
+
+    kwargs = dict(layers=[3, 25], metric=top_logit_margin, progress=False)
+    reference = run_sweep(embedded_model, ioi4, "heads", **kwargs)
+    result = run_sweep(nnsight_model, ioi4, "heads", **kwargs)
+    assert not result.settings["metric_reduced_where_the_model_runs"]
+    torch.testing.assert_close(result.values, reference.values, atol=TOL, rtol=0)
+
+
 def test_recorded_activations_match(embedded_model, nnsight_model, ioi4):
     """Every kind the engine records or patches, plus the attention pattern and resid_mid/resid_post."""
     sites = [Site("resid_pre", 4), Site("z", 4), Site("z", 4, head=7, position=3), Site("attn_out", 4),

@@ -18,7 +18,7 @@ from torch import Tensor
 from attnlab.errors import BackendError, SiteError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
-__all__ = ["Backend", "Intervention", "ModelInfo", "RunOutput", "RunSpec"]
+__all__ = ["Backend", "Intervention", "ModelInfo", "Reduction", "RunOutput", "RunSpec"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,42 @@ class Intervention:
         return act
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """A built-in metric computed where the model runs, returned instead of the logits.
+
+    A patched pass needs one number per row, not the row's ``d_vocab`` logits: with a reduction a backend returns
+    ``RunOutput.metric`` (Float[rows]) and no logits, so a remote sweep downloads O(rows) numbers instead of
+    O(rows x d_vocab) (128,256 floats a row on Llama-3). The computation is :func:`attnlab.metric_ops.evaluate`,
+    which the nnsight backend ships to the server with every request.
+
+    Attributes:
+        metric: a built-in metric name (:data:`attnlab.metric_ops.BUILTIN`).
+        answers: Int[batch, 2] correct and distractor ids of the base batch (tiled over the pass's variants).
+        reference: Float[batch, d_vocab] clean log-probabilities at END, for metrics that need them (``kl_div``);
+            sent once per job, however many passes read it.
+    """
+
+    metric: str
+    answers: Tensor
+    reference: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        from attnlab import metric_ops
+
+        if self.metric not in metric_ops.BUILTIN:
+            raise BackendError(f"only built-in metrics {sorted(metric_ops.BUILTIN)} can be computed where the model "
+                               f"runs (got {self.metric!r}); custom metrics are computed from the returned logits")
+        if metric_ops.BUILTIN[self.metric] and self.reference is None:
+            raise BackendError(f"metric {self.metric!r} needs the clean reference distribution: pass reference=")
+
+    def evaluate(self, logits: Float[Tensor, "rows d_vocab"]) -> Float[Tensor, " rows"]:
+        """The metric of every row of ``logits`` (``rows`` a multiple of the base batch)."""
+        from attnlab import metric_ops
+
+        return metric_ops.evaluate(self.metric, logits, self.answers, self.reference)
+
+
 @dataclass
 class RunOutput:
     """What :meth:`Backend.run` returns.
@@ -125,11 +161,13 @@ class RunOutput:
             stopped early (``stop_layer``), in which case ``resid`` holds the residual stream.
         cache: recorded activations, keyed by the requested sites, narrowed to their head and position if given.
         resid: Float[batch, pos, d_model], the residual stream at ``stop_layer`` (only when ``stop_layer`` was set).
+        metric: Float[batch], the :class:`Reduction` asked for (then ``logits`` may be None: not returned).
     """
 
     logits: Tensor | None
     cache: dict[Site, Tensor] = field(default_factory=dict)
     resid: Tensor | None = None
+    metric: Tensor | None = None
 
 
 @dataclass
@@ -150,6 +188,7 @@ class RunSpec:
         start_layer: block the pass may start at.
         resid: Float[batch, pos, d_model] residual entering ``start_layer`` (None when start_layer is 0).
         resid_patch: an intervention of kind ``resid_pre`` at ``start_layer``, or None.
+        reduce: a :class:`Reduction` to compute where the model runs (needs ``logits_at``), or None for logits.
         key: anything that identifies the pass to the caller (returned with its output).
     """
 
@@ -160,6 +199,7 @@ class RunSpec:
     start_layer: int = 0
     resid: Tensor | None = None
     resid_patch: Intervention | None = None
+    reduce: Reduction | None = None
     key: object = None
 
     def run_kwargs(self, *, use_start_layer: bool = True) -> dict:
@@ -173,10 +213,10 @@ class RunSpec:
             if self.resid_patch is not None:
                 resid = self.resid_patch.apply(resid)
             return dict(tokens=tokens, resid=resid, start_layer=self.start_layer, interventions=interventions,
-                        logits_at=logits_at)
+                        logits_at=logits_at, reduce=self.reduce)
         if self.resid_patch is not None:
             interventions.insert(0, self.resid_patch)
-        return dict(tokens=tokens, interventions=interventions, logits_at=logits_at)
+        return dict(tokens=tokens, interventions=interventions, logits_at=logits_at, reduce=self.reduce)
 
 
 def narrow(act: Tensor, site: Site) -> Tensor:
@@ -251,6 +291,7 @@ class Backend(ABC):
         interventions: Sequence[Intervention] = (),
         logits_at: Int[Tensor, " batch"] | None = None,
         grad: bool = False,
+        reduce: Reduction | None = None,
     ) -> RunOutput:
         """Run the model once, recording and overwriting activations.
 
@@ -266,12 +307,15 @@ class Backend(ABC):
             logits_at: Int[batch] one position per row: return logits only there ([batch, d_vocab]), skipping the
                 unembedding of every other position.
             grad: keep the autograd graph (for attribution patching); otherwise runs under ``torch.no_grad``.
+            reduce: compute this built-in metric where the model runs and return it as ``RunOutput.metric``
+                (Float[batch]) instead of the logits; needs ``logits_at``.
 
         Returns:
             A :class:`RunOutput`.
 
         Raises:
             SiteError: a site or intervention outside the model.
+            BackendError: ``reduce`` without ``logits_at``, or with ``stop_layer``.
         """
 
     def run_many(self, specs: Iterable[RunSpec]) -> Iterator[tuple[object, RunOutput]]:
@@ -292,6 +336,8 @@ class Backend(ABC):
         stop_layer: int | None,
         cache: Iterable[Site],
         interventions: Sequence[Intervention],
+        reduce: "Reduction | None" = None,
+        logits_at: Tensor | None = None,
     ) -> tuple[int, list[Site]]:
         """Validate the arguments of :meth:`run` before any work; return (end block, the sites to record).
 
@@ -308,6 +354,9 @@ class Backend(ABC):
             raise BackendError("start_layer > 0 needs the residual stream entering that block: pass resid=")
         if start_layer == 0 and tokens is None and resid is None:
             raise BackendError("pass tokens= (or resid= with start_layer)")
+        if reduce is not None and (logits_at is None or stop_layer is not None):
+            raise BackendError("reduce= computes a metric at one position per row: it needs logits_at= and a run "
+                               "to the logits (no stop_layer)")
         end = stop_layer if stop_layer is not None else self.info.n_layers
         sites = list(cache)
         for site in sites:

@@ -45,8 +45,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from attnlab import metric_ops
 from attnlab.backends import _nnsight_ops
-from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, RunSpec, stack_tokens
+from attnlab.backends.base import Backend, Intervention, ModelInfo, Reduction, RunOutput, RunSpec, stack_tokens
 from attnlab.errors import BackendError, ModelNotAvailableError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -54,6 +55,7 @@ __all__ = ["FAMILIES", "Family", "NNsightBackend", "family_of"]
 
 # Functions called inside trace blocks must exist on the server, which has no attnlab: ship them by value.
 nnsight.register(_nnsight_ops)
+nnsight.register(metric_ops)
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,10 @@ class NNsightBackend(Backend):
         interventions: Sequence[Intervention] = (),
         logits_at: Int[Tensor, " batch"] | None = None,
         grad: bool = False,
+        reduce: Reduction | None = None,
     ) -> RunOutput:
         pass_ = self._pass_data(tokens, resid=resid, start_layer=start_layer, stop_layer=stop_layer, cache=cache,
-                                interventions=interventions, logits_at=logits_at, grad=grad)
+                                interventions=interventions, logits_at=logits_at, grad=grad, reduce=reduce)
         if self._jobs is not None:
             return self._jobs.run_one(pass_)
         return self._outputs([pass_], self._execute([pass_]))[0]
@@ -233,7 +236,7 @@ class NNsightBackend(Backend):
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _pass_data(self, tokens=None, *, resid=None, start_layer=0, stop_layer=None, cache=(), interventions=(),
-                   logits_at=None, grad=False) -> dict:
+                   logits_at=None, grad=False, reduce=None) -> dict:
         """Validate one pass and describe it as plain data (what a trace block, local or remote, reads)."""
         n_layers = self.info.n_layers
         if grad:
@@ -242,7 +245,7 @@ class NNsightBackend(Backend):
         if tokens is None:
             raise BackendError("the nnsight backend runs from token ids: pass tokens= (with resid= and start_layer "
                                "to start at a later block)")
-        end, sites = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions)
+        end, sites = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions, reduce, logits_at)
         for site in sites:
             if site.kind is SiteKind.PATTERN and self.attn_implementation != "eager":
                 raise BackendError(f"attention patterns need eager attention; this model runs "
@@ -267,6 +270,8 @@ class NNsightBackend(Backend):
             "ivs": ivs,
             "cache": want,
             "logits_at": None if logits_at is None else logits_at.long(),
+            # a built-in metric reduced inside the trace: (name, answers [batch, 2], reference [batch, d_vocab] | None)
+            "reduce": None if reduce is None else (reduce.metric, reduce.answers.long(), reduce.reference),
             "lo": 0 if start_layer > 0 else min(touched, default=0),
             "hi": max(touched, default=-1) + 1,
             "sites": sites,
@@ -283,7 +288,7 @@ class NNsightBackend(Backend):
         final_norm, unembed = self._final_norm, self._unembed
         n_heads, n_kv, d_head = self.info.n_heads, self.info.n_kv_heads, self.info.d_head
         fused = self.family.qkv is not None
-        ops = _nnsight_ops
+        ops, mops = _nnsight_ops, metric_ops
         # sites travel as plain tuples (attnlab types do not exist on a server)
         jobs = [{k: v for k, v in p.items() if k != "sites"} for p in passes]
         if backend is None and self.remote == "local":
@@ -342,8 +347,13 @@ class NNsightBackend(Backend):
                             h = final_norm.input
                             final_norm.input = h[torch.arange(h.shape[0]), p["logits_at"]].unsqueeze(1)
                         logits = unembed.output
-                        out["logits"] = logits[:, 0].detach().clone() if p["logits_at"] is not None \
-                            else logits.detach().clone()
+                        if p["reduce"] is not None:  # one number per row travels back, not d_vocab logits
+                            name, answers, reference = p["reduce"]
+                            out["metric"] = mops.evaluate(name, logits[:, 0], answers, reference).detach().clone()
+                        elif p["logits_at"] is not None:
+                            out["logits"] = logits[:, 0].detach().clone()
+                        else:
+                            out["logits"] = logits.detach().clone()
                         results.append(out)
             nnsight.save(results)
         return results
@@ -356,7 +366,7 @@ class NNsightBackend(Backend):
         outputs = []
         for p, r in zip(passes, raw):
             cache = {site: r["cache"][i] for i, site in enumerate(p["sites"])}
-            outputs.append(RunOutput(logits=r["logits"], cache=cache, resid=r["resid"]))
+            outputs.append(RunOutput(logits=r["logits"], cache=cache, resid=r["resid"], metric=r.get("metric")))
         return outputs
 
 

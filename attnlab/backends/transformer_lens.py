@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, narrow, stack_tokens
+from attnlab.backends.base import Backend, Intervention, ModelInfo, Reduction, RunOutput, narrow, stack_tokens
 from attnlab.errors import BackendError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -131,9 +131,10 @@ class TransformerLensBackend(Backend):
         interventions: Sequence[Intervention] = (),
         logits_at: Int[Tensor, " batch"] | None = None,
         grad: bool = False,
+        reduce: Reduction | None = None,
     ) -> RunOutput:
         n_layers = self.info.n_layers
-        end, cache = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions)
+        end, cache = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions, reduce, logits_at)
 
         hooks: list[tuple[str, Callable]] = []
         for iv in interventions:
@@ -159,7 +160,8 @@ class TransformerLensBackend(Backend):
             return RunOutput(logits=None, cache=recorded, resid=out)
         if logits_at is not None:
             out = out[:, 0]
-        return RunOutput(logits=out, cache=recorded)
+        metric = None if reduce is None else reduce.evaluate(out)
+        return RunOutput(logits=out, cache=recorded, metric=metric)
 
 
 class _SkippedBlock(torch.nn.Module):

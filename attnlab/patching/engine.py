@@ -16,12 +16,18 @@ component. This engine computes the same numbers with far less work:
 3. Many patched variants (all heads of a layer, all positions ...) share one batched forward pass: variant v occupies
    rows [v*batch, (v+1)*batch) and gets its own entries of one vectorised :class:`~attnlab.backends.Intervention`.
    The number of variants per pass is chosen from a memory budget.
-4. The metric reads only the final position, so only that position is unembedded.
+4. The metric reads only the final position, so only that position is unembedded; a built-in metric is reduced where
+   the model runs (:class:`~attnlab.backends.base.Reduction`), so a remote pass returns one number per row.
 5. A variant whose source and target activations are bitwise equal for every prompt (e.g. positions before the first
    token the corruption changes: attention is causal) cannot change the output: it is not run, and its patched
    metric is the target baseline.
 
-Results equal TransformerLens's ``get_act_patch_*`` functions to float32 precision (tests/test_patching_parity.py).
+The metric is a parameter (:mod:`attnlab.metrics`: logit difference by default, KL divergence from the clean run,
+probability, log-probability, accuracy, or a callable). Results equal TransformerLens's ``get_act_patch_*`` functions
+given the same metric, to float32 precision (tests/test_patching_parity.py).
+
+The sweep is three steps: :func:`_plan` (validation, baselines, the metric checked on them, live variants, batching),
+:func:`_execute` (the patched passes, streamed through :meth:`Backend.run_many`) and :func:`_assemble` (the result).
 """
 
 import math
@@ -32,9 +38,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Intervention, RunSpec
+from attnlab.backends.base import Backend, Intervention, Reduction, RunSpec
 from attnlab.errors import DatasetError, SiteError
-from attnlab.metrics import Direction, check_direction, logit_diff, normalise
+from attnlab.metrics import Direction, Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
 from attnlab.tasks.base import PatchingDataset
@@ -84,6 +90,7 @@ def run_sweep(
     component: str,
     *,
     direction: Direction = "denoising",
+    metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     positions: Sequence[int] | None = None,
@@ -92,7 +99,7 @@ def run_sweep(
     on_pass: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> PatchingResult:
-    """Patch every (layer[, head][, position]) of one component and measure the normalised logit difference.
+    """Patch every (layer[, head][, position]) of one component and measure the normalised metric.
 
     Args:
         model: any :class:`~attnlab.backends.Backend`.
@@ -100,6 +107,11 @@ def run_sweep(
         component: one of ``"resid_pre"``, ``"attn_out"``, ``"mlp_out"`` ([layer, pos]), ``"heads"``
             ([layer, head], all positions at once) or ``"heads_by_pos"`` ([layer, head, pos]).
         direction: ``"denoising"`` (clean activations into the corrupted run) or ``"noising"`` (corrupted into clean).
+        metric: what to measure at END: ``"logit_diff"`` (default), ``"kl_div"`` (KL divergence from the clean run's
+            distribution), ``"prob"``, ``"logprob"``, ``"accuracy"``, a :class:`~attnlab.metrics.Metric`, or a
+            callable ``fn(logits, answers, reference) -> Float[rows]`` (see :class:`~attnlab.metrics.Metric`).
+            Built-in metrics are computed where the model runs (on an NDIF server a patched row returns one number,
+            not its logits); custom ones from the returned logits.
         layers, heads, positions: restrict the sweep (default: all).
         memory_budget_mb: peak memory the batched passes may use, in MiB; sets how many variants share a pass.
         progress: show a tqdm progress bar.
@@ -110,26 +122,71 @@ def run_sweep(
 
     Returns:
         A :class:`~attnlab.results.PatchingResult` with normalised scores (0 = no effect; denoising 1 = fully
-        restored, noising -1 = fully destroyed) and per-prompt patched logit differences. Interrupting the sweep
+        restored, noising -1 = fully destroyed) and the per-prompt patched metric. Interrupting the sweep
         (KeyboardInterrupt) returns the rows finished so far, the rest NaN, with ``result.complete == False``.
 
     Raises:
         SiteError: unknown component, layer/head/position out of range.
         DatasetError: the dataset does not fit the model (context length, vocabulary).
-        MetricError: clean and corrupted baselines are equal (checked before the sweep starts).
+        MetricError: an unknown or broken metric (wrong shape, non-finite values), or clean and corrupted baselines
+            that are equal; all checked on the two baseline runs, before any patched pass.
     """
-    from attnlab.progress import progress_bar
+    plan = _plan(model, dataset, component, direction, get_metric(metric), layers, heads, positions,
+                 memory_budget_mb)
+    return _assemble(model, dataset, plan, *_execute(model, plan, progress, on_pass, should_stop))
 
+
+@dataclass
+class _Plan:
+    """Everything a sweep decided before its patched passes: baselines, live variants, batching."""
+
+    spec: ComponentSpec
+    direction: str
+    metric: Metric
+    layers: list[int]
+    heads: list[int] | None
+    positions: list[int] | None
+    baselines: tuple[float, float]
+    target_metric: Tensor
+    reference: Tensor | None
+    variants_by_layer: list[tuple[int, list[tuple[int | None, int | None]]]]
+    max_variants: int
+    source: object
+    start_resid: dict
+    target_tokens: Tensor
+    answers: Tensor
+    end: Tensor
+    memory_budget_mb: float
+    t0: float
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(x) for x in (self.layers, self.heads, self.positions) if x is not None)
+
+    @property
+    def n_passes(self) -> int:
+        return sum(math.ceil(len(v) / self.max_variants) for _, v in self.variants_by_layer)
+
+    def cell(self, layer: int, h: int | None, p: int | None) -> tuple:
+        idx = (self.layers.index(layer),)
+        if self.heads is not None:
+            idx += (self.heads.index(h),)
+        if self.positions is not None:
+            idx += (self.positions.index(p),)
+        return idx
+
+
+def _plan(model, dataset, component, direction, metric, layers, heads, positions, memory_budget_mb) -> _Plan:
+    """Validate, run the two baselines, check the metric on them, and find the variants that can change anything."""
     spec = COMPONENTS.get(component)
     if spec is None:
         raise SiteError(f"'component' must be one of {sorted(COMPONENTS)} (got {component!r})")
     check_direction(direction)
     info = model.info
-    n_pos = dataset.n_pos
     _check_dataset(model, dataset)
     layers = _check_index("layers", layers, info.n_layers)
     heads = _check_index("heads", heads, info.n_heads) if spec.by_head else None
-    positions = _check_index("positions", positions, n_pos) if spec.by_pos else None
+    positions = _check_index("positions", positions, dataset.n_pos) if spec.by_pos else None
     for layer in layers[:1]:
         model.check_site(Site(spec.kind, layer))
     if memory_budget_mb <= 0:
@@ -139,7 +196,6 @@ def run_sweep(
     clean, corrupted = dataset.clean_tokens, dataset.corrupted_tokens
     source_tokens, target_tokens = (clean, corrupted) if direction == "denoising" else (corrupted, clean)
     end, answers = dataset.end, dataset.answers
-    batch = len(dataset)
 
     # 1. baselines: source activations to patch in, target residual stream to start from
     act_sites = [Site(spec.kind, layer) for layer in layers]
@@ -147,11 +203,12 @@ def run_sweep(
     source = model.run(source_tokens, cache=act_sites, logits_at=end)
     target = model.run(target_tokens, cache=resid_sites + (act_sites if spec.kind is not SiteKind.RESID_PRE else []),
                        logits_at=end)
-    source_ld = logit_diff(source.logits, answers)
-    target_ld = logit_diff(target.logits, answers)
-    clean_ld, corrupted_ld = (source_ld, target_ld) if direction == "denoising" else (target_ld, source_ld)
-    clean_mean, corrupted_mean = float(clean_ld.mean()), float(corrupted_ld.mean())
-    normalise(torch.tensor(0.0), clean_mean, corrupted_mean, direction)  # fail now, not after the sweep
+    clean_logits, corrupted_logits = ((source.logits, target.logits) if direction == "denoising"
+                                      else (target.logits, source.logits))
+    reference, clean_m, corrupted_m = metric.baselines(clean_logits, corrupted_logits, answers)
+    target_m = corrupted_m if direction == "denoising" else clean_m
+    baselines = float(clean_m.mean()), float(corrupted_m.mean())
+    normalise(torch.tensor(0.0), *baselines, direction)  # fail now, not after the sweep
 
     # 2. the variants of each layer, and which of them can change anything at all
     start_resid = {layer: target.cache[Site(SiteKind.RESID_PRE, layer)] for layer in layers if layer > 0}
@@ -162,53 +219,48 @@ def run_sweep(
             target_acts[0] = model.run(target_tokens, cache=[site0], stop_layer=1).cache[site0]
     else:
         target_acts = {layer: target.cache[Site(spec.kind, layer)] for layer in layers}
-    variants_by_layer: list[tuple[int, list[tuple[int | None, int | None]]]] = []
+    variants_by_layer = []
     for layer in layers:
         src, tgt = source.cache[Site(spec.kind, layer)], target_acts[layer]
-        live = []
-        for h in heads if heads is not None else [None]:
-            for p in positions if positions is not None else [None]:
-                if not _slices_equal(src, tgt, h, p):
-                    live.append((h, p))
+        live = [(h, p) for h in (heads if heads is not None else [None])
+                for p in (positions if positions is not None else [None]) if not _slices_equal(src, tgt, h, p)]
         variants_by_layer.append((layer, live))
+    max_variants = max(1, int(memory_budget_mb * 2**20 // (_bytes_per_row(model, dataset.n_pos) * len(dataset))))
+    return _Plan(spec, direction, metric, layers, heads, positions, baselines, target_m, reference,
+                 variants_by_layer, max_variants, source, start_resid, target_tokens, answers, end,
+                 memory_budget_mb, t0)
 
-    shape = tuple(len(x) for x in (layers, heads, positions) if x is not None)
-    per_prompt = torch.full(shape + (batch,), float("nan"))
-    # variants skipped as no-ops take the target baseline, exactly what patching them would give
-    index_of = {layer: i for i, layer in enumerate(layers)}
-    head_index = {h: i for i, h in enumerate(heads)} if heads is not None else None
-    pos_index = {p: i for i, p in enumerate(positions)} if positions is not None else None
 
-    def cell(layer: int, h: int | None, p: int | None) -> tuple:
-        idx = (index_of[layer],)
-        if head_index is not None:
-            idx += (head_index[h],)
-        if pos_index is not None:
-            idx += (pos_index[p],)
-        return idx
+def _execute(model, plan: _Plan, progress, on_pass, should_stop) -> tuple[Tensor, list[int], bool]:
+    """Run the patched passes; return (per-prompt metric Float[*shape, batch], finished layers, complete)."""
+    from attnlab.progress import progress_bar
 
-    rows_per_variant = batch
-    max_variants = max(1, int(memory_budget_mb * 2**20 // (_bytes_per_row(model, n_pos) * rows_per_variant)))
-    n_passes = sum(math.ceil(len(v) / max_variants) for _, v in variants_by_layer)
-    n_run = sum(len(v) for _, v in variants_by_layer)
-    n_total = math.prod(shape)
+    ds_answers, batch = plan.answers, plan.target_tokens.shape[0]
+    per_prompt = torch.full(plan.shape + (batch,), float("nan"))
+    layer_index = {layer: i for i, layer in enumerate(plan.layers)}
+    n_passes = plan.n_passes
+    passes_left = {layer: math.ceil(len(live) / plan.max_variants) for layer, live in plan.variants_by_layer}
     done_layers: list[int] = []
-    bar = progress_bar(total=n_passes, desc=f"patching {component} ({direction})", disable=not progress)
-    bar.set_postfix_str(f"{min(max_variants, max((len(v) for _, v in variants_by_layer), default=1))} variants/pass")
-    complete = True
-    passes_left = {layer: math.ceil(len(live) / max_variants) for layer, live in variants_by_layer}
-    specs = _pass_specs(spec, variants_by_layer, max_variants, source, start_resid, target_tokens, end)
-    passes_done = 0
+    reduce = (Reduction(plan.metric.name, ds_answers, plan.reference) if plan.metric.builtin else None)
+    bar = progress_bar(total=n_passes, desc=f"patching {plan.spec.name} ({plan.direction}, {plan.metric.name})",
+                       disable=not progress)
+    widest = max((len(v) for _, v in plan.variants_by_layer), default=1)
+    bar.set_postfix_str(f"{min(plan.max_variants, widest)} variants/pass")
+    complete, passes_done = True, 0
+
+    def finish(layer: int) -> None:  # variants never run (no-ops) take the target baseline
+        _fill_no_ops(per_prompt[layer_index[layer]], plan.target_metric)
+        done_layers.append(layer)
+
     try:
-        for (layer, chunk), out in model.run_many(specs):
-            ld = logit_diff(out.logits, answers.repeat(len(chunk), 1))
-            for (h, p), values in zip(chunk, ld.split(batch)):
-                per_prompt[cell(layer, h, p)] = values
+        for (layer, chunk), out in model.run_many(_pass_specs(plan, reduce)):
+            values = out.metric if out.metric is not None else plan.metric(out.logits, ds_answers, plan.reference)
+            for (h, p), v in zip(chunk, values.detach().float().split(batch)):
+                per_prompt[plan.cell(layer, h, p)] = v
             bar.update(1)
             passes_left[layer] -= 1
             if passes_left[layer] == 0:
-                _fill_no_ops(per_prompt[index_of[layer]], target_ld)
-                done_layers.append(layer)
+                finish(layer)
             passes_done += 1
             if on_pass is not None:
                 on_pass(passes_done, n_passes)
@@ -217,27 +269,33 @@ def run_sweep(
                 break
         for layer, left in passes_left.items():  # layers with no live variant at all
             if left == 0 and layer not in done_layers:
-                _fill_no_ops(per_prompt[index_of[layer]], target_ld)
-                done_layers.append(layer)
-        done_layers.sort()
+                finish(layer)
     except KeyboardInterrupt:
         complete = False
     finally:
         bar.close()
+    return per_prompt, sorted(done_layers), complete
 
-    patched_mean = per_prompt.mean(dim=-1)
-    values = normalise(patched_mean, clean_mean, corrupted_mean, direction).float()
+
+def _assemble(model, dataset, plan: _Plan, per_prompt: Tensor, done_layers: list[int], complete: bool
+              ) -> PatchingResult:
+    """The :class:`PatchingResult` of a sweep: normalised values, labels, provenance."""
+    clean_mean, corrupted_mean = plan.baselines
+    values = normalise(per_prompt.mean(dim=-1), clean_mean, corrupted_mean, plan.direction).float()
+    clean = dataset.clean_tokens
     tokens = model.to_str_tokens(clean[0]) if getattr(model, "tokenizer", None) is not None else None
+    layers, heads, positions = plan.layers, plan.heads, plan.positions
     labels: dict[str, list[str]] = {"layer": [f"L{layer}" for layer in layers]}
     if heads is not None:
         labels["head"] = [f"H{h}" for h in heads]
     if positions is not None:
         labels["pos"] = [dataset.position_labels[p] for p in positions]
+    n_run = sum(len(v) for _, v in plan.variants_by_layer)
     return PatchingResult(
         analysis="activation_patching",
-        component=component,
-        direction=direction,
-        dims=spec.dims,
+        component=plan.spec.name,
+        direction=plan.direction,
+        dims=plan.spec.dims,
         values=values,
         per_prompt=per_prompt,
         labels=labels,
@@ -245,33 +303,37 @@ def run_sweep(
                **({"pos": list(positions)} if positions is not None else {})},
         tokens=[tokens[p] for p in positions] if (tokens is not None and positions is not None) else None,
         prompt_tokens=tokens,
-        metric="logit_diff",
-        metric_description="normalised logit difference logit(correct) - logit(distractor) at END",
+        metric=plan.metric.name,
+        metric_description=f"normalised {plan.metric.description}",
+        metric_label=plan.metric.label,
         baselines={"clean": clean_mean, "corrupted": corrupted_mean},
-        model=info.to_dict(),
+        model=model.info.to_dict(),
         task=dataset.describe(),
         settings={
-            "memory_budget_mb": memory_budget_mb,
-            "variants_per_pass": max_variants,
-            "forward_passes": n_passes + 2,
+            "memory_budget_mb": plan.memory_budget_mb,
+            "variants_per_pass": plan.max_variants,
+            "forward_passes": plan.n_passes + 2,
             "variants_run": n_run,
-            "variants_skipped_as_no_ops": n_total - n_run,
-            "seconds": round(time.perf_counter() - t0, 3),
+            "variants_skipped_as_no_ops": math.prod(plan.shape) - n_run,
+            "metric_reduced_where_the_model_runs": plan.metric.builtin,
+            "seconds": round(time.perf_counter() - plan.t0, 3),
         },
         complete=complete,
         layers_done=done_layers,
     )
 
 
-def _fill_no_ops(layer_values: Tensor, target_ld: Tensor) -> None:
-    """Variants never run (no-ops) get the target run's logit differences: exactly what patching them gives."""
-    layer_values[torch.isnan(layer_values).all(dim=-1)] = target_ld.to(layer_values.dtype)
+def _fill_no_ops(layer_values: Tensor, target_metric: Tensor) -> None:
+    """Variants never run (no-ops) get the target run's metric values: exactly what patching them gives."""
+    layer_values[torch.isnan(layer_values).all(dim=-1)] = target_metric.to(layer_values.dtype)
 
 
-def _pass_specs(spec, variants_by_layer, max_variants, source, start_resid, target_tokens, end):
+def _pass_specs(plan: _Plan, reduce: Reduction | None):
     """Yield one :class:`RunSpec` per batched pass: variant v of a pass occupies rows [v*batch, (v+1)*batch)."""
+    spec, max_variants, source, start_resid = plan.spec, plan.max_variants, plan.source, plan.start_resid
+    target_tokens, end = plan.target_tokens, plan.end
     batch = target_tokens.shape[0]
-    for layer, live in variants_by_layer:
+    for layer, live in plan.variants_by_layer:
         src = source.cache[Site(spec.kind, layer)]
         for start in range(0, len(live), max_variants):
             chunk = live[start:start + max_variants]
@@ -292,7 +354,8 @@ def _pass_specs(spec, variants_by_layer, max_variants, source, start_resid, targ
             is_resid = spec.kind is SiteKind.RESID_PRE
             yield RunSpec(
                 tokens=target_tokens, repeat=n, logits_at=end, start_layer=layer, resid=start_resid.get(layer),
-                interventions=[] if is_resid else [iv], resid_patch=iv if is_resid else None, key=(layer, chunk),
+                interventions=[] if is_resid else [iv], resid_patch=iv if is_resid else None, reduce=reduce,
+                key=(layer, chunk),
             )
 
 

@@ -1,20 +1,21 @@
 """Named activation-patching sweeps. Each is a thin, documented call of :func:`attnlab.patching.engine.run_sweep`.
 
 Every sweep takes a model (:class:`~attnlab.backends.Backend`) and a :class:`~attnlab.tasks.base.PatchingDataset`
-and returns a :class:`~attnlab.results.PatchingResult` of normalised logit differences. ``direction="denoising"``
-patches clean activations into the corrupted run (sufficiency: which components carry the clean answer);
-``direction="noising"`` patches corrupted activations into the clean run (necessity). See Heimersheim & Nanda 2024
+and returns a :class:`~attnlab.results.PatchingResult` of the normalised metric (``metric=``: logit difference by
+default, ``"kl_div"``, ``"prob"``, ``"logprob"``, ``"accuracy"`` or a callable; see :mod:`attnlab.metrics`).
+``direction="denoising"`` patches clean activations into the corrupted run (sufficiency: which components carry the
+clean answer); ``direction="noising"`` patches corrupted activations into the clean run (necessity). See Heimersheim & Nanda 2024
 (arXiv 2404.15255), sections 2-3, and the engine's module docstring for how the batched computation works.
 
-Common keyword arguments: ``direction``, ``layers`` (subset of layers), ``memory_budget_mb`` (peak memory of one
-batched pass, MiB), ``progress`` (tqdm bar). Errors: ``SiteError`` for indices out of range, ``DatasetError`` for a
-dataset that does not fit the model, ``MetricError`` when clean and corrupted baselines are equal.
+Common keyword arguments: ``direction``, ``metric``, ``layers`` (subset of layers), ``memory_budget_mb`` (peak memory of
+one batched pass, MiB), ``progress`` (tqdm bar). Errors: ``SiteError`` for indices out of range, ``DatasetError`` for
+a dataset that does not fit the model, ``MetricError`` for a broken metric or equal clean and corrupted baselines.
 """
 
 from collections.abc import Sequence
 
 from attnlab.backends.base import Backend
-from attnlab.metrics import Direction
+from attnlab.metrics import Direction, MetricLike
 from attnlab.patching.engine import run_sweep
 from attnlab.results import PatchingResult
 from attnlab.tasks.base import PatchingDataset
@@ -24,6 +25,7 @@ __all__ = ["patch_attn_out", "patch_heads", "patch_heads_by_position", "patch_ml
 
 def patch_residual_stream(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
+    metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
     memory_budget_mb: float = 1024, progress: bool = True,
 ) -> PatchingResult:
@@ -32,12 +34,14 @@ def patch_residual_stream(
     Shows where (which position, from which layer on) the information that decides the answer lives; on IOI it moves
     from the S2/IO positions to END in the middle layers. Equals TransformerLens's ``get_act_patch_resid_pre``.
     """
-    return run_sweep(model, dataset, "resid_pre", direction=direction, layers=layers, positions=positions,
+    return run_sweep(model, dataset, "resid_pre", direction=direction, metric=metric,
+                     layers=layers, positions=positions,
                      memory_budget_mb=memory_budget_mb, progress=progress)
 
 
 def patch_attn_out(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
+    metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
     memory_budget_mb: float = 1024, progress: bool = True,
 ) -> PatchingResult:
@@ -45,12 +49,14 @@ def patch_attn_out(
 
     Equals TransformerLens's ``get_act_patch_attn_out``.
     """
-    return run_sweep(model, dataset, "attn_out", direction=direction, layers=layers, positions=positions,
+    return run_sweep(model, dataset, "attn_out", direction=direction, metric=metric,
+                     layers=layers, positions=positions,
                      memory_budget_mb=memory_budget_mb, progress=progress)
 
 
 def patch_mlp_out(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
+    metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
     memory_budget_mb: float = 1024, progress: bool = True,
 ) -> PatchingResult:
@@ -58,12 +64,14 @@ def patch_mlp_out(
 
     Equals TransformerLens's ``get_act_patch_mlp_out``.
     """
-    return run_sweep(model, dataset, "mlp_out", direction=direction, layers=layers, positions=positions,
+    return run_sweep(model, dataset, "mlp_out", direction=direction, metric=metric,
+                     layers=layers, positions=positions,
                      memory_budget_mb=memory_budget_mb, progress=progress)
 
 
 def patch_heads(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
+    metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
     memory_budget_mb: float = 1024, progress: bool = True,
 ) -> PatchingResult:
@@ -74,12 +82,14 @@ def patch_heads(
     still has its own ``z``). Positive heads under denoising carry the clean answer (IOI: name movers); negative heads
     push against it (IOI: negative name movers). Equals TransformerLens's ``get_act_patch_attn_head_out_all_pos``.
     """
-    return run_sweep(model, dataset, "heads", direction=direction, layers=layers, heads=heads,
+    return run_sweep(model, dataset, "heads", direction=direction, metric=metric,
+                     layers=layers, heads=heads,
                      memory_budget_mb=memory_budget_mb, progress=progress)
 
 
 def patch_heads_by_position(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
+    metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
     positions: Sequence[int] | None = None, memory_budget_mb: float = 1024, progress: bool = True,
 ) -> PatchingResult:
@@ -89,5 +99,6 @@ def patch_heads_by_position(
     duplicate-token) or S1+1 (previous-token). Equals TransformerLens's ``get_act_patch_attn_head_out_by_pos``
     (whose axes are [layer, pos, head]).
     """
-    return run_sweep(model, dataset, "heads_by_pos", direction=direction, layers=layers, heads=heads,
+    return run_sweep(model, dataset, "heads_by_pos", direction=direction, metric=metric,
+                     layers=layers, heads=heads,
                      positions=positions, memory_budget_mb=memory_budget_mb, progress=progress)

@@ -192,15 +192,26 @@ def fingerprint(pass_: dict) -> str:
     return h.hexdigest()
 
 
-def _pass_bytes(p: dict, info) -> int:
-    """Request plus result bytes of one pass (float32)."""
+def _pass_bytes(p: dict, info, shared: set | None = None) -> int:
+    """Request plus result bytes of one pass (float32).
+
+    ``shared`` holds the ids of tensors already counted in the same job: a tensor that many passes of a job read
+    (the clean reference distribution of a reduced metric) is serialised once per job, so it is counted once."""
     rows, pos = p["tokens"].shape
     n = p["tokens"].numel() * 8
     for ivs in p["ivs"].values():
         n += sum(iv[-1].numel() * 4 + iv[1].numel() * 24 for iv in ivs)
     if p["resid"] is not None:
         n += p["resid"].numel() * 4
-    if p["stop"] is None:
+    reduce = p.get("reduce")
+    if reduce is not None:
+        n += rows * 4 + reduce[1].numel() * 8
+        reference = reduce[2]
+        if reference is not None and (shared is None or id(reference) not in shared):
+            n += reference.numel() * 4
+            if shared is not None:
+                shared.add(id(reference))
+    elif p["stop"] is None:
         n += rows * info.d_vocab * 4 * (1 if p["logits_at"] is not None else pos)
     else:
         n += rows * pos * info.d_model * 4
@@ -244,14 +255,16 @@ class JobRunner:
                 p.update(start=spec.start_layer, resid=spec.resid.detach(), rep=spec.repeat, lo=0)
             items.append((spec.key, p, fingerprint(p)))
         budget = self.options.job_budget_mb * 2**20
-        chunks, chunk, size = [], [], 0
+        chunks, chunk, size, shared = [], [], 0, set()
         for item in items:
             if item[2] in self.kept:
                 continue
-            b = _pass_bytes(item[1], self.backend.info)
+            b = _pass_bytes(item[1], self.backend.info, shared)
             if chunk and size + b > budget:
                 chunks.append(chunk)
+                shared = set()
                 chunk, size = [], 0
+                b = _pass_bytes(item[1], self.backend.info, shared)
             chunk.append(item)
             size += b
         if chunk:

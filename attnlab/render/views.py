@@ -33,6 +33,17 @@ _ANALYSIS_TITLES = {
 }
 
 
+def metric_label(result) -> str:
+    """The axis label of a result's metric (units included), for results saved before metrics had labels too."""
+    label = getattr(result, "metric_label", "") or ""
+    if label:
+        return label
+    from attnlab.metrics import METRICS
+
+    m = METRICS.get(result.metric)
+    return m.label if m is not None else result.metric
+
+
 def patching_heatmap(result) -> HeatmapPayload:
     """Heatmap payload of a :class:`~attnlab.results.PatchingResult`.
 
@@ -59,9 +70,12 @@ def patching_heatmap(result) -> HeatmapPayload:
     b = result.baselines
     what = "clean -> corrupted run (denoising)" if result.direction == "denoising" else \
         "corrupted -> clean run (noising)"
+    from attnlab.metrics import SHORT_NAMES
+
+    short = SHORT_NAMES.get(result.metric, result.metric)
     subtitle = (f"{result.model.get('name', '?')} · {result.task.get('task', '?')} "
-                f"({result.task.get('n_prompts', '?')} prompts) · patched {what} · clean LD "
-                f"{b.get('clean', float('nan')):.3f}, corrupted LD {b.get('corrupted', float('nan')):.3f}")
+                f"({result.task.get('n_prompts', '?')} prompts) · patched {what} · clean {short} "
+                f"{b.get('clean', float('nan')):.3f}, corrupted {short} {b.get('corrupted', float('nan')):.3f}")
     if not result.complete:
         subtitle += " · INCOMPLETE (interrupted)"
     return HeatmapPayload(
@@ -76,7 +90,7 @@ def patching_heatmap(result) -> HeatmapPayload:
         row_title=row_title,
         col_title=col_title,
         row_groups=groups,
-        value_label="normalised logit difference",
+        value_label=f"normalised {metric_label(result)}",
         zmax=_zmax(values),
     )
 
