@@ -1,15 +1,20 @@
-"""A remote head sweep done attnlab's way (one job, or a few chunks) versus one request per head.
+"""A remote head sweep done attnlab's way (one job, or a few chunks, the metric reduced on the server) versus
+the same sweep downloading every patched row's logits, and versus one request per head.
 
 Against the loopback NDIF-protocol server (``tests/remote/loopback.py``, 127.0.0.1, serving the embedded SmolLM2-135M
 with nnsight's own server-side deserialisation), in one run:
 
 - **attnlab**: ``attnlab.patch_heads`` on the remote model: two baseline jobs, then every patched pass of the sweep
   in one nnsight session (one trace per pass), split into chunks of at most ``--job-budget-mb``.
+- **full logits**: the same sweep with the metric computed on the client: a custom metric that is the logit
+  difference, so every patched row downloads its d_vocab logits (what attnlab did before metrics were reduced where
+  the model runs).
 - **per head**: the naive client loop, one remote request per (layer, head): the same patch (the head's clean ``z``
   into the corrupted run) and the same metric, each as its own job.
 
-It prints (and writes to ``benchmarks/results/remote.json``) the number of requests the server received and the wall
-time of each, their ratios, and the largest difference between the two results (they compute the same numbers).
+It prints (and writes to ``benchmarks/results/remote.json``) the number of requests the server received, the bytes
+uploaded and downloaded, the wall time of each, their ratios, and the largest difference between the results (they
+compute the same numbers).
 The loopback server shares this machine's CPU, so the times are compute plus protocol overhead with no network
 latency; against NDIF every request also pays a round trip and a queue, which the per-head loop pays 270 times.
 
@@ -59,6 +64,19 @@ def per_head_loop(model, dataset, layers, heads):
     return scores
 
 
+def client_logit_diff(logits, answers, reference):
+    """The logit difference as a custom metric: attnlab computes it from downloaded logits (not on the server)."""
+    return logits.gather(-1, answers[:, :1])[:, 0] - logits.gather(-1, answers[:, 1:])[:, 0]
+
+
+def measure(server, fn):
+    """(result, requests, MB uploaded, MB downloaded, seconds) of ``fn()`` against ``server``."""
+    n0, up0, down0, t0 = server.n_requests, server.bytes_uploaded, server.bytes_downloaded, time.perf_counter()
+    result = fn()
+    return (result, server.n_requests - n0, (server.bytes_uploaded - up0) / 2**20,
+            (server.bytes_downloaded - down0) / 2**20, time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", default="all", help="'all' or a comma list of layers")
@@ -76,27 +94,37 @@ def main() -> None:
         heads = list(range(model.info.n_heads))
         dataset = ioi_dataset(model, args.prompts, seed=0, corruption="s2_swap")
 
-        n0, t0 = server.n_requests, time.perf_counter()
-        ours = attnlab.patch_heads(model, dataset, layers=layers, progress=False)
-        ours_s, ours_requests = time.perf_counter() - t0, server.n_requests - n0
+        ours, ours_requests, ours_up, ours_down, ours_s = measure(
+            server, lambda: attnlab.patch_heads(model, dataset, layers=layers, progress=False))
+        full, full_requests, full_up, full_down, full_s = measure(
+            server, lambda: attnlab.patch_heads(model, dataset, layers=layers, metric=client_logit_diff,
+                                                progress=False))
+        naive, naive_requests, naive_up, naive_down, naive_s = measure(
+            server, lambda: per_head_loop(model, dataset, layers, heads))
 
-        n0, t0 = server.n_requests, time.perf_counter()
-        naive = per_head_loop(model, dataset, layers, heads)
-        naive_s, naive_requests = time.perf_counter() - t0, server.n_requests - n0
-
-    diff = float((ours.values - naive).abs().max())
+    diff = max(float((ours.values - naive).abs().max()), float((ours.values - full.values).abs().max()))
     row = {
-        "cells": len(layers) * len(heads), "prompts": args.prompts,
+        "cells": len(layers) * len(heads), "prompts": args.prompts, "job_budget_mb": args.job_budget_mb,
         "attnlab_requests": ours_requests, "attnlab_seconds": round(ours_s, 2),
+        "attnlab_mb_up": round(ours_up, 2), "attnlab_mb_down": round(ours_down, 3),
+        "full_logits_requests": full_requests, "full_logits_seconds": round(full_s, 2),
+        "full_logits_mb_up": round(full_up, 2), "full_logits_mb_down": round(full_down, 3),
         "per_head_requests": naive_requests, "per_head_seconds": round(naive_s, 2),
+        "per_head_mb_up": round(naive_up, 2), "per_head_mb_down": round(naive_down, 3),
         "request_ratio": round(naive_requests / ours_requests, 1), "time_ratio": round(naive_s / ours_s, 2),
+        "download_ratio_vs_full_logits": round(full_down / ours_down, 1),
+        "time_ratio_vs_full_logits": round(full_s / ours_s, 2),
         "max_abs_diff": diff,
     }
     print(f"head sweep, {row['cells']} cells ({len(layers)} layers x {len(heads)} heads), {args.prompts} prompts, "
-          "loopback server on 127.0.0.1")
-    print(f"  attnlab (one job / chunks): {ours_requests:4d} requests  {ours_s:8.1f} s")
-    print(f"  one request per head:       {naive_requests:4d} requests  {naive_s:8.1f} s")
-    print(f"  ratio: {row['request_ratio']}x fewer requests, {row['time_ratio']}x faster; max |diff| {diff:.2e}")
+          f"job budget {args.job_budget_mb:g} MB, loopback server on 127.0.0.1")
+    for name, n, up, down, sec in (("attnlab, metric on the server", ours_requests, ours_up, ours_down, ours_s),
+                                   ("attnlab, full logits back", full_requests, full_up, full_down, full_s),
+                                   ("one request per head", naive_requests, naive_up, naive_down, naive_s)):
+        print(f"  {name:30s} {n:4d} requests  {up:8.2f} MB up  {down:9.3f} MB down  {sec:8.1f} s")
+    print(f"  metric on the server: {row['download_ratio_vs_full_logits']}x fewer bytes down and "
+          f"{row['time_ratio_vs_full_logits']}x faster than full logits; {row['request_ratio']}x fewer requests and "
+          f"{row['time_ratio']}x faster than one request per head; max |diff| {diff:.2e}")
     machine = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                "torch_threads": torch.get_num_threads()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

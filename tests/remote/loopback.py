@@ -75,6 +75,11 @@ class LoopbackServer:
         self.log: list[dict] = []
         self.n_requests = 0
         self.n_completed = 0
+        #: bytes of the request blobs received and of the results produced (what clients download)
+        self.bytes_uploaded = 0
+        self.bytes_downloaded = 0
+        #: result bytes of each completed job, in order
+        self.result_sizes: list[int] = []
         self._sockets: dict[str, tornado.websocket.WebSocketHandler] = {}
         self._responses: dict[str, str] = {}
         self._results: dict[str, bytes] = {}
@@ -231,6 +236,8 @@ class LoopbackServer:
             self._emit(job_id, sid, Status.ERROR, traceback.format_exc())
             return
         self._results[job_id] = data
+        self.bytes_downloaded += len(data)
+        self.result_sizes.append(len(data))
         self.n_completed += 1
         self._emit(job_id, sid, Status.COMPLETED, "completed", data=data)
 
@@ -294,6 +301,7 @@ class _RequestHandler(_Handler):
         if request.model_key != s.model_key:
             return self.fail(404, f"model {request.model_key} is not deployed on this server")
         s.n_requests += 1
+        s.bytes_uploaded += len(blob)
         job_id = str(uuid.uuid4())
         received = ResponseModel(id=job_id, status=Status.RECEIVED, description="received")
         s._responses[job_id] = received.model_dump_json()

@@ -214,3 +214,31 @@ def test_unreachable_host_is_a_connection_error(api_key):
 
     with pytest.raises(RemoteConnectionError, match="could not reach"):
         load_model("smollm2-135m", backend="nnsight", remote=RemoteOptions(host="http://127.0.0.1:9", timeout_s=5))
+
+
+def test_metric_reduced_on_the_server_downloads_one_number_per_row(loopback, ioi4, nnsight_local):
+    """A built-in metric is computed by the server: the sweep downloads O(rows) numbers, not O(rows x d_vocab)
+    logits, and with a job budget that full logits exceed it fits in fewer jobs. Same values either way."""
+    model = remote_model(loopback, job_budget_mb=4.0)
+    layers = [10, 20]
+
+    def client_side_logit_diff(logits, answers, reference):  # forces the full-logits path
+        return logits.gather(-1, answers[:, :1])[:, 0] - logits.gather(-1, answers[:, 1:])[:, 0]
+
+    def measured(metric):
+        """(result, patched-pass jobs, their result bytes): the two baseline jobs come first."""
+        n0, done0 = loopback.n_requests, len(loopback.result_sizes)
+        result = run_sweep(model, ioi4, "heads", layers=layers, metric=metric, progress=False)
+        return result, loopback.n_requests - n0 - 2, sum(loopback.result_sizes[done0 + 2:])
+
+    reduced, reduced_jobs, reduced_bytes = measured("logit_diff")
+    full, full_jobs, full_bytes = measured(client_side_logit_diff)
+    torch.testing.assert_close(reduced.values, full.values, atol=TOL, rtol=0)
+    rows = len(layers) * model.info.n_heads * len(ioi4)
+    logits_bytes = rows * model.info.d_vocab * 4  # what the patched passes' logits weigh
+    assert full_bytes > logits_bytes / 2  # the full-logits path really downloads them (zstd shrinks them a bit) ...
+    assert reduced_bytes < logits_bytes / 1000  # ... and the reduced one does not (72 floats and pickling)
+    assert reduced_jobs == 1 and full_jobs > reduced_jobs  # 4 MB budget: 72 rows of logits are 14 MB
+    kl_remote = run_sweep(model, ioi4, "heads", layers=layers, metric="kl_div", progress=False)
+    kl_local = run_sweep(nnsight_local, ioi4, "heads", layers=layers, metric="kl_div", progress=False)
+    torch.testing.assert_close(kl_remote.values, kl_local.values, atol=TOL, rtol=0)
