@@ -94,6 +94,7 @@ def main() -> None:
         heads = list(range(model.info.n_heads))
         dataset = ioi_dataset(model, args.prompts, seed=0, corruption="s2_swap")
 
+        attnlab.patch_heads(model, dataset, layers=layers[:1], progress=False)  # warm-up: first-call costs
         ours, ours_requests, ours_up, ours_down, ours_s = measure(
             server, lambda: attnlab.patch_heads(model, dataset, layers=layers, progress=False))
         full, full_requests, full_up, full_down, full_s = measure(

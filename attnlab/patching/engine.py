@@ -200,12 +200,16 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
     # 1. baselines: source activations to patch in, target residual stream to start from
     act_sites = [Site(spec.kind, layer) for layer in layers]
     resid_sites = [Site(SiteKind.RESID_PRE, layer) for layer in layers if layer > 0]
-    source = model.run(source_tokens, cache=act_sites, logits_at=end)
+    # a built-in metric without a clean reference is reduced where the model runs for the baselines too
+    reduce = Reduction(metric.name, answers) if metric.builtin and not metric.needs_reference else None
+    source = model.run(source_tokens, cache=act_sites, logits_at=end, reduce=reduce)
     target = model.run(target_tokens, cache=resid_sites + (act_sites if spec.kind is not SiteKind.RESID_PRE else []),
-                       logits_at=end)
-    clean_logits, corrupted_logits = ((source.logits, target.logits) if direction == "denoising"
-                                      else (target.logits, source.logits))
-    reference, clean_m, corrupted_m = metric.baselines(clean_logits, corrupted_logits, answers)
+                       logits_at=end, reduce=reduce)
+    clean_run, corrupted_run = (source, target) if direction == "denoising" else (target, source)
+    if reduce is not None:
+        reference, clean_m, corrupted_m = None, clean_run.metric, corrupted_run.metric
+    else:
+        reference, clean_m, corrupted_m = metric.baselines(clean_run.logits, corrupted_run.logits, answers)
     target_m = corrupted_m if direction == "denoising" else clean_m
     baselines = float(clean_m.mean()), float(corrupted_m.mean())
     normalise(torch.tensor(0.0), *baselines, direction)  # fail now, not after the sweep
