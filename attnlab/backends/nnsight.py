@@ -46,13 +46,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from attnlab import metric_ops
-from attnlab.backends import _nnsight_ops
+from attnlab.backends import _nnsight_ops, nnsight_adapter
 from attnlab.backends.base import Backend, Intervention, ModelInfo, Reduction, RunOutput, RunSpec, stack_tokens
 from attnlab.errors import BackendError, ModelNotAvailableError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
 __all__ = ["FAMILIES", "Family", "NNsightBackend", "family_of"]
 
+nnsight_adapter.check_version()
 # Functions called inside trace blocks must exist on the server, which has no attnlab: ship them by value.
 nnsight.register(_nnsight_ops)
 nnsight.register(metric_ops)
@@ -292,9 +293,7 @@ class NNsightBackend(Backend):
         # sites travel as plain tuples (attnlab types do not exist on a server)
         jobs = [{k: v for k, v in p.items() if k != "sites"} for p in passes]
         if backend is None and self.remote == "local":
-            from nnsight.intervention.backends.local import LocalSimulationBackend
-
-            backend = LocalSimulationBackend(model)
+            backend = nnsight_adapter.local_simulation(model)
         results = None
         with torch.no_grad(), model.session(backend=backend):
             results = []
@@ -427,12 +426,11 @@ def load_nnsight(name: str, *, remote=False, device="cpu", dtype=torch.float32) 
         hf_model.eval()
         model = nnsight.TransformersModel(hf_model, tokenizer=tokenizer)
     else:
-        from nnsight.modeling.huggingface import _ID_CACHE
-
-        _ID_CACHE[path] = EMBEDDED_REPO_ID if name == EMBEDDED_MODEL else name
+        repo_id = EMBEDDED_REPO_ID if name == EMBEDDED_MODEL else name
+        nnsight_adapter.register_repo_id(path, repo_id)
         # a meta model: module tree and config only; the weights stay on the server
         model = nnsight.TransformersModel(path, tokenizer=tokenizer, task="text-generation",
                                           attn_implementation="eager", dtype=dtype)
-        source = f"remote: {options.host} ({_ID_CACHE[path]})"
+        source = f"remote: {options.host} ({repo_id})"
     info = model_info_from_config(config, name=name, source=source, family=family)
     return NNsightBackend(model, info, tokenizer, remote=remote if options is None else options)

@@ -22,7 +22,7 @@ def resolve_host(host: str | None = None) -> str:
     if not host:
         host = os.environ.get("NDIF_HOST")
     if not host:
-        from nnsight.schema.config import CONFIG
+        from attnlab.backends.nnsight_adapter import CONFIG
 
         host = CONFIG.API.HOST
     if not host.startswith(("http://", "https://")):

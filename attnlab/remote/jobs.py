@@ -16,12 +16,9 @@ Deadline: nnsight's client waits on its websocket forever; :class:`DeadlineRemot
 
 import hashlib
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-from nnsight.intervention.backends import remote as _nnsight_remote
-from nnsight.intervention.backends.remote import RemoteBackend
-from nnsight.schema.response import Status
+from attnlab.backends.nnsight_adapter import NNsightRemoteError, RemoteBackend, Status, http_timeouts, remote_env
 
 from attnlab.errors import AttnlabError
 from attnlab.remote.errors import (
@@ -100,16 +97,9 @@ class DeadlineRemoteBackend(RemoteBackend):
         if self.remaining() <= 0:
             raise RemoteTimeoutError(f"deadline passed while {doing}", job_id=self.job_id)
 
-    @contextmanager
     def _http_deadline(self):
         """Bound nnsight's HTTP timeouts (module constants it reads per call) by the time left."""
-        saved = _nnsight_remote._CONNECT_TIMEOUT, _nnsight_remote._READ_TIMEOUT
-        left = max(0.1, self.remaining())
-        _nnsight_remote._CONNECT_TIMEOUT, _nnsight_remote._READ_TIMEOUT = min(saved[0], left), min(saved[1], left)
-        try:
-            yield
-        finally:
-            _nnsight_remote._CONNECT_TIMEOUT, _nnsight_remote._READ_TIMEOUT = saved
+        return http_timeouts(self.remaining())
 
     def note(self, response) -> bool:
         if response.id and self.job_id is None:
@@ -290,7 +280,7 @@ class JobRunner:
         passes = [p for _, p, _ in chunk]
         self.progress.start_job(index, len(passes))
         nn_backend = DeadlineRemoteBackend(
-            backend.nn.to_model_key(), host=host, api_key=api_key(), env=backend.nn._remoteable_get_env(),
+            backend.nn.to_model_key(), host=host, api_key=api_key(), env=remote_env(backend.nn),
             blocking=opts.blocking, deadline=time.monotonic() + opts.timeout_s, on_status=self.progress.status)
         try:
             raw = backend._execute(passes, backend=nn_backend)
@@ -349,7 +339,7 @@ class JobRunner:
             else:
                 cls, what = RemoteConnectionError, f"the connection to {host} failed while running {job} ({text})"
                 todo = "check your network, then run the same analysis again"
-        elif isinstance(exc, _nnsight_remote.RemoteError):
+        elif isinstance(exc, NNsightRemoteError):
             if isinstance(cause, httpx.HTTPStatusError):
                 code = cause.response.status_code
                 low = text.lower()

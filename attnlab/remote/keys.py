@@ -17,7 +17,7 @@ def api_key() -> str | None:
     """The API key to send, or None when none is configured (``NDIF_API_KEY`` wins over nnsight's config)."""
     key = os.environ.get("NDIF_API_KEY")
     if not key:
-        from nnsight.schema.config import CONFIG
+        from attnlab.backends.nnsight_adapter import CONFIG
 
         key = CONFIG.API.APIKEY
     if key:

@@ -3,7 +3,8 @@
 It binds 127.0.0.1 only and executes requests the way an NDIF worker does, with nnsight's own server-side pieces:
 ``RequestModel.deserialize(blob, model._remoteable_persistent_objects(), compress=...)``,
 ``model._remoteable_set_env(env)``, ``tracer.execute(tracer.info.code)`` with the saved values collected through
-``nnsight.tracing.tracer`` (``inc``/``dec``/``_saves``), answers as ``ResponseModel`` frames. So the real nnsight client
+``nnsight.tracing.tracer`` (``inc``/``dec``/``_saves``; all through ``attnlab.backends.nnsight_adapter.server_execute``),
+answers as ``ResponseModel`` frames. So the real nnsight client
 (``trace(..., remote=True)`` / attnlab's ``remote=``) is exercised end to end, without a network.
 
 Endpoints (nnsight 0.8.1's client, ``nnsight/intervention/backends/remote.py``):
@@ -23,9 +24,7 @@ without a request. The log (``server.log``) records paths, form fields and heade
 """
 
 import asyncio
-import io
 import json
-import linecache
 import threading
 import time
 import traceback
@@ -39,7 +38,8 @@ import tornado.web
 import tornado.websocket
 from nnsight.schema.request import RequestModel
 from nnsight.schema.response import ResponseModel, Status
-from nnsight.tracing import tracer as nn_tracer
+
+from attnlab.backends.nnsight_adapter import serialise_result, server_execute
 
 __all__ = ["LoopbackServer"]
 
@@ -196,42 +196,11 @@ class LoopbackServer:
             self._release.wait(self.max_job_s)
             self._emit(job_id, sid, Status.ERROR, "the job stalled and was abandoned by the server")
             return
-        filename = None
-        saved_line = None
         try:
-            tracer = None
-            persistent = self.model._remoteable_persistent_objects()
-            # deserialize registers the block's source in linecache under the client's file name; this server shares
-            # the client's process, so keep the client's entry (as nnsight's LocalSimulationBackend does)
-            snapshot = dict(linecache.cache)
-            try:
-                tracer = RequestModel.deserialize(blob, persistent, compress=request.compress)
-                filename = tracer.info.frame.f_code.co_filename
-                saved_line = snapshot.get(filename)
-            finally:
-                if filename is not None:
-                    if saved_line is not None:
-                        linecache.cache[filename] = saved_line
-                    else:
-                        linecache.cache.pop(filename, None)
-            self.model._remoteable_set_env(request.env)
             if fault == "fail":
                 raise RuntimeError("injected failure: the server's GPU caught fire (test)")
-            nn_tracer.inc()
-            try:
-                with torch.no_grad():
-                    tracer.execute(tracer.info.code)
-                saves = nn_tracer._saves()
-                result = {k: v for k, v in tracer.info.frame.f_locals.items() if id(v) in saves}
-            finally:
-                nn_tracer.dec()
-            buffer = io.BytesIO()
-            torch.save(result, buffer)
-            data = buffer.getvalue()
-            if request.compress:
-                import zstandard
-
-                data = zstandard.ZstdCompressor(level=3).compress(data)
+            result = server_execute(self.model, blob, compress=request.compress, env=request.env)
+            data = serialise_result(result, compress=request.compress)
         except Exception:
             self._emit(job_id, sid, Status.ERROR, traceback.format_exc())
             return

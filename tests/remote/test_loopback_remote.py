@@ -174,18 +174,24 @@ def test_version_mismatch_says_which_version(loopback, ioi4, monkeypatch):
         model.run(ioi4.clean_tokens, logits_at=ioi4.end)
 
 
+def _client_side_logit_diff(logits, answers, reference):
+    """The logit difference as a custom metric: computed on the client, so every patched row's logits come back."""
+    return logits.gather(-1, answers[:, :1])[:, 0] - logits.gather(-1, answers[:, 1:])[:, 0]
+
+
 @pytest.mark.parametrize("fault,error", [("drop", RemoteConnectionError), ("stall", RemoteTimeoutError)])
 def test_failed_chunk_keeps_finished_chunks_and_resumes(loopback, nnsight_local, ioi4, fault, error, api_key):
     """A sweep split into 3 chunks; the second job drops its connection (or stalls past the deadline). The error names
     the job and what is kept; running the same sweep again sends only the missing chunks and equals the local one."""
     layers = [2, 11, 20]
+    kw = dict(layers=layers, metric=_client_side_logit_diff, progress=False)  # full logits back: 3 chunks at 7 MB
     loopback._release.clear()
     model = remote_model(loopback, job_budget_mb=7.0, timeout_s=6.0 if fault == "stall" else 60.0)
-    local = run_sweep(nnsight_local, ioi4, "heads", layers=layers, progress=False)
+    local = run_sweep(nnsight_local, ioi4, "heads", **kw)
     first = loopback.n_requests
     loopback.faults[first + 2 + 2] = fault  # two baselines, chunk 1 finishes, chunk 2 fails
     with pytest.raises(error) as info:
-        run_sweep(model, ioi4, "heads", layers=layers, progress=False)
+        run_sweep(model, ioi4, "heads", **kw)
     loopback.release_stalled()
     exc = info.value
     assert exc.job_id and exc.job_id in str(exc)
@@ -193,17 +199,19 @@ def test_failed_chunk_keeps_finished_chunks_and_resumes(loopback, nnsight_local,
     assert "resume" in str(exc)
     _no_key(api_key, _text(exc))
     sent = loopback.n_requests
-    resumed = run_sweep(model, ioi4, "heads", layers=layers, progress=False)
+    resumed = run_sweep(model, ioi4, "heads", **kw)
     torch.testing.assert_close(resumed.values, local.values, atol=TOL, rtol=0)
     assert loopback.n_requests - sent == 2, "only the failed and the unsent chunk are sent again"
     assert not model._jobs.kept, "kept passes are dropped once a sweep has all of them"
 
 
 def test_large_request_is_chunked(loopback, nnsight_local, ioi4):
+    """A client-side metric brings every patched row's logits back: passes are split into jobs by size."""
     model = remote_model(loopback, job_budget_mb=2.0)
-    local = run_sweep(nnsight_local, ioi4, "heads", layers=[1, 7], progress=False)
+    kw = dict(layers=[1, 7], metric=_client_side_logit_diff, progress=False)
+    local = run_sweep(nnsight_local, ioi4, "heads", **kw)
     before = loopback.n_requests
-    remote = run_sweep(model, ioi4, "heads", layers=[1, 7], progress=False)
+    remote = run_sweep(model, ioi4, "heads", **kw)
     torch.testing.assert_close(remote.values, local.values, atol=TOL, rtol=0)
     chunks = loopback.n_requests - before - 2
     assert chunks == 2, chunks  # one 36-row pass (~7 MB of logits) per job
@@ -222,9 +230,6 @@ def test_metric_reduced_on_the_server_downloads_one_number_per_row(loopback, ioi
     model = remote_model(loopback, job_budget_mb=4.0)
     layers = [10, 20]
 
-    def client_side_logit_diff(logits, answers, reference):  # forces the full-logits path
-        return logits.gather(-1, answers[:, :1])[:, 0] - logits.gather(-1, answers[:, 1:])[:, 0]
-
     def measured(metric):
         """(result, patched-pass jobs, their result bytes): the two baseline jobs come first."""
         n0, done0 = loopback.n_requests, len(loopback.result_sizes)
@@ -232,7 +237,7 @@ def test_metric_reduced_on_the_server_downloads_one_number_per_row(loopback, ioi
         return result, loopback.n_requests - n0 - 2, sum(loopback.result_sizes[done0 + 2:])
 
     reduced, reduced_jobs, reduced_bytes = measured("logit_diff")
-    full, full_jobs, full_bytes = measured(client_side_logit_diff)
+    full, full_jobs, full_bytes = measured(_client_side_logit_diff)
     torch.testing.assert_close(reduced.values, full.values, atol=TOL, rtol=0)
     rows = len(layers) * model.info.n_heads * len(ioi4)
     logits_bytes = rows * model.info.d_vocab * 4  # what the patched passes' logits weigh
