@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from attnlab.circuits import (
     GraphRunner,
-    agreement,
     attribution_patching,
     attribution_sweep,
     circuit_from_scores,
@@ -39,7 +38,7 @@ from attnlab.circuits import (
     path_patching_sweep,
 )
 from attnlab.circuits.acdc import acdc
-from attnlab.circuits.agreement import AgreementError, agreement_report
+from attnlab.circuits.agreement import AgreementError, agreement, agreement_report  # the modules shadow these names
 from attnlab.circuits.circuit import Circuit
 from attnlab.circuits.graph import corrupted_source
 from attnlab.errors import MetricError
