@@ -191,9 +191,9 @@ def acdc(
     circuit = Circuit(
         model=g.info.to_dict(), task=dataset.describe(), edges=edges,
         selection={"rule": "acdc", "threshold": threshold, "n_edges": len(edges)},
-        provenance={"method": "acdc", "metric": metric.to_dict(), "source": src.kind, "n_tests": n_tests, "n_passes": n_passes,
-                    "complete": complete, "receivers_processed": len(trace), "full_metric": full,
-                    "circuit_metric": current, "seconds": time.perf_counter() - t0},
+        provenance={"method": "acdc", "metric": metric.to_dict(), "source": src.kind, "n_tests": n_tests,
+                    "n_passes": n_passes, "complete": complete, "receivers_processed": len(trace),
+                    "full_metric": full, "circuit_metric": current, "seconds": time.perf_counter() - t0},
     )
     return ACDCResult(circuit, kept, effects, current, full, n_tests, n_passes, time.perf_counter() - t0,
                       complete, trace, metric.to_dict())

@@ -180,8 +180,8 @@ def attribution_patching(
     grads = torch.autograd.grad(target_graph.sum(), acts, allow_unused=True)
     missing = [s.name for s, g in zip(sites, grads) if g is None]
     if missing:
-        raise BackendError(f"the gradient of the metric {metric.name!r} does not reach {missing}; the backend's hooks do "
-                           "not feed these activations forward")
+        raise BackendError(f"the gradient of the metric {metric.name!r} does not reach {missing}; the backend's hooks "
+                           "do not feed these activations forward")
     # per site: Float[batch, pos, (head,)] first-order effect, summed over d_model / d_head
     effect: dict[Site, Tensor] = {}
     for site, act, grad in zip(sites, acts, grads):

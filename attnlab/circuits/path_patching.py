@@ -25,9 +25,9 @@ Context:
     key/value head and patching it changes the keys or values of every query head of its group.
 
 The clean reference of KL divergence is the clean run's distribution at END (the base run when noising, the source
-run when denoising). Scores are normalised like :func:`~attnlab.patching.run_sweep`: noising (base = clean, sender from the corrupted run;
-Wang et al.'s setting) ``(patched - clean) / (clean - corrupted)``, 0 = no effect, -1 = the whole clean-corrupted
-gap destroyed through these paths; denoising (base = corrupted, sender from the clean run)
+run when denoising). Scores are normalised like :func:`~attnlab.patching.run_sweep`: noising (base = clean, sender
+from the corrupted run; Wang et al.'s setting) ``(patched - clean) / (clean - corrupted)``, 0 = no effect, -1 = the
+whole clean-corrupted gap destroyed through these paths; denoising (base = corrupted, sender from the clean run)
 ``(patched - corrupted) / (clean - corrupted)``.
 
 Batching: in a sweep over senders, run 2 and run 3 process many senders at once, each sender occupying its own rows
