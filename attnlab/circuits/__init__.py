@@ -13,6 +13,10 @@ Modules:
     - :mod:`attnlab.circuits.agreement`: attribution against exact patching (when to trust the fast method);
     - :mod:`attnlab.circuits.compare`: head overlap of circuits across tasks (Jaccard, Merullo et al.'s overlap).
 
+Every analysis takes ``metric=`` (:mod:`attnlab.metrics`): the logit difference by default, KL divergence from the
+clean run (``"kl_div"``), the answer's probability or log-probability, accuracy (exact analyses only), or a callable
+``fn(logits, answers, reference)``; results record which metric produced them.
+
 Names load lazily (importing this package does not import torch).
 """
 
