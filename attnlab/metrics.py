@@ -163,7 +163,8 @@ class Metric:
 
         Raises:
             MetricError: the metric needs a clean reference and none was given; a custom metric returned the wrong
-                shape, a non-float, or non-finite values.
+                shape, a non-float, or non-finite values, or failed (TypeError, AttributeError) without a reference,
+                as one that reads the reference without declaring ``needs_reference=True`` does.
         """
         if self.needs_reference and reference is None:
             raise MetricError(f"metric {self.name!r} compares with the clean run's distribution, but no clean "
@@ -174,7 +175,15 @@ class Metric:
         if self.fn is None:
             return metric_ops.evaluate(self.name, logits, answers, reference)
         ref = None if reference is None or not self.needs_reference else metric_ops.tile(reference, rows)
-        values = self.fn(logits, metric_ops.tile(answers.to(logits.device), rows), ref)
+        try:
+            values = self.fn(logits, metric_ops.tile(answers.to(logits.device), rows), ref)
+        except (TypeError, AttributeError) as exc:
+            if ref is not None:
+                raise
+            raise MetricError(  # most likely it read the reference it was not declared to need
+                f"custom metric {self.name!r} failed with reference=None ({type(exc).__name__}: {exc}); a metric "
+                "that reads the clean run's distribution must be declared with Metric.custom(fn, "
+                "needs_reference=True)") from exc
         return self.check(values, rows)
 
     def baselines(self, clean_logits: Float[Tensor, "batch d_vocab"], corrupted_logits: Float[Tensor, "batch d_vocab"],

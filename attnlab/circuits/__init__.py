@@ -13,6 +13,10 @@ Modules:
     - :mod:`attnlab.circuits.agreement`: attribution against exact patching (when to trust the fast method);
     - :mod:`attnlab.circuits.compare`: head overlap of circuits across tasks (Jaccard, Merullo et al.'s overlap).
 
+Every analysis takes ``metric=`` (:mod:`attnlab.metrics`): the logit difference by default, KL divergence from the
+clean run (``"kl_div"``), the answer's probability or log-probability, accuracy (exact analyses only), or a callable
+``fn(logits, answers, reference)``; results record which metric produced them.
+
 Names load lazily (importing this package does not import torch).
 """
 
@@ -46,6 +50,7 @@ __all__ = [
     "circuit_from_scores",
     "circuit_heads",
     "circuit_metrics",
+    "clean_reference",
     "compare_circuits",
     "completeness",
     "corrupted_source",
@@ -88,6 +93,7 @@ _LAZY = {
     "circuit_from_scores": "attnlab.circuits.circuit",
     "circuit_heads": "attnlab.circuits.compare",
     "circuit_metrics": "attnlab.circuits.evaluate",
+    "clean_reference": "attnlab.circuits.evaluate",
     "compare_circuits": "attnlab.circuits.compare",
     "completeness": "attnlab.circuits.evaluate",
     "corrupted_source": "attnlab.circuits.graph",

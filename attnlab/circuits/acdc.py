@@ -8,9 +8,15 @@ Context:
     forward pass, so the result does not rest on a linear approximation; the price is one pass per edge.
 
 This implementation:
-    - metric: the mean logit difference at END (answers column 0 minus column 1), in logits; an edge is removed when
-      ``|M(C minus edge) - M(C)| < threshold`` (Conmy et al. use KL divergence or the task metric; the absolute
-      change keeps edges whose removal raises the logit difference too, e.g. negative name movers);
+    - metric: ``metric=`` (:mod:`attnlab.metrics`), averaged over prompts at END: the logit difference (answers
+      column 0 minus column 1, in logits) by default, or ``"kl_div"``, KL(full model || circuit) on the clean prompts
+      in nats, the metric Conmy et al. recommend (section 3), or the answer's probability, log-probability,
+      accuracy, or a function of your own. For *every* metric an edge is removed when
+      ``|M(C minus edge) - M(C)| < threshold``, the threshold in the metric's units. Conmy et al.'s algorithm 1
+      removes an edge when the *signed* change of KL is below tau (an edge whose removal lowers the KL always goes);
+      the absolute change keeps edges whose removal moves the metric a lot in either direction (e.g. negative name
+      movers, whose removal raises the logit difference), and is the same rule for metrics that rise (KL) and fall
+      (logit difference, probability) when the circuit breaks;
     - batching: all edges into one receiver are tested *in parallel* in batched forward passes, each against the
       circuit as it stands when that receiver is reached, and every edge under the threshold is then removed
       together. Algorithm 1 tests them one after another, each against the circuit with the previous removals; the
@@ -31,8 +37,9 @@ from torch import Tensor
 
 from attnlab.backends.base import Backend
 from attnlab.circuits.circuit import Circuit
-from attnlab.circuits.evaluate import _DEFAULT_BUDGET_MB, circuit_metrics, resolve_source
+from attnlab.circuits.evaluate import _DEFAULT_BUDGET_MB, _circuit_metrics, _prepare
 from attnlab.circuits.graph import AblationSource, CircuitError, GraphRunner
+from attnlab.metrics import METRICS, MetricLike
 from attnlab.tasks.base import PatchingDataset
 
 __all__ = ["ACDCResult", "acdc"]
@@ -43,13 +50,16 @@ class ACDCResult:
     """What :func:`acdc` returns.
 
     Attributes:
-        circuit: the kept edges; each edge's score is the exact change of the mean logit difference (logits) when
-            it alone was removed at its test (0.0 for edges never tested).
+        circuit: the kept edges; each edge's score is the exact change of the mean metric (its units) when it
+            alone was removed at its test (0.0 for edges never tested).
         kept: Bool[n_senders, n_receivers] the kept edges.
         effects: Float[n_senders, n_receivers] measured change per tested edge (NaN where untested).
-        metric: mean logit difference of the final circuit; full_metric: of the full model.
+        metric: mean metric of the final circuit; full_metric: of the full model.
         n_tests: edge tests run (forward-pass rows / prompts); n_passes: batched forward passes; seconds: wall time.
         complete: False when ``max_tests`` stopped the search early.
+        trace: per processed receiver (name, edges tested, edges removed, circuit metric after).
+        metric_info: which metric was used, as :meth:`attnlab.metrics.Metric.to_dict` (also in
+            ``circuit.provenance["metric"]``).
     """
 
     circuit: Circuit
@@ -62,13 +72,14 @@ class ACDCResult:
     seconds: float
     complete: bool
     trace: list = field(default_factory=list)
+    metric_info: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
 
 def _check_threshold(threshold) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
             or threshold < 0:
-        raise CircuitError(f"'threshold' must be a finite number >= 0 in logits (got {threshold!r}); Conmy et al. "
-                           "sweep values such as 0.01 to 1 for the logit difference")
+        raise CircuitError(f"'threshold' must be a finite number >= 0 in the metric's units (got {threshold!r}); "
+                           "Conmy et al. sweep values such as 0.01 to 1 for the logit difference and KL")
     return float(threshold)
 
 
@@ -84,19 +95,24 @@ def acdc(
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
     progress: bool = True,
+    metric: MetricLike = "logit_diff",
 ) -> ACDCResult:
     """Prune the model's graph edge by edge (see the module docstring).
 
     Args:
         model: the model (TransformerLens backend) or a :class:`GraphRunner`.
         dataset: clean prompts; the corrupted prompts are the ablation source.
-        threshold: tau, in logits: remove an edge when removing it changes the mean logit difference by less.
+        threshold: tau, in the metric's units: remove an edge when removing it changes the mean metric by less (in
+            absolute value; see the module docstring).
         source: ``"corrupted"`` (patching, ACDC's default), ``"mean"`` or an :class:`AblationSource`.
         receivers: receiver names to process (default all, from the output backwards).
         max_tests: stop after this many edge tests (the result is then marked incomplete).
         variants_per_pass: edge tests sharing one batched pass (at most; also bounded by ``memory_budget_mb``).
         batch_size, memory_budget_mb: see :func:`~attnlab.circuits.evaluate.circuit_metrics`.
         progress: show a progress bar over receivers.
+        metric: M: ``"logit_diff"`` (default, logits), ``"kl_div"`` (KL(full model || circuit) on the clean prompts,
+            nats; Conmy et al.'s choice), ``"prob"``, ``"logprob"``, ``"accuracy"``, a
+            :class:`~attnlab.metrics.Metric` or a callable ``fn(logits, answers, reference)``.
 
     Returns:
         An :class:`ACDCResult`.
@@ -104,6 +120,7 @@ def acdc(
     Raises:
         CircuitError: negative, NaN or non-numeric threshold; unknown receiver; bad ``max_tests``.
         GradientNotSupportedError: not the TransformerLens backend.
+        MetricError: an unknown or broken metric (before any edge test).
     """
     from attnlab.progress import progress_bar
 
@@ -116,8 +133,8 @@ def acdc(
     if receivers is not None:
         wanted = {g.receiver_index(r) for r in receivers}
         order = [r for r in order if r in wanted]
-    src = resolve_source(runner, dataset, source)
     t0 = time.perf_counter()
+    runner, metric, reference, src = _prepare(runner, dataset, metric, source, batch_size, memory_budget_mb)
     kept = g.valid.clone()
     effects = torch.full((g.n_senders, g.n_receivers), float("nan"))
     n_passes = 0
@@ -126,8 +143,8 @@ def acdc(
         nonlocal n_passes
         out = []
         for i in range(0, masks.shape[0], variants_per_pass):
-            out.append(circuit_metrics(runner, dataset, masks[i:i + variants_per_pass], source=src,
-                                       batch_size=batch_size, memory_budget_mb=memory_budget_mb).mean(1))
+            out.append(_circuit_metrics(runner, dataset, masks[i:i + variants_per_pass], src, metric, reference,
+                                        batch_size, memory_budget_mb, False).mean(1))
             n_passes += 1
         return torch.cat(out)
 
@@ -174,9 +191,9 @@ def acdc(
     circuit = Circuit(
         model=g.info.to_dict(), task=dataset.describe(), edges=edges,
         selection={"rule": "acdc", "threshold": threshold, "n_edges": len(edges)},
-        provenance={"method": "acdc", "source": src.kind, "n_tests": n_tests, "n_passes": n_passes,
-                    "complete": complete, "receivers_processed": len(trace), "full_metric": full,
-                    "circuit_metric": current, "seconds": time.perf_counter() - t0},
+        provenance={"method": "acdc", "metric": metric.to_dict(), "source": src.kind, "n_tests": n_tests,
+                    "n_passes": n_passes, "complete": complete, "receivers_processed": len(trace),
+                    "full_metric": full, "circuit_metric": current, "seconds": time.perf_counter() - t0},
     )
     return ACDCResult(circuit, kept, effects, current, full, n_tests, n_passes, time.perf_counter() - t0,
-                      complete, trace)
+                      complete, trace, metric.to_dict())

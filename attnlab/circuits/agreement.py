@@ -17,7 +17,8 @@ An :class:`AgreementReport` holds, for one component sweep computed both ways (s
   failing on noise);
 - ``top_k_recall``: the fraction of the exact top-k cells (by magnitude) that attribution also puts in its top k.
 
-Scores are in normalised logit-difference units (fraction of the clean-corrupted gap), as both results carry them.
+Scores are in normalised units of the metric both results were computed with (fraction of the clean-corrupted gap of
+the logit difference by default; ``metric=`` of :func:`agreement_report`), as both results carry them.
 """
 
 import math
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import AttnlabError
+from attnlab.metrics import MetricLike, get_metric
 from attnlab.results import PatchingResult
 
 __all__ = ["AgreementError", "AgreementReport", "agreement", "agreement_report", "pearson", "spearman"]
@@ -77,7 +79,8 @@ class AgreementReport:
         failures: cells where the approximation fails (see the module docstring), largest ``abs_error`` first:
             the point plus ``abs_error`` and ``rel_error`` (``abs_error / max(|exact|, min_scale)``).
         rel_threshold, min_scale: the failure criterion.
-        baselines: the exact result's clean and corrupted mean logit differences (logits).
+        baselines: the exact result's clean and corrupted means of the metric.
+        metric: the metric both results measure (its name).
     """
 
     component: str
@@ -92,6 +95,7 @@ class AgreementReport:
     rel_threshold: float
     min_scale: float
     baselines: dict = field(default_factory=dict)
+    metric: str = "logit_diff"
 
     def to_dataframe(self):
         """One row per cell: ``component``, ``exact``, ``attribution``, ``abs_error``, ``rel_error``, ``fails``."""
@@ -156,16 +160,17 @@ def agreement(
         An :class:`AgreementReport`.
 
     Raises:
-        AgreementError: different component, direction, axes or cell indices; no cell to compare; bad thresholds.
+        AgreementError: different component, direction, metric, axes or cell indices; no cell to compare; bad
+            thresholds.
     """
     if rel_threshold <= 0 or min_scale <= 0 or top_k < 1:
         raise AgreementError(f"'rel_threshold' and 'min_scale' must be > 0 and 'top_k' >= 1 (got {rel_threshold}, "
                              f"{min_scale}, {top_k})")
-    for what in ("component", "direction", "dims", "index"):
+    for what in ("component", "direction", "metric", "dims", "index"):
         a, b = getattr(exact, what), getattr(attribution, what)
         if a != b:
             raise AgreementError(f"exact and attribution results differ in {what} ({a!r} vs {b!r}); run both on the "
-                                 "same component, direction, layers, heads and positions")
+                                 "same component, direction, metric, layers, heads and positions")
     import itertools
 
     points = []
@@ -190,7 +195,7 @@ def agreement(
     return AgreementReport(
         component=exact.component, direction=exact.direction, n=len(points), spearman=spearman(e, a),
         pearson=pearson(e, a), top_k=k, top_k_recall=len(top_e & top_a) / k, points=points, failures=failures,
-        rel_threshold=rel_threshold, min_scale=min_scale, baselines=dict(exact.baselines),
+        rel_threshold=rel_threshold, min_scale=min_scale, baselines=dict(exact.baselines), metric=exact.metric,
     )
 
 
@@ -202,6 +207,7 @@ def agreement_report(
     direction: str = "denoising",
     layers=None,
     progress: bool = False,
+    metric: MetricLike = "logit_diff",
     **kwargs,
 ) -> AgreementReport:
     """Run attribution patching and exact patching (``run_sweep``) on the same cells and compare them.
@@ -213,6 +219,8 @@ def agreement_report(
         direction: ``"denoising"`` or ``"noising"``.
         layers: restrict both sweeps to these blocks (the exact sweep costs one batched pass per layer chunk).
         progress: show the exact sweep's progress bar.
+        metric: the metric of both sweeps (default the logit difference; see
+            :func:`~attnlab.circuits.attribution.attribution_patching`: a differentiable one).
         **kwargs: passed to :func:`agreement` (``rel_threshold``, ``min_scale``, ``top_k``, ``max_failures``).
 
     Returns:
@@ -224,6 +232,8 @@ def agreement_report(
     from attnlab.circuits.attribution import attribution_sweep
     from attnlab.patching import run_sweep
 
-    attr = attribution_sweep(model, dataset, component, direction=direction, layers=layers)
-    exact = run_sweep(model, dataset, component, direction=direction, layers=layers, progress=progress)
+    attr = attribution_sweep(model, dataset, component, direction=direction, layers=layers, metric=metric)
+    # run_sweep takes metric= once the patching engine has it (issue 10); the default needs no argument
+    by_metric = {} if get_metric(metric) == get_metric("logit_diff") else {"metric": metric}
+    exact = run_sweep(model, dataset, component, direction=direction, layers=layers, progress=progress, **by_metric)
     return agreement(exact, attr, **kwargs)

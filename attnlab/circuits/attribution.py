@@ -4,7 +4,9 @@ Context:
     Activation patching (:func:`attnlab.patching.run_sweep`) runs one patched forward pass per component. Attribution
     patching (Nanda 2023, "Attribution Patching: Activation Patching At Industrial Scale"; the node-level
     ancestor of EAP, Syed et al. 2023, arXiv 2310.10348) replaces each patched run with its first-order Taylor
-    expansion around the *target* run. With ``M`` the logit difference and ``a`` an activation,
+    expansion around the *target* run. With ``M`` the metric (``metric=``: the logit difference by default, or KL
+    divergence from the clean run, probability, log-probability of the answer, or your own differentiable function;
+    :mod:`attnlab.metrics`) and ``a`` an activation,
 
         M(target with a := a_source) - M(target)  ~=  (a_source - a_target) . dM/da |_(target run)
 
@@ -28,6 +30,11 @@ Intuition and limits:
     where attention saturates (a softmax at 0 or 1 has a near-zero gradient even though a patch can flip it):
     Nanda's post and Kramár et al. 2024 (AtP*, arXiv 2403.00745) discuss these failure modes.
 
+The metric must be differentiable (accuracy is not, and is refused before any pass). With ``metric="kl_div"`` the
+reference is the clean run's distribution at END: KL(clean || clean) is 0 and minimal, so its gradient on the clean
+run vanishes and *noising* estimates (gradient on the clean run) are all 0: a first-order method sees nothing at a
+minimum. Use denoising (gradient on the corrupted run), or exact patching, for KL.
+
 Needs gradients: the TransformerLens backend supports them (``Backend.run(..., grad=True)``); the nnsight backend
 does not yet, and is refused before any work.
 """
@@ -40,7 +47,7 @@ from torch import Tensor
 
 from attnlab.backends.base import Backend
 from attnlab.errors import BackendError, DatasetError, SiteError
-from attnlab.metrics import check_direction, logit_diff, normalise
+from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
 from attnlab.tasks.base import PatchingDataset
@@ -112,6 +119,7 @@ def attribution_patching(
     *,
     direction: str = "denoising",
     layers: Sequence[int] | None = None,
+    metric: MetricLike = "logit_diff",
 ) -> dict[str, PatchingResult]:
     """Attribution-patching estimates of several components from one pair of forward passes and one backward pass.
 
@@ -127,21 +135,26 @@ def attribution_patching(
         direction: ``"denoising"`` (estimate of patching clean activations into the corrupted run; gradient on the
             corrupted run) or ``"noising"`` (corrupted into clean; gradient on the clean run).
         layers: restrict to these blocks (default all).
+        metric: what M measures at END: ``"logit_diff"`` (default, logits), ``"kl_div"`` (KL(clean || target) in
+            nats, the clean run's distribution as reference), ``"prob"``, ``"logprob"``, a
+            :class:`~attnlab.metrics.Metric` or a differentiable callable ``fn(logits, answers, reference)``.
 
     Returns:
         ``{component: PatchingResult}`` with ``analysis == "attribution_patching"``: ``values`` Float[*dims] the
-        estimated normalised logit difference (same scale and sign conventions as ``run_sweep``), ``per_prompt``
-        Float[*dims, prompt] the estimated patched logit difference per prompt (logits), ``baselines`` the exact
-        clean and corrupted mean logit differences.
+        estimated normalised metric (same scale and sign conventions as ``run_sweep``), ``per_prompt``
+        Float[*dims, prompt] the estimated patched metric per prompt (the metric's units), ``baselines`` the exact
+        clean and corrupted means of the metric; ``metric`` its name.
 
     Raises:
         GradientNotSupportedError: the backend keeps no gradients (nnsight; a BackendError).
         BackendError: the gradient does not reach an activation.
         SiteError: unknown component, layers out of range, MLP components on an attention-only model.
         DatasetError: the dataset does not fit the model.
-        MetricError: clean and corrupted baselines are equal.
+        MetricError: clean and corrupted baselines are equal; the metric is not differentiable (accuracy), returns
+            the wrong shape or non-finite values, or is detached from the logits (raised before the backward pass).
     """
     components, layers = _check_inputs(model, dataset, components, direction, layers)
+    metric = get_metric(metric).require_differentiable("attribution patching")
     t0 = time.perf_counter()
     kinds = sorted({ATTRIBUTION_COMPONENTS[c][0] for c in components}, key=lambda k: k.value)
     sites = [Site(kind, layer) for kind in kinds for layer in layers]
@@ -150,29 +163,31 @@ def attribution_patching(
 
     source = model.run(source_tokens, cache=sites, logits_at=end)
     target = model.run(target_tokens, cache=sites, logits_at=end, grad=True)
-    target_ld_graph = logit_diff(target.logits, answers)
-    target_ld = target_ld_graph.detach()
-    source_ld = logit_diff(source.logits, answers)
-    clean_ld, corrupted_ld = (source_ld, target_ld) if direction == "denoising" else (target_ld, source_ld)
-    clean_mean, corrupted_mean = float(clean_ld.mean()), float(corrupted_ld.mean())
+    clean_logits, corrupted_logits = (source.logits, target.logits) if direction == "denoising" else \
+        (target.logits, source.logits)
+    # a broken metric fails here, before the backward pass; the reference (KL) is the clean run's distribution
+    reference, clean_vals, corrupted_vals = metric.baselines(clean_logits, corrupted_logits, answers)
+    clean_mean, corrupted_mean = float(clean_vals.mean()), float(corrupted_vals.mean())
     normalise(torch.tensor(0.0), clean_mean, corrupted_mean, direction)  # equal baselines: fail before backward
+    target_graph = metric.check_gradient(metric(target.logits, answers, reference), "attribution patching")
+    target_vals = target_graph.detach()
 
     acts = [target.cache[s] for s in sites]
     if not all(a.requires_grad for a in acts):
         raise BackendError(f"backend {type(model).__name__} returned activations without gradients for grad=True; "
                            "attribution patching needs a backend that keeps the autograd graph")
-    # d(sum of per-prompt LD)/d act: prompts do not interact, so row b holds d LD_b / d act_b
-    grads = torch.autograd.grad(target_ld_graph.sum(), acts, allow_unused=True)
+    # d(sum of per-prompt M)/d act: prompts do not interact, so row b holds d M_b / d act_b
+    grads = torch.autograd.grad(target_graph.sum(), acts, allow_unused=True)
     missing = [s.name for s, g in zip(sites, grads) if g is None]
     if missing:
-        raise BackendError(f"the gradient of the logit difference does not reach {missing}; the backend's hooks do "
-                           "not feed these activations forward")
+        raise BackendError(f"the gradient of the metric {metric.name!r} does not reach {missing}; the backend's hooks "
+                           "do not feed these activations forward")
     # per site: Float[batch, pos, (head,)] first-order effect, summed over d_model / d_head
     effect: dict[Site, Tensor] = {}
     for site, act, grad in zip(sites, acts, grads):
         delta = source.cache[site].to(act.dtype) - act.detach()
         effect[site] = (delta * grad.detach()).sum(dim=-1).float()
-    del target, target_ld_graph, acts, grads
+    del target, target_graph, acts, grads
 
     seconds = round(time.perf_counter() - t0, 3)
     results = {}
@@ -188,17 +203,17 @@ def attribution_patching(
             else:
                 per_layer.append(e.T)  # [pos, batch]
         est = torch.stack(per_layer)  # [*dims, batch]
-        per_prompt = target_ld.float() + est
+        per_prompt = target_vals.float() + est
         # run_sweep's normalisation of the estimated patched mean, target_mean + mean(est): the target baseline
         # cancels, in both directions, leaving mean(est) / (clean - corrupted)
         values = (est.mean(dim=-1).double() / (clean_mean - corrupted_mean)).float()
         results[component] = _result(model, dataset, component, direction, dims, values, per_prompt, layers,
-                                     clean_mean, corrupted_mean, seconds)
+                                     clean_mean, corrupted_mean, seconds, metric)
     return results
 
 
 def _result(model, dataset, component, direction, dims, values, per_prompt, layers, clean_mean, corrupted_mean,
-            seconds) -> PatchingResult:
+            seconds, metric: Metric) -> PatchingResult:
     info = model.info
     n_pos = dataset.n_pos
     tokens = model.to_str_tokens(dataset.clean_tokens[0]) if getattr(model, "tokenizer", None) is not None else None
@@ -221,14 +236,15 @@ def _result(model, dataset, component, direction, dims, values, per_prompt, laye
         index=index,
         tokens=tokens if "pos" in dims else None,
         prompt_tokens=tokens,
-        metric="logit_diff",
-        metric_description="first-order estimate of the normalised logit difference logit(correct) - "
-                           "logit(distractor) at END after patching (attribution patching)",
+        metric=metric.name,
+        metric_description=f"first-order estimate of the normalised {metric.label}, {metric.description}, after "
+                           "patching (attribution patching)",
         baselines={"clean": clean_mean, "corrupted": corrupted_mean},
         model=info.to_dict(),
         task=dataset.describe(),
         settings={"forward_passes": 2, "backward_passes": 1, "seconds": seconds,
-                  "estimate": "(source - target) . d logit_diff / d act on the target run"},
+                  "estimate": f"(source - target) . d {metric.name} / d act on the target run",
+                  "metric": metric.to_dict()},
     )
 
 
@@ -239,6 +255,7 @@ def attribution_sweep(
     *,
     direction: str = "denoising",
     layers: Sequence[int] | None = None,
+    metric: MetricLike = "logit_diff",
 ) -> PatchingResult:
     """Attribution-patching estimate of one component sweep: the gradient-based counterpart of ``run_sweep``.
 
@@ -252,14 +269,16 @@ def attribution_sweep(
         component: ``"resid_pre"``, ``"attn_out"``, ``"mlp_out"``, ``"heads"`` or ``"heads_by_pos"``.
         direction: ``"denoising"`` or ``"noising"``.
         layers: restrict to these blocks (default all).
+        metric: the metric M (see :func:`attribution_patching`; default the logit difference).
 
     Returns:
         A :class:`~attnlab.results.PatchingResult` (``analysis == "attribution_patching"``) with the same dims,
-        labels and normalisation as ``run_sweep(model, dataset, component, direction=direction)``.
+        labels and normalisation as ``run_sweep(model, dataset, component, direction=direction, metric=metric)``.
 
     Raises:
         BackendError, SiteError, DatasetError, MetricError: as :func:`attribution_patching`.
     """
     if not isinstance(component, str):
         raise SiteError(f"'component' must be one of {sorted(ATTRIBUTION_COMPONENTS)} (got {component!r})")
-    return attribution_patching(model, dataset, [component], direction=direction, layers=layers)[component]
+    return attribution_patching(model, dataset, [component], direction=direction, layers=layers,
+                                metric=metric)[component]

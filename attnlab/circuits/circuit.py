@@ -25,10 +25,12 @@ class Circuit:
     Attributes:
         model: the model's ``ModelInfo.to_dict()``.
         task: the dataset's ``describe()`` (task, size, seed, corruption ...).
-        edges: ``[(edge name, score)]``, sorted by decreasing |score|; scores in logits (see the method's module).
+        edges: ``[(edge name, score)]``, sorted by decreasing |score|; scores in the units of the metric that
+            produced them (logits for the default logit difference; see :attr:`metric` and the method's module).
         selection: how the edges were chosen, e.g. ``{"rule": "top_n", "n_edges": 200}`` or
             ``{"rule": "threshold", "threshold": 0.01}`` or ``{"rule": "acdc", "threshold": 0.05}``.
-        provenance: method, steps, source of ablations, attnlab version, timings ...
+        provenance: method, steps, source of ablations, the metric (``provenance["metric"]``, a
+            :meth:`attnlab.metrics.Metric.to_dict`), timings ...
     """
 
     model: dict
@@ -45,6 +47,12 @@ class Circuit:
     @property
     def n_edges(self) -> int:
         return len(self.edges)
+
+    @property
+    def metric(self) -> dict | None:
+        """The metric the edge scores measure (``{"name": "kl_div", "label": ..., ...}``), or None for a circuit
+        saved without one (before metrics were recorded: those used the logit difference)."""
+        return self.provenance.get("metric")
 
     @property
     def nodes(self) -> list[str]:
@@ -169,7 +177,7 @@ def circuit_from_scores(scores, *, n_edges: int | None = None, threshold: float 
     Args:
         scores: an :class:`~attnlab.circuits.eap.EdgeScores`.
         n_edges: keep this many edges (1 .. number of edges in the graph).
-        threshold: keep edges with |score| >= threshold (logits); must lie in (0, max |score|].
+        threshold: keep edges with |score| >= threshold (the scores' units); must lie in (0, max |score|].
         provenance: extra provenance to record.
 
     Returns:
@@ -194,7 +202,8 @@ def circuit_from_scores(scores, *, n_edges: int | None = None, threshold: float 
                                f"is not empty (got {threshold!r}); use n_edges= to choose a size instead")
         kept = [(e, s) for e, s in ranked if abs(s) >= threshold]
         selection = {"rule": "threshold", "threshold": float(threshold), "n_edges": len(kept)}
-    prov = {"method": scores.method, "steps": scores.steps, "clean_metric": scores.clean_metric,
+    prov = {"method": scores.method, "steps": scores.steps, "metric": dict(scores.metric),
+            "clean_metric": scores.clean_metric,
             "corrupted_metric": scores.corrupted_metric, "seconds": scores.seconds, **(provenance or {})}
     return Circuit(model=scores.graph.info.to_dict(), task=dict(scores.task), edges=kept, selection=selection,
                    provenance=prov)

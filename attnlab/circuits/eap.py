@@ -8,13 +8,17 @@ Context:
 
         score(s->r) = (a_s(corrupted) - a_s(clean)) . dM/d(input_r)      (gradient on the clean run)
 
-    summed over positions. One clean forward + backward pass gives dM/d(input_r) for every receiver, one corrupted
+    summed over positions, where M is the metric (``metric=``; :mod:`attnlab.metrics`): the logit difference by
+    default, or KL divergence from the clean run, the answer's probability or log-probability, or a differentiable
+    function of your own. One clean forward + backward pass gives dM/d(input_r) for every receiver, one corrupted
     forward pass gives every sender's output: 2 forward + 1 backward passes score every edge.
 
 Sign convention:
-    ``score`` estimates M(clean run with edge s->r corrupted) - M(clean run), with M the logit difference (answers
-    column 0 minus column 1 at END, averaged over prompts, in logits). A negative score means corrupting the edge
-    lowers the logit difference: the edge carries the clean answer. Circuits are built from ``|score|``.
+    ``score`` estimates M(clean run with edge s->r corrupted) - M(clean run), M averaged over prompts, in the
+    metric's units (logits for the default logit difference, answers column 0 minus column 1 at END). With the
+    logit difference a negative score means corrupting the edge lowers it: the edge carries the clean answer; with
+    KL divergence from the clean run a positive score means corrupting the edge moves the output away from the
+    clean distribution. Circuits are built from ``|score|``, whatever the metric.
 
 EAP-IG (Hanna, Pezzelle & Belinkov 2024, arXiv 2403.17806, section 3):
     The gradient at the clean input is a poor estimate when the metric is far from linear between the clean and
@@ -24,7 +28,17 @@ EAP-IG (Hanna, Pezzelle & Belinkov 2024, arXiv 2403.17806, section 3):
         score(s->r) = (a_s(corrupted) - a_s(clean)) . (1/steps) sum_{k=1..steps} dM/d(input_r) at e(k/steps)
 
     (a right Riemann sum of the integrated gradient). With ``steps=1`` the only point is alpha = 1, the clean run:
-    EAP-IG with one step *is* EAP, exactly. Cost: ``steps`` forward + backward passes and one corrupted forward pass.
+    EAP-IG with one step *is* EAP, exactly, for every metric. Cost: ``steps`` forward + backward passes and one
+    corrupted forward pass per batch of prompts.
+
+Metrics and the clean reference:
+    KL divergence (``metric="kl_div"``, the metric of ACDC, Conmy et al. 2023, arXiv 2304.14997, section 3) compares
+    each run's next-token distribution at END with the clean run's. On the clean run itself it is 0, its minimum,
+    so its gradient there vanishes: EAP with KL scores every edge ~0 (Syed et al.'s gradient at the clean input has
+    nothing to say). EAP-IG's gradients along the path from the corrupted input are taken away from the minimum
+    and are not 0, which is why EAP-IG (Hanna et al. 2024, section 3) is the method to use with KL. The reference is
+    each batch's clean run at alpha = 1, the same pass the gradient is taken on. Accuracy has no gradient and is
+    refused before any pass.
 
 Gradients need autograd through the model: only the TransformerLens backend gives them (nnsight runs, in particular
 remote ones, do not); see :class:`~attnlab.circuits.graph.GraphRunner` for how each receiver's input is split.
@@ -48,7 +62,7 @@ from attnlab.circuits.graph import (
     split_rows,
     template_groups,
 )
-from attnlab.metrics import logit_diff
+from attnlab.metrics import METRICS, MetricLike, get_metric
 from attnlab.tasks.base import PatchingDataset
 
 __all__ = ["EdgeScores", "eap_scores"]
@@ -62,11 +76,13 @@ class EdgeScores:
 
     Attributes:
         graph: the :class:`~attnlab.circuits.graph.Graph` scored.
-        scores: Float[n_senders, n_receivers] estimated change of the mean logit difference (logits) when the edge
-            is corrupted; 0 where there is no edge (see :attr:`Graph.valid`).
+        scores: Float[n_senders, n_receivers] estimated change of the mean metric (its units: logits for the
+            logit difference) when the edge is corrupted; 0 where there is no edge (see :attr:`Graph.valid`).
         method: ``"eap"`` or ``"eap-ig"``; steps: integration steps (1 for EAP).
-        clean_metric, corrupted_metric: mean logit difference of the clean and corrupted runs.
+        clean_metric, corrupted_metric: mean metric of the clean and corrupted runs.
         task: the dataset's ``describe()``; seconds: wall time of the scoring.
+        metric: the metric that produced the scores, as :meth:`attnlab.metrics.Metric.to_dict` (``name``,
+            ``label``, ``description`` ...).
     """
 
     graph: Graph
@@ -77,6 +93,7 @@ class EdgeScores:
     corrupted_metric: float
     task: dict = field(default_factory=dict)
     seconds: float = 0.0
+    metric: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
     def edge_scores(self) -> list[tuple[str, float]]:
         """Every edge with its score, sorted by decreasing |score| (ties keep graph order)."""
@@ -112,12 +129,13 @@ def eap_scores(
     memory_budget_mb: float | int | None = 4096,
     graph: Graph | None = None,
     progress: bool = True,
+    metric: MetricLike = "logit_diff",
 ) -> EdgeScores:
     """Score every edge of the model's graph by EAP or EAP-IG (see the module docstring for the formulas).
 
     Args:
         model: a model on the TransformerLens backend.
-        dataset: clean/corrupted pairs; the metric is the logit difference at END (answers column 0 minus 1).
+        dataset: clean/corrupted pairs (the metric is read at END).
         method: ``"eap"`` (Syed et al. 2023) or ``"eap-ig"`` (Hanna et al. 2024).
         steps: EAP-IG integration steps (>= 1; ignored by EAP). ``steps=1`` gives EAP's scores.
         batch_size: prompts per pass (bounds memory; scores are summed over batches, so they do not depend on it).
@@ -128,13 +146,19 @@ def eap_scores(
         memory_budget_mb: refuse to start when one pass is estimated to need more (MiB); None = no check.
         graph: the graph to score (default the model's full graph).
         progress: show a progress bar over passes.
+        metric: M: ``"logit_diff"`` (default; logits), ``"kl_div"`` (KL(clean || run) at END, nats; use EAP-IG, see
+            the module docstring), ``"prob"``, ``"logprob"``, a :class:`~attnlab.metrics.Metric` or a differentiable
+            callable ``fn(logits, answers, reference)``.
 
     Returns:
-        :class:`EdgeScores` with Float[n_senders, n_receivers] scores in logits.
+        :class:`EdgeScores` with Float[n_senders, n_receivers] scores in the metric's units.
 
     Raises:
         GradientNotSupportedError: the backend gives no gradients (nnsight).
         CircuitError: unknown method or ablation, ``steps`` < 1, ``batch_size`` < 1.
+        MetricError: the metric is not differentiable (accuracy; before any pass), or a custom metric returns the
+            wrong shape, non-finite or detached values (on the first batch's baseline runs, before any backward
+            pass).
         MemoryBudgetError: the estimated memory of one pass exceeds ``memory_budget_mb`` (the message gives the
             estimate and a batch size that fits).
     """
@@ -149,11 +173,15 @@ def eap_scores(
         raise CircuitError(f"'batch_size' must be an integer >= 1 (got {batch_size!r})")
     if ablation not in ("corrupted", "mean"):
         raise CircuitError(f"'ablation' must be 'corrupted' or 'mean' (got {ablation!r})")
+    analysis = method.upper()
+    metric = get_metric(metric).require_differentiable(analysis)
     n_steps = 1 if method == "eap" else steps
     n, n_pos = len(dataset), dataset.n_pos
     batch_size = min(batch_size, n)
     # one gradient pass, plus every prompt's corrupted sender outputs (kept from the first phase to the second)
     kept_mb = 4 * n * n_pos * (graph or Graph.from_info(model.info)).n_senders * model.info.d_model / 2**20
+    if metric.needs_reference:  # the corrupted logits at END wait for their clean reference
+        kept_mb += 4 * n * model.info.d_vocab / 2**20
     need = estimate_memory_mb(model.info, batch_size, n_pos, mode="gradient") + kept_mb
     per_prompt = estimate_memory_mb(model.info, 1, n_pos, mode="gradient")
     fits = int((memory_budget_mb - kept_mb) // per_prompt) if memory_budget_mb else batch_size
@@ -167,13 +195,19 @@ def eap_scores(
     groups = g.layer_groups()
     t0 = time.perf_counter()
     chunks = split_rows(n, batch_size)
-    clean_ld, corrupt_ld = [], []
+    clean_vals, corrupt_vals = [], []
+    corrupt_logits = {}  # Float[b, d_vocab] per chunk, kept until the chunk's clean reference exists (KL)
     bar = progress_bar(total=len(chunks) * (n_steps + 1), desc=method.upper(), disable=not progress)
     reference = {}
     try:
         for i0, i1 in chunks:  # the corrupted runs: sender outputs a_s(corrupted) and the corrupted metric
             corr = runner.run(dataset.corrupted_tokens[i0:i1], record=True, logits_at=dataset.end[i0:i1])
-            corrupt_ld.append(logit_diff(corr.logits, dataset.answers[i0:i1]))
+            if i0 == 0:
+                _check_metric(metric, runner, dataset, i1, corr.logits)
+            if metric.needs_reference:
+                corrupt_logits[i0] = corr.logits
+            else:
+                corrupt_vals.append(metric(corr.logits, dataset.answers[i0:i1]))
             reference[i0] = corr.senders
             bar.update(1)
         if ablation == "mean":
@@ -195,12 +229,17 @@ def eap_scores(
                     e_clean, e_corr = a_clean[:, :, 0], a_ref[:, :, 0]
                     embed = e_corr + alpha * (e_clean - e_corr)
                 out = runner.run(clean, capture=True, record=k == n_steps, logits_at=end, input_embed=embed)
-                ld = logit_diff(out.logits, answers)
-                if k == n_steps:
+                if k == n_steps:  # the clean run: the reference (KL) is this pass's own distribution
                     a_clean = out.senders
-                    clean_ld.append(ld.detach())
+                    ref = metric.reference(out.logits)
+                    values = metric.check_gradient(metric(out.logits, answers, ref), analysis)
+                    clean_vals.append(values.detach())
+                    if metric.needs_reference:
+                        corrupt_vals.append(metric(corrupt_logits.pop(i0), answers, ref))
+                else:
+                    values = metric(out.logits, answers, ref)
                 keys = list(out.inputs)
-                gs = torch.autograd.grad(ld.sum() / n, [out.inputs[key] for key in keys])
+                gs = torch.autograd.grad(values.sum() / n, [out.inputs[key] for key in keys])
                 for key, gr in zip(keys, gs):
                     grads[key] = gr / n_steps if key not in grads else grads[key] + gr / n_steps
                 del out
@@ -218,6 +257,26 @@ def eap_scores(
     scores = scores * g.valid
     return EdgeScores(
         graph=g, scores=scores, method=method, steps=n_steps,
-        clean_metric=float(torch.cat(clean_ld).mean()), corrupted_metric=float(torch.cat(corrupt_ld).mean()),
-        task={**dataset.describe(), "ablation": ablation}, seconds=time.perf_counter() - t0,
+        clean_metric=float(torch.cat(clean_vals).mean()), corrupted_metric=float(torch.cat(corrupt_vals).mean()),
+        task={**dataset.describe(), "ablation": ablation}, seconds=time.perf_counter() - t0, metric=metric.to_dict(),
     )
+
+
+def _check_metric(metric, runner: GraphRunner, dataset: PatchingDataset, i1: int, corrupted_logits: Tensor) -> None:
+    """Evaluate ``metric`` on the first batch's baseline logits, so that a broken custom metric fails after one
+    (two, with a clean reference) forward passes, before any backward pass.
+
+    A built-in metric needs no check. A custom one is evaluated on the corrupted run's logits; when it reads the
+    clean reference, the first batch's clean run is made once more without gradients to build it.
+
+    Raises:
+        MetricError: wrong shape, non-finite values, or no clean reference where one is needed.
+    """
+    if metric.builtin:
+        return
+    answers = dataset.answers[:i1]
+    if metric.needs_reference:
+        clean_logits = runner.run(dataset.clean_tokens[:i1], logits_at=dataset.end[:i1]).logits
+        metric.baselines(clean_logits, corrupted_logits.detach(), answers)
+    else:
+        metric(corrupted_logits.detach(), answers)

@@ -3,15 +3,20 @@
 Context:
     A circuit C is evaluated by running the model with every edge *outside* C ablated (each such edge carries its
     sender's mean output over the corrupted distribution, per position and per template: Wang et al. 2022,
-    arXiv 2211.00593, section 3.1 and appendix; or the corrupted run itself). The metric M is the logit difference
-    at END (answers column 0 minus column 1), in logits. Three runs anchor it: M_full (no edge ablated: the model),
-    M_ablated (every edge ablated: the empty circuit) and M_circuit. Then
+    arXiv 2211.00593, section 3.1 and appendix; or the corrupted run itself). The metric M (``metric=``,
+    :mod:`attnlab.metrics`) is read at END: the logit difference (answers column 0 minus column 1, in logits) by
+    default, or the KL divergence from the full model's distribution on the clean prompts (the reference: what
+    Conmy et al. 2023, arXiv 2304.14997, section 3, and Hanna et al. 2024 use), the answer's probability,
+    log-probability, top-1 accuracy, or a function of your own. Three runs anchor it: M_full (no edge ablated: the
+    model), M_ablated (every edge ablated: the empty circuit) and M_circuit. Then
 
         faithfulness = (M_circuit - M_ablated) / (M_full - M_ablated)
 
-    (1 = the circuit alone recovers the model's logit difference, 0 = no better than nothing; Wang et al. section
-    4 report 87% for GPT-2 small's IOI circuit, as F(C)/F(M) with F the logit difference; Hanna et al. 2024,
-    arXiv 2403.17806, section 4 use the normalised form above).
+    (1 = the circuit alone recovers the model's metric, 0 = no better than nothing; Wang et al. section 4 report
+    87% for GPT-2 small's IOI circuit, as F(C)/F(M) with F the logit difference; Hanna et al. 2024,
+    arXiv 2403.17806, section 4 use the normalised form above). With KL, M_full = 0 and faithfulness is
+    1 - KL(circuit) / KL(ablated): the fraction of the ablated model's divergence from the model that the circuit
+    removes.
 
 Completeness and minimality (Wang et al. 2022, section 4, kept simple):
     - *completeness*: for a set K of circuit nodes, knocking K out should hurt the circuit as much as it hurts the
@@ -46,7 +51,7 @@ from attnlab.circuits.graph import (
     mean_source,
     split_rows,
 )
-from attnlab.metrics import MIN_BASELINE_GAP, logit_diff
+from attnlab.metrics import METRICS, MIN_BASELINE_GAP, Metric, MetricLike, get_metric
 from attnlab.tasks.base import PatchingDataset
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "FaithfulnessResult",
     "MinimalityResult",
     "circuit_metrics",
+    "clean_reference",
     "completeness",
     "faithfulness",
     "faithfulness_curve",
@@ -80,6 +86,56 @@ def resolve_source(runner: GraphRunner, dataset: PatchingDataset, source) -> Abl
     raise CircuitError(f"'source' must be 'mean', 'corrupted' or an AblationSource (got {source!r})")
 
 
+def clean_reference(
+    model: Backend | GraphRunner,
+    dataset: PatchingDataset,
+    metric: MetricLike = "logit_diff",
+    *,
+    batch_size: int = 16,
+) -> Float[Tensor, "batch d_vocab"] | None:
+    """The full model's run on the clean prompts, as the reference ``metric`` compares with, and a check of it.
+
+    For a metric that reads the clean distribution (KL divergence) the reference is the full model's
+    log-probabilities at END on every clean prompt (one unablated pass per ``batch_size`` prompts). A custom metric
+    is also evaluated on the first batch, so that a broken one (wrong shape, non-finite values) fails here, before
+    any ablated pass. A built-in metric without a reference costs nothing.
+
+    Args:
+        model: the model (TransformerLens backend) or a :class:`GraphRunner` on it.
+        dataset: its clean prompts and answers are used.
+        metric: a metric name, :class:`~attnlab.metrics.Metric` or callable.
+        batch_size: prompts per pass.
+
+    Returns:
+        Float[batch, d_vocab] clean log-probabilities at END, or None when the metric needs no reference.
+
+    Raises:
+        MetricError: an unknown metric, or a custom metric failing its checks on the first batch.
+    """
+    metric = get_metric(metric)
+    if metric.builtin and not metric.needs_reference:
+        return None
+    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    if not metric.needs_reference:
+        _check_custom(runner, dataset, metric, None, batch_size)
+        return None
+    refs = []
+    for i0, i1 in split_rows(len(dataset), max(1, int(batch_size))):
+        logits = runner.run(dataset.clean_tokens[i0:i1], logits_at=dataset.end[i0:i1]).logits
+        refs.append(metric.reference(logits))
+        if i0 == 0:
+            metric(logits, dataset.answers[i0:i1], refs[0])  # a broken custom metric fails before any ablated pass
+    return torch.cat(refs)
+
+
+def _check_custom(runner: GraphRunner, dataset: PatchingDataset, metric: Metric, reference: Tensor | None,
+                  batch_size: int) -> None:
+    """Evaluate a custom metric on the full model's first batch of clean prompts (one unablated pass)."""
+    b = min(max(1, int(batch_size)), len(dataset))
+    logits = runner.run(dataset.clean_tokens[:b], logits_at=dataset.end[:b]).logits
+    metric(logits, dataset.answers[:b], None if reference is None else reference[:b])
+
+
 def circuit_metrics(
     model: Backend | GraphRunner,
     dataset: PatchingDataset,
@@ -89,8 +145,10 @@ def circuit_metrics(
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
     progress: bool = False,
+    metric: MetricLike = "logit_diff",
+    reference: Float[Tensor, "batch d_vocab"] | None = None,
 ) -> Float[Tensor, "n_variants batch"]:
-    """Per-prompt logit difference of each circuit (given as the edges it *keeps*; every other edge is ablated).
+    """Per-prompt metric of each circuit (given as the edges it *keeps*; every other edge is ablated).
 
     Args:
         model: the model (TransformerLens backend) or a :class:`GraphRunner` on it.
@@ -101,31 +159,55 @@ def circuit_metrics(
         batch_size: prompts per pass; variants per pass are chosen from ``memory_budget_mb``.
         memory_budget_mb: memory one pass may use (MiB).
         progress: show a progress bar over passes.
+        metric: M at END: ``"logit_diff"`` (default, logits), ``"kl_div"`` (KL(full model || circuit) on the clean
+            prompts, nats), ``"prob"``, ``"logprob"``, ``"accuracy"``, a :class:`~attnlab.metrics.Metric` or a
+            callable ``fn(logits, answers, reference)``.
+        reference: Float[batch, d_vocab] the clean reference for a metric that needs one, from
+            :func:`clean_reference` (computed here when None: one unablated pass per batch).
 
     Returns:
-        Float[n_variants, batch] logit differences (logits).
+        Float[n_variants, batch] metric values (the metric's units).
 
     Raises:
         CircuitError: ``kept`` of the wrong shape; bad source.
         MemoryBudgetError: one variant of ``batch_size`` prompts does not fit the budget.
+        MetricError: an unknown or broken metric (before any ablated pass); a reference of the wrong shape.
     """
-    from attnlab.progress import progress_bar
-
     runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
-    g = runner.graph
+    metric = get_metric(metric)
+    kept = _check_kept(runner.graph, kept)
+    _pass_plan(runner, dataset, batch_size, memory_budget_mb)
+    if reference is None:
+        reference = clean_reference(runner, dataset, metric, batch_size=batch_size)
+    elif not metric.builtin:  # a reference was given: check the custom metric on the first batch all the same
+        _check_custom(runner, dataset, metric, reference, batch_size)
+    return _circuit_metrics(runner, dataset, kept, resolve_source(runner, dataset, source), metric, reference,
+                            batch_size, memory_budget_mb, progress)
+
+
+def _check_kept(g: Graph, kept: Tensor) -> Tensor:
     if kept.ndim == 2:
         kept = kept[None]
-    if kept.shape[1:] != (g.n_senders, g.n_receivers):
+    if kept.ndim != 3 or kept.shape[1:] != (g.n_senders, g.n_receivers):
         raise CircuitError(f"'kept' must have shape (n_variants, {g.n_senders}, {g.n_receivers}) "
                            f"(got {tuple(kept.shape)})")
-    n, n_pos = len(dataset), dataset.n_pos
-    batch_size = min(batch_size, n)
-    one = estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=1)
-    check_budget("one circuit evaluation pass", one, memory_budget_mb,
-                 "pass a smaller batch_size= or a larger memory_budget_mb=")
-    per_var = max(1.0, one - estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=0))
-    n_var = max(1, int((memory_budget_mb - one) // per_var) + 1)
-    src = resolve_source(runner, dataset, source)
+    return kept
+
+
+def _circuit_metrics(runner: GraphRunner, dataset: PatchingDataset, kept: Tensor, src: AblationSource,
+                     metric: Metric, reference: Tensor | None, batch_size: int, memory_budget_mb: float | int,
+                     progress: bool) -> Tensor:
+    """:func:`circuit_metrics` with everything resolved and checked: Float[n_variants, batch]."""
+    from attnlab.progress import progress_bar
+
+    g = runner.graph
+    n = len(dataset)
+    if reference is not None and (reference.ndim != 2 or reference.shape[0] != n):
+        from attnlab.errors import MetricError
+
+        raise MetricError(f"'reference' must be Float[{n}, d_vocab], one clean distribution per prompt "
+                          f"(got {tuple(reference.shape)}); build it with clean_reference(model, dataset, metric)")
+    batch_size, n_var = _pass_plan(runner, dataset, batch_size, memory_budget_mb)
     ablate = g.valid[None] & ~kept.bool()
     out = torch.empty(kept.shape[0], n)
     chunks = [(v0, v1, i0, i1) for v0, v1 in split_rows(kept.shape[0], n_var) for i0, i1 in split_rows(n, batch_size)]
@@ -135,12 +217,40 @@ def circuit_metrics(
             rows = torch.arange(i0, i1)
             res = runner.run(dataset.clean_tokens[i0:i1], ablate=ablate[v0:v1], source=src, source_rows=rows,
                              logits_at=dataset.end[i0:i1])
-            ld = logit_diff(res.logits, dataset.answers[i0:i1].repeat(v1 - v0, 1))
-            out[v0:v1, i0:i1] = ld.reshape(v1 - v0, i1 - i0)
+            ref = None if reference is None else reference[i0:i1]
+            values = metric(res.logits, dataset.answers[i0:i1], ref)  # tiles answers and reference over variants
+            out[v0:v1, i0:i1] = values.reshape(v1 - v0, i1 - i0)
             bar.update(1)
     finally:
         bar.close()
     return out
+
+
+def _pass_plan(runner: GraphRunner, dataset: PatchingDataset, batch_size: int,
+               memory_budget_mb: float | int) -> tuple[int, int]:
+    """(prompts per pass, circuits per pass) within the budget.
+
+    Raises:
+        MemoryBudgetError: one circuit of ``batch_size`` prompts does not fit.
+    """
+    n, n_pos = len(dataset), dataset.n_pos
+    batch_size = min(batch_size, n)
+    one = estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=1)
+    check_budget("one circuit evaluation pass", one, memory_budget_mb,
+                 "pass a smaller batch_size= or a larger memory_budget_mb=")
+    per_var = max(1.0, one - estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=0))
+    return batch_size, max(1, int((memory_budget_mb - one) // per_var) + 1)
+
+
+def _prepare(model, dataset: PatchingDataset, metric: MetricLike, source, batch_size: int,
+             memory_budget_mb: float | int):
+    """(runner, metric, clean reference, ablation source): the budget, then the metric, checked before the
+    source's passes."""
+    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    _pass_plan(runner, dataset, batch_size, memory_budget_mb)
+    metric = get_metric(metric)
+    reference = clean_reference(runner, dataset, metric, batch_size=batch_size)
+    return runner, metric, reference, resolve_source(runner, dataset, source)
 
 
 def _bootstrap_ratio(num: Tensor, den: Tensor, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -159,9 +269,11 @@ class FaithfulnessResult:
     Attributes:
         faithfulness: (M_circuit - M_ablated) / (M_full - M_ablated), from prompt means (dimensionless).
         ci95: 95% bootstrap interval of ``faithfulness`` over prompts.
-        circuit_metric, full_metric, ablated_metric: mean logit differences (logits).
-        per_prompt: ``{"circuit", "full", "ablated"}`` Float[batch] logit differences per prompt.
+        circuit_metric, full_metric, ablated_metric: mean metric values (the metric's units; logits for the
+            logit difference).
+        per_prompt: ``{"circuit", "full", "ablated"}`` Float[batch] metric values per prompt.
         n_edges, n_heads: circuit size; source: ablation source kind.
+        metric: the metric, as :meth:`attnlab.metrics.Metric.to_dict`.
     """
 
     faithfulness: float
@@ -173,6 +285,7 @@ class FaithfulnessResult:
     n_edges: int = 0
     n_heads: int = 0
     source: str = "mean"
+    metric: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
 
 def _ratio(c: Tensor, full: Tensor, abl: Tensor) -> float:
@@ -180,7 +293,7 @@ def _ratio(c: Tensor, full: Tensor, abl: Tensor) -> float:
     if abs(gap) < MIN_BASELINE_GAP:
         from attnlab.errors import MetricError
 
-        raise MetricError(f"the full model and the fully ablated model have the same logit difference "
+        raise MetricError(f"the full model and the fully ablated model have the same mean metric "
                           f"({float(full.mean()):.6g}): faithfulness is undefined; use another ablation source")
     return float(c.mean() - abl.mean()) / gap
 
@@ -193,9 +306,10 @@ def faithfulness(
     source: "str | AblationSource" = "mean",
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+    metric: MetricLike = "logit_diff",
 ) -> FaithfulnessResult:
-    """Faithfulness of a circuit: its logit difference with every other edge ablated, between the fully ablated
-    model (0) and the full model (1). See the module docstring.
+    """Faithfulness of a circuit: its metric with every other edge ablated, between the fully ablated model (0) and
+    the full model (1). See the module docstring.
 
     Args:
         model: the model (TransformerLens backend) or a :class:`GraphRunner`.
@@ -203,27 +317,30 @@ def faithfulness(
         circuit: a :class:`Circuit` or Bool[n_senders, n_receivers] mask of kept edges.
         source: ``"mean"`` (per-template mean over corrupted prompts; Wang et al.), ``"corrupted"`` or an
             :class:`AblationSource`.
-        batch_size, memory_budget_mb: see :func:`circuit_metrics`.
+        batch_size, memory_budget_mb, metric: see :func:`circuit_metrics` (default metric: the logit difference;
+            ``"kl_div"`` compares with the full model on the clean prompts).
 
     Returns:
         A :class:`FaithfulnessResult`.
 
     Raises:
-        MetricError: M_full == M_ablated (faithfulness undefined).
+        MetricError: M_full == M_ablated (faithfulness undefined); an unknown or broken metric (before any
+            ablated pass).
         CircuitError: a circuit of another model.
     """
     runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
     g = runner.graph
     kept = circuit.mask(g) if isinstance(circuit, Circuit) else circuit.bool()
-    masks = torch.stack([g.valid, torch.zeros_like(g.valid), kept])
-    src = resolve_source(runner, dataset, source)
-    full, abl, c = circuit_metrics(runner, dataset, masks, source=src, batch_size=batch_size,
-                                   memory_budget_mb=memory_budget_mb)
+    masks = _check_kept(g, torch.stack([g.valid, torch.zeros_like(g.valid), kept]))
+    runner, metric, reference, src = _prepare(runner, dataset, metric, source, batch_size, memory_budget_mb)
+    full, abl, c = _circuit_metrics(runner, dataset, masks, src, metric, reference, batch_size, memory_budget_mb,
+                                    False)
     f = _ratio(c, full, abl)
     ci = _bootstrap_ratio(c - abl, full - abl)
     n_heads = len(circuit.heads) if isinstance(circuit, Circuit) else len(_heads_of_mask(g, kept))
     return FaithfulnessResult(f, ci, float(c.mean()), float(full.mean()), float(abl.mean()),
-                              {"circuit": c, "full": full, "ablated": abl}, int(kept.sum()), n_heads, src.kind)
+                              {"circuit": c, "full": full, "ablated": abl}, int(kept.sum()), n_heads, src.kind,
+                              metric.to_dict())
 
 
 def _heads_of_mask(g: Graph, kept: Tensor) -> list[tuple[int, int]]:
@@ -239,7 +356,8 @@ class FaithfulnessCurve:
     Attributes:
         sizes: numbers of edges; n_heads: heads in each circuit.
         faithfulness: one value per size; ci95: bootstrap intervals.
-        per_prompt: Float[len(sizes), batch] circuit logit differences; full, ablated: Float[batch].
+        per_prompt: Float[len(sizes), batch] circuit metric values; full, ablated: Float[batch].
+        metric: the metric, as :meth:`attnlab.metrics.Metric.to_dict`.
     """
 
     sizes: list[int]
@@ -249,6 +367,7 @@ class FaithfulnessCurve:
     per_prompt: Tensor
     full: Tensor
     ablated: Tensor
+    metric: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
 
 def faithfulness_curve(
@@ -261,6 +380,7 @@ def faithfulness_curve(
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
     progress: bool = False,
+    metric: MetricLike = "logit_diff",
 ) -> FaithfulnessCurve:
     """Faithfulness of the top-n-edge circuits of ``scores`` (by |score|) for each n in ``sizes``, batched.
 
@@ -269,13 +389,14 @@ def faithfulness_curve(
         dataset: evaluation prompts.
         scores: :class:`~attnlab.circuits.eap.EdgeScores`.
         sizes: edge counts, each in [0, n_edges].
-        source, batch_size, memory_budget_mb, progress: see :func:`circuit_metrics`.
+        source, batch_size, memory_budget_mb, progress, metric: see :func:`circuit_metrics`.
 
     Returns:
         A :class:`FaithfulnessCurve`.
 
     Raises:
         CircuitError: a size out of range.
+        MetricError: as :func:`faithfulness`.
     """
     runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
     g = runner.graph
@@ -291,14 +412,14 @@ def faithfulness_curve(
         if n:
             m[idx[:n, 0], idx[:n, 1]] = True
         masks.append(m)
-    src = resolve_source(runner, dataset, source)
-    out = circuit_metrics(runner, dataset, torch.stack(masks), source=src, batch_size=batch_size,
-                          memory_budget_mb=memory_budget_mb, progress=progress)
+    runner, metric, reference, src = _prepare(runner, dataset, metric, source, batch_size, memory_budget_mb)
+    out = _circuit_metrics(runner, dataset, torch.stack(masks), src, metric, reference, batch_size, memory_budget_mb,
+                           progress)
     full, abl, per = out[0], out[1], out[2:]
     return FaithfulnessCurve(
         sizes=sizes, n_heads=[len(_heads_of_mask(g, m)) for m in masks[2:]],
         faithfulness=[_ratio(c, full, abl) for c in per], ci95=[_bootstrap_ratio(c - abl, full - abl) for c in per],
-        per_prompt=per, full=full, ablated=abl,
+        per_prompt=per, full=full, ablated=abl, metric=metric.to_dict(),
     )
 
 
@@ -319,9 +440,10 @@ class MinimalityResult:
     """Per-node contribution to a circuit.
 
     Attributes:
-        nodes: circuit sender nodes tested; drop: M(C) - M(C minus node) per node (logits);
+        nodes: circuit sender nodes tested; drop: M(C) - M(C minus node) per node (the metric's units);
         per_prompt: Float[n_nodes, batch] M(C minus node); negligible: nodes with |drop| < tol * |M_full - M_ablated|.
         circuit_metric: M(C); tol: the tolerance used.
+        metric: the metric M, as :meth:`attnlab.metrics.Metric.to_dict`.
     """
 
     nodes: list[str]
@@ -330,6 +452,7 @@ class MinimalityResult:
     negligible: list[str]
     circuit_metric: float
     tol: float
+    metric: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
 
 def minimality(
@@ -341,11 +464,16 @@ def minimality(
     source: "str | AblationSource" = "mean",
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+    metric: MetricLike = "logit_diff",
 ) -> MinimalityResult:
     """For each node of the circuit (every sender but ``input``), the metric drop when it is removed as well.
 
+    ``source``, ``batch_size``, ``memory_budget_mb`` and ``metric`` (default the logit difference) are as in
+    :func:`circuit_metrics`.
+
     Raises:
         CircuitError: ``tol`` not in [0, 1).
+        MetricError: an unknown or broken metric (before any ablated pass).
     """
     if not isinstance(tol, (int, float)) or not 0 <= tol < 1:
         raise CircuitError(f"'tol' must be in [0, 1) (got {tol!r})")
@@ -354,14 +482,14 @@ def minimality(
     kept = circuit.mask(g)
     nodes = [n for n in circuit.nodes if n in g._sender_index and n != "input"]
     masks = [g.valid, torch.zeros_like(g.valid), kept] + [_without_nodes(g, kept, [n]) for n in nodes]
-    src = resolve_source(runner, dataset, source)
-    out = circuit_metrics(runner, dataset, torch.stack(masks), source=src, batch_size=batch_size,
-                          memory_budget_mb=memory_budget_mb)
+    runner, metric, reference, src = _prepare(runner, dataset, metric, source, batch_size, memory_budget_mb)
+    out = _circuit_metrics(runner, dataset, torch.stack(masks), src, metric, reference, batch_size, memory_budget_mb,
+                           False)
     full, abl, c = out[0].mean(), out[1].mean(), out[2].mean()
     drops = [float(c - row.mean()) for row in out[3:]]
     scale = abs(float(full - abl))
     negligible = [n for n, d in zip(nodes, drops) if abs(d) < tol * scale]
-    return MinimalityResult(nodes, drops, out[3:], negligible, float(c), float(tol))
+    return MinimalityResult(nodes, drops, out[3:], negligible, float(c), float(tol), metric.to_dict())
 
 
 @dataclass
@@ -370,8 +498,9 @@ class CompletenessResult:
 
     Attributes:
         sets: the node sets K knocked out; circuit_metric: M(C minus K); model_metric: M(model minus K);
-        incompleteness: |M(C minus K) - M(model minus K)| per set (logits);
+        incompleteness: |M(C minus K) - M(model minus K)| per set (the metric's units);
         per_prompt_circuit, per_prompt_model: Float[n_sets, batch].
+        metric: the metric M, as :meth:`attnlab.metrics.Metric.to_dict`.
     """
 
     sets: list[list[str]]
@@ -380,6 +509,7 @@ class CompletenessResult:
     incompleteness: list[float]
     per_prompt_circuit: Tensor
     per_prompt_model: Tensor
+    metric: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
 
 def completeness(
@@ -391,12 +521,17 @@ def completeness(
     source: "str | AblationSource" = "mean",
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
+    metric: MetricLike = "logit_diff",
 ) -> CompletenessResult:
     """Knock out node sets K in the circuit and in the full model and compare (default: each circuit head alone,
     and all circuit heads together).
 
+    ``source``, ``batch_size``, ``memory_budget_mb`` and ``metric`` (default the logit difference) are as in
+    :func:`circuit_metrics`.
+
     Raises:
         CircuitError: an unknown node name.
+        MetricError: an unknown or broken metric (before any ablated pass).
     """
     runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
     g = runner.graph
@@ -410,10 +545,10 @@ def completeness(
             if node not in g._sender_index:
                 raise CircuitError(f"{node!r} is not a node of {g.info.name}'s graph that sends edges")
     masks = [_without_nodes(g, kept, s) for s in sets] + [_without_nodes(g, g.valid, s) for s in sets]
-    src = resolve_source(runner, dataset, source)
-    out = circuit_metrics(runner, dataset, torch.stack(masks), source=src, batch_size=batch_size,
-                          memory_budget_mb=memory_budget_mb)
+    runner, metric, reference, src = _prepare(runner, dataset, metric, source, batch_size, memory_budget_mb)
+    out = _circuit_metrics(runner, dataset, torch.stack(masks), src, metric, reference, batch_size, memory_budget_mb,
+                           False)
     k = len(sets)
     c, m = out[:k], out[k:]
     return CompletenessResult(sets, [float(x.mean()) for x in c], [float(x.mean()) for x in m],
-                              [abs(float(x.mean() - y.mean())) for x, y in zip(c, m)], c, m)
+                              [abs(float(x.mean() - y.mean())) for x, y in zip(c, m)], c, m, metric.to_dict())

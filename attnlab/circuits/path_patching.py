@@ -13,19 +13,21 @@ Context:
        receivers' inputs differ from the base run only by the sender's direct contribution (plus paths through
        MLPs, which Wang et al. leave unfrozen: the default).
     3. Run the base input with only the receivers' inputs patched from run 2, everything else recomputed, and read
-       the logit difference at END.
+       the metric M at END (``metric=``: the logit difference by default; KL divergence from the clean run, the
+       answer's probability or log-probability, accuracy, or a function of your own: :mod:`attnlab.metrics`).
 
     Receivers are attention heads' query, key or value inputs (sites of kind ``q``, ``k``, ``v``: patching the
     head's ``q`` is the same as patching the input of its query projection alone, since ``q`` depends on nothing
     else), or ``"logits"``: the residual stream at the end, read through the unembedding, in which case run 2's own
-    logit difference is the answer (the sender's direct effect on the logits, plus MLP paths if not frozen).
+    metric is the answer (the sender's direct effect on the logits, plus MLP paths if not frozen).
 
     On grouped-query models (SmolLM2-135M: 9 query heads share 3 key/value heads) a ``k`` or ``v`` receiver is a
     key/value head and patching it changes the keys or values of every query head of its group.
 
-Scores are normalised like :func:`~attnlab.patching.run_sweep`: noising (base = clean, sender from the corrupted run;
-Wang et al.'s setting) ``(patched - clean) / (clean - corrupted)``, 0 = no effect, -1 = the whole clean-corrupted
-gap destroyed through these paths; denoising (base = corrupted, sender from the clean run)
+The clean reference of KL divergence is the clean run's distribution at END (the base run when noising, the source
+run when denoising). Scores are normalised like :func:`~attnlab.patching.run_sweep`: noising (base = clean, sender
+from the corrupted run; Wang et al.'s setting) ``(patched - clean) / (clean - corrupted)``, 0 = no effect, -1 = the
+whole clean-corrupted gap destroyed through these paths; denoising (base = corrupted, sender from the clean run)
 ``(patched - corrupted) / (clean - corrupted)``.
 
 Batching: in a sweep over senders, run 2 and run 3 process many senders at once, each sender occupying its own rows
@@ -45,7 +47,7 @@ from torch import Tensor
 from attnlab.backends.base import Backend, Intervention
 from attnlab.circuits.attribution import check_layers
 from attnlab.errors import DatasetError, SiteError
-from attnlab.metrics import check_direction, logit_diff, normalise
+from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
 from attnlab.tasks.base import PatchingDataset
@@ -85,26 +87,32 @@ class PathPatchingScore:
         senders: the patched heads, ``(layer, head)`` pairs.
         receivers: receiver names (``"q:L9H9"``, ``"logits"``).
         direction: ``"noising"`` (base clean, sender corrupted) or ``"denoising"``.
-        value: normalised logit difference (noising: 0 no effect, -1 gap destroyed; denoising: 0 no effect,
-            1 restored).
-        patched_logit_diff: mean patched logit difference (logits).
-        per_prompt: Float[batch] patched logit difference per prompt (logits).
-        baselines: mean clean and corrupted logit differences (logits).
+        value: normalised metric (noising: 0 no effect, -1 gap destroyed; denoising: 0 no effect, 1 restored).
+        patched_metric: mean patched metric (the metric's units: logits for the logit difference).
+        per_prompt: Float[batch] patched metric per prompt.
+        baselines: mean clean and corrupted metric.
+        metric: the metric's name (``"logit_diff"``, ``"kl_div"``, a custom function's name).
     """
 
     senders: tuple[Head, ...]
     receivers: tuple[str, ...]
     direction: str
     value: float
-    patched_logit_diff: float
+    patched_metric: float
     per_prompt: Tensor
     baselines: dict
+    metric: str = "logit_diff"
+
+    @property
+    def patched_logit_diff(self) -> float:
+        """:attr:`patched_metric` under its former name (the patched logit difference with the default metric)."""
+        return self.patched_metric
 
     def to_dict(self) -> dict:
         """A JSON-serialisable copy."""
         return {"senders": [list(h) for h in self.senders], "receivers": list(self.receivers),
-                "direction": self.direction, "value": self.value, "patched_logit_diff": self.patched_logit_diff,
-                "per_prompt": self.per_prompt.tolist(), "baselines": dict(self.baselines)}
+                "direction": self.direction, "value": self.value, "patched_metric": self.patched_metric,
+                "per_prompt": self.per_prompt.tolist(), "baselines": dict(self.baselines), "metric": self.metric}
 
 
 # -- input checks -------------------------------------------------------------------------------------------------
@@ -171,13 +179,17 @@ class _Baselines:
     base_z: dict[int, Tensor]
     base_mlp: dict[int, Tensor]
     base_resid: dict[int, Tensor]
-    clean_ld: Tensor
-    corrupted_ld: Tensor
-    base_ld: Tensor
+    clean_vals: Tensor
+    corrupted_vals: Tensor
+    base_vals: Tensor
+    metric: Metric
+    reference: Tensor | None
 
 
-def _record_baselines(model: Backend, dataset: PatchingDataset, direction: str, freeze_mlps: bool) -> _Baselines:
-    """Run 1: source and base runs, recording every head output (and MLP output, residual stream)."""
+def _record_baselines(model: Backend, dataset: PatchingDataset, direction: str, freeze_mlps: bool,
+                      metric: Metric) -> _Baselines:
+    """Run 1: source and base runs, recording every head output (and MLP output, residual stream), and the metric's
+    baselines (a broken custom metric fails here, before any patched pass)."""
     n_layers = model.info.n_layers
     clean, corrupted = dataset.clean_tokens, dataset.corrupted_tokens
     base_tokens, source_tokens = (clean, corrupted) if direction == "noising" else (corrupted, clean)
@@ -186,21 +198,23 @@ def _record_baselines(model: Backend, dataset: PatchingDataset, direction: str, 
     resid_sites = [Site(SiteKind.RESID_PRE, layer) for layer in range(1, n_layers)]
     source = model.run(source_tokens, cache=z_sites, logits_at=dataset.end)
     base = model.run(base_tokens, cache=z_sites + mlp_sites + resid_sites, logits_at=dataset.end)
-    source_ld, base_ld = logit_diff(source.logits, dataset.answers), logit_diff(base.logits, dataset.answers)
-    clean_ld, corrupted_ld = (base_ld, source_ld) if direction == "noising" else (source_ld, base_ld)
+    clean_logits, corrupted_logits = (base.logits, source.logits) if direction == "noising" else \
+        (source.logits, base.logits)
+    reference, clean_vals, corrupted_vals = metric.baselines(clean_logits, corrupted_logits, dataset.answers)
     return _Baselines(
         base_tokens=base_tokens,
         source_z={s.layer: source.cache[s] for s in z_sites},
         base_z={s.layer: base.cache[s] for s in z_sites},
         base_mlp={s.layer: base.cache[s] for s in mlp_sites},
         base_resid={s.layer: base.cache[s] for s in resid_sites},
-        clean_ld=clean_ld, corrupted_ld=corrupted_ld, base_ld=base_ld,
+        clean_vals=clean_vals, corrupted_vals=corrupted_vals,
+        base_vals=clean_vals if direction == "noising" else corrupted_vals, metric=metric, reference=reference,
     )
 
 
 def _run_groups(model: Backend, dataset: PatchingDataset, b: _Baselines, groups: list[list[Head]],
                 sites: list[Site], to_logits: bool, freeze_mlps: bool, receiver_position: str | None) -> Tensor:
-    """Runs 2 and 3 for sender groups sharing one batched pass; returns Float[n_groups, batch] patched LD."""
+    """Runs 2 and 3 for sender groups sharing one batched pass; returns Float[n_groups, batch] patched metric."""
     n_layers = model.info.n_layers
     n, batch = len(groups), len(dataset)
     rows = torch.arange(n * batch)
@@ -235,7 +249,7 @@ def _run_groups(model: Backend, dataset: PatchingDataset, b: _Baselines, groups:
     end_positions = dataset.end.repeat(n)
     if to_logits:
         out = model.run(tokens, resid=resid, start_layer=start, interventions=interventions, logits_at=end_positions)
-        return logit_diff(out.logits, dataset.answers.repeat(n, 1)).reshape(n, batch)
+        return b.metric(out.logits, dataset.answers, b.reference).reshape(n, batch)
     layer_sites = sorted({Site(s.kind, s.layer) for s in sites})
     run2 = model.run(tokens, resid=resid, start_layer=start, stop_layer=end_layer + 1, cache=layer_sites,
                      interventions=interventions)
@@ -253,7 +267,7 @@ def _run_groups(model: Backend, dataset: PatchingDataset, b: _Baselines, groups:
             patches.append(Intervention(s.kind, s.layer, rows=rows, values=values, heads=h_idx, positions=positions))
     resid3 = b.base_resid[first].repeat(n, 1, 1) if first > 0 else None
     out = model.run(tokens, resid=resid3, start_layer=first, interventions=patches, logits_at=end_positions)
-    return logit_diff(out.logits, dataset.answers.repeat(n, 1)).reshape(n, batch)
+    return b.metric(out.logits, dataset.answers, b.reference).reshape(n, batch)
 
 
 def _max_variants(model: Backend, n_pos: int, batch: int, memory_budget_mb: float) -> int:
@@ -273,12 +287,13 @@ def path_patch(
     direction: str = "noising",
     freeze_mlps: bool = False,
     receiver_position: str | None = None,
+    metric: MetricLike = "logit_diff",
 ) -> PathPatchingScore:
     """Path-patch from ``senders`` (patched together) to ``receivers`` (Wang et al. 2022, section 3.1, appendix B).
 
     Args:
         model: any backend.
-        dataset: clean/corrupted pairs; the metric is the logit difference at END.
+        dataset: clean/corrupted pairs; the metric is read at END.
         senders: one ``(layer, head)`` or several, patched together from the source run.
         receivers: ``"logits"``, or head-input sites (``Site("q", 9, head=9)``; see :func:`head_inputs`): queries,
             keys or values (key/value heads on grouped-query models). A site without ``head`` means every head of
@@ -289,32 +304,37 @@ def path_patch(
             count, as in Wang et al.).
         receiver_position: patch the receivers' inputs only at this named dataset position (e.g. ``"END"``, where
             the name movers' queries act); None patches every position.
+        metric: M: ``"logit_diff"`` (default, logits), ``"kl_div"`` (KL(clean || patched), nats), ``"prob"``,
+            ``"logprob"``, ``"accuracy"``, a :class:`~attnlab.metrics.Metric` or a callable
+            ``fn(logits, answers, reference)`` (see :class:`~attnlab.metrics.Metric`).
 
     Returns:
-        A :class:`PathPatchingScore` (normalised score, patched logit difference in logits, per prompt).
+        A :class:`PathPatchingScore` (normalised score, patched metric, per prompt).
 
     Raises:
         SiteError: senders or receivers outside the model, receivers of another kind, 'logits' mixed with heads.
         DatasetError: the dataset does not fit the model, or an unknown ``receiver_position``.
-        MetricError: bad direction, or equal clean and corrupted baselines.
+        MetricError: bad direction, or equal clean and corrupted baselines; an unknown metric, or a custom metric
+            returning the wrong shape or non-finite values (raised on the baseline runs, before any patched pass).
     """
     check_direction(direction)
+    metric = get_metric(metric)
     heads = _check_senders(model, senders)
     sites, to_logits = _check_receivers(model, receivers)
     _check_dataset(model, dataset, receiver_position)
-    b = _record_baselines(model, dataset, direction, freeze_mlps)
-    clean_mean, corrupted_mean = float(b.clean_ld.mean()), float(b.corrupted_ld.mean())
+    b = _record_baselines(model, dataset, direction, freeze_mlps, metric)
+    clean_mean, corrupted_mean = float(b.clean_vals.mean()), float(b.corrupted_vals.mean())
     normalise(0.0, clean_mean, corrupted_mean, direction)
     if not to_logits and min(layer for layer, _ in heads) >= max(s.layer for s in sites):
-        per_prompt = b.base_ld.clone()  # no path from any sender to any receiver: nothing changes
+        per_prompt = b.base_vals.clone()  # no path from any sender to any receiver: nothing changes
     else:
         per_prompt = _run_groups(model, dataset, b, [heads], sites, to_logits, freeze_mlps, receiver_position)[0]
     mean = float(per_prompt.mean())
     names = ("logits",) if to_logits else tuple(f"{s.kind.value}:{s.name}" for s in sites)
     return PathPatchingScore(
         senders=tuple(heads), receivers=names, direction=direction,
-        value=float(normalise(mean, clean_mean, corrupted_mean, direction)), patched_logit_diff=mean,
-        per_prompt=per_prompt, baselines={"clean": clean_mean, "corrupted": corrupted_mean},
+        value=float(normalise(mean, clean_mean, corrupted_mean, direction)), patched_metric=mean,
+        per_prompt=per_prompt, baselines={"clean": clean_mean, "corrupted": corrupted_mean}, metric=metric.name,
     )
 
 
@@ -329,6 +349,7 @@ def path_patching_sweep(
     receiver_position: str | None = None,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
     progress: bool = True,
+    metric: MetricLike = "logit_diff",
 ) -> PatchingResult:
     """Path-patch every head, one at a time, to the same ``receivers``: a [layer, head] map of path effects.
 
@@ -341,7 +362,7 @@ def path_patching_sweep(
     to it and get exactly 0 without being run.
 
     Args:
-        model, dataset, receivers, direction, freeze_mlps, receiver_position: as :func:`path_patch`.
+        model, dataset, receivers, direction, freeze_mlps, receiver_position, metric: as :func:`path_patch`.
         layers: sender layers to sweep (default all).
         memory_budget_mb: peak memory of one batched pass, in MiB; sets how many senders share a pass.
         progress: show a progress bar.
@@ -349,7 +370,7 @@ def path_patching_sweep(
     Returns:
         A :class:`~attnlab.results.PatchingResult` with ``analysis == "path_patching"``, component
         ``"path_heads"``, dims ``("layer", "head")``: ``values`` normalised as in :func:`path_patch`, ``per_prompt``
-        Float[layer, head, prompt] patched logit differences (logits); ``settings`` names the receivers.
+        Float[layer, head, prompt] patched metric values; ``metric`` names the metric, ``settings`` the receivers.
 
     Raises:
         SiteError, DatasetError, MetricError: as :func:`path_patch`; layers out of range; a non-positive budget.
@@ -357,6 +378,7 @@ def path_patching_sweep(
     from attnlab.progress import progress_bar
 
     check_direction(direction)
+    metric = get_metric(metric)
     sites, to_logits = _check_receivers(model, receivers)
     _check_dataset(model, dataset, receiver_position)
     info = model.info
@@ -365,8 +387,8 @@ def path_patching_sweep(
         raise SiteError(f"'memory_budget_mb' must be positive (got {memory_budget_mb})")
 
     t0 = time.perf_counter()
-    b = _record_baselines(model, dataset, direction, freeze_mlps)
-    clean_mean, corrupted_mean = float(b.clean_ld.mean()), float(b.corrupted_ld.mean())
+    b = _record_baselines(model, dataset, direction, freeze_mlps, metric)
+    clean_mean, corrupted_mean = float(b.clean_vals.mean()), float(b.corrupted_vals.mean())
     normalise(0.0, clean_mean, corrupted_mean, direction)
     batch = len(dataset)
     last = info.n_layers if to_logits else max(s.layer for s in sites)
@@ -378,7 +400,7 @@ def path_patching_sweep(
     try:
         for i, layer in enumerate(layers):
             if layer >= last:
-                per_prompt[i] = b.base_ld  # no path to any receiver
+                per_prompt[i] = b.base_vals  # no path to any receiver
                 continue
             for h0 in range(0, info.n_heads, max_variants):
                 chunk = list(range(h0, min(info.n_heads, h0 + max_variants)))
@@ -400,12 +422,14 @@ def path_patching_sweep(
         labels={"layer": [f"L{x}" for x in layers], "head": [f"H{h}" for h in range(info.n_heads)]},
         index={"layer": list(layers), "head": list(range(info.n_heads))},
         prompt_tokens=tokens,
-        metric="logit_diff",
-        metric_description=f"normalised logit difference at END after path patching each head to {names}",
+        metric=metric.name,
+        metric_description=f"normalised {metric.label} ({metric.description}) after path patching each head to "
+                           f"{names}",
         baselines={"clean": clean_mean, "corrupted": corrupted_mean},
         model=info.to_dict(),
         task=dataset.describe(),
         settings={"receivers": names, "receiver_position": receiver_position, "freeze_mlps": freeze_mlps,
                   "variants_per_pass": max_variants, "forward_passes": 2 + 2 * n_passes,
-                  "memory_budget_mb": memory_budget_mb, "seconds": round(time.perf_counter() - t0, 3)},
+                  "memory_budget_mb": memory_budget_mb, "seconds": round(time.perf_counter() - t0, 3),
+                  "metric": metric.to_dict()},
     )

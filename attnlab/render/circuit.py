@@ -100,6 +100,12 @@ def _curve(curve) -> CircuitCurve | None:
                         n_heads=None if heads is None else [heads[i] for i in order])
 
 
+def _value_label(metric) -> str:
+    """What an edge score means, from the circuit's recorded metric (circuits saved without one: logit difference)."""
+    label = metric.get("label") if isinstance(metric, dict) else None
+    return f"edge score: change of {label}" if label else "edge attribution score (logits)"
+
+
 def _text(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -167,7 +173,7 @@ def circuit_payload(circuit, *, curve=None, max_edges: int = 300, title: str | N
         nodes=node_list,
         edges=edges,
         n_edges_total=len(ranked),
-        value_label="edge attribution score (logits)",
+        value_label=_value_label(prov.get("metric")),
         curve=_curve(curve),
         provenance=provenance,
     )

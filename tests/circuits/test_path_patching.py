@@ -147,7 +147,8 @@ def test_heads_without_a_path_score_zero_and_batching_does_not_matter(model, pai
     small = path_patching_sweep(model, pairs, receivers, memory_budget_mb=0.05, progress=False)
     large = path_patching_sweep(model, pairs, receivers, progress=False)
     assert small.settings["variants_per_pass"] == 1 < large.settings["variants_per_pass"]
-    torch.testing.assert_close(small.values, large.values, atol=1e-6, rtol=0)
+    # float32 sums in another order when more senders share a pass: 1e-5 of the clean-corrupted gap
+    torch.testing.assert_close(small.values, large.values, atol=1e-5, rtol=0)
     assert torch.all(small.values[1:] == 0) and small.values[0].abs().max() > 1e-3
     assert path_patch(model, pairs, (2, 0), receivers).value == 0.0
 
