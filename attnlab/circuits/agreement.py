@@ -233,7 +233,5 @@ def agreement_report(
     from attnlab.patching import run_sweep
 
     attr = attribution_sweep(model, dataset, component, direction=direction, layers=layers, metric=metric)
-    # run_sweep takes metric= once the patching engine has it (issue 10); the default needs no argument
-    by_metric = {} if get_metric(metric) == get_metric("logit_diff") else {"metric": metric}
-    exact = run_sweep(model, dataset, component, direction=direction, layers=layers, progress=progress, **by_metric)
+    exact = run_sweep(model, dataset, component, direction=direction, layers=layers, progress=progress, metric=metric)
     return agreement(exact, attr, **kwargs)

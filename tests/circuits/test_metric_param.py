@@ -15,7 +15,6 @@
 """
 
 import dataclasses
-import inspect
 import json
 
 import pytest
@@ -48,8 +47,6 @@ from attnlab.patching import run_sweep
 from attnlab.render.circuit import circuit_payload
 
 from ..conftest import random_pair_dataset
-
-RUN_SWEEP_TAKES_METRIC = "metric" in inspect.signature(run_sweep).parameters
 
 
 # -- hand-written metrics (deliberately not the code of attnlab.metric_ops) ---------------------------------------
@@ -348,8 +345,6 @@ def test_agreement_refuses_results_of_different_metrics(small, pairs):
     assert agreement(attr, attr).metric == "logit_diff"
 
 
-@pytest.mark.skipif(not RUN_SWEEP_TAKES_METRIC, reason="run_sweep has no metric= yet (the patching engine's part of "
-                                                       "issue 10)")
 def test_agreement_report_passes_the_metric_to_both_sweeps(small, pairs):
     rep = agreement_report(small, pairs, "heads", metric="prob")
     assert rep.metric == "prob" and rep.n == small.info.n_layers * small.info.n_heads
