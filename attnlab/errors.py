@@ -8,6 +8,7 @@ what was expected, what was got, and how to proceed.
 __all__ = [
     "AttnlabError",
     "BackendError",
+    "CapabilityError",
     "DatasetError",
     "MetricError",
     "ModelNotAvailableError",
@@ -42,3 +43,32 @@ class MetricError(AttnlabError, ValueError):
 
 class BackendError(AttnlabError, RuntimeError):
     """A backend could not perform a requested operation."""
+
+
+class CapabilityError(BackendError, NotImplementedError):
+    """A backend lacks a capability an analysis needs (gradients, weights, the edge graph ...), raised before any
+    work by :meth:`attnlab.backends.base.Backend.require`.
+
+    A :class:`BackendError` (so one ``except BackendError`` catches every backend limitation) and a
+    ``NotImplementedError``.
+
+    Attributes:
+        capability: the missing :class:`attnlab.backends.base.Capability` (a ``str`` enum: compares equal to its
+            value, e.g. ``"gradients"``).
+        backend: the backend's name (``ModelInfo.backend``), or None.
+    """
+
+    def __init__(self, capability, message: str | None = None, *, backend: str | None = None) -> None:
+        self.capability = capability
+        self.backend = backend
+        if message is None:
+            value = getattr(capability, "value", capability)
+            message = f"the {backend or 'model'!s} backend does not support the {value!r} capability"
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across processes (remote job errors travel pickled)
+        return (_rebuild_capability_error, (type(self), self.capability, str(self), self.backend))
+
+
+def _rebuild_capability_error(cls, capability, message, backend):
+    return cls(capability, message, backend=backend)

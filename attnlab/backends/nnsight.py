@@ -46,7 +46,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from attnlab.backends import _nnsight_ops
-from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, RunSpec, stack_tokens
+from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo, RunOutput, RunSpec, stack_tokens
 from attnlab.errors import BackendError, ModelNotAvailableError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -143,6 +143,8 @@ class NNsightBackend(Backend):
             remote path), or a :class:`attnlab.remote.jobs.RemoteOptions` (run on a server).
     """
 
+    capabilities = frozenset({Capability.PATCHING})
+
     def __init__(self, model, info: ModelInfo, tokenizer, remote=False) -> None:
         self.nn = model
         self.info = info
@@ -237,8 +239,7 @@ class NNsightBackend(Backend):
         """Validate one pass and describe it as plain data (what a trace block, local or remote, reads)."""
         n_layers = self.info.n_layers
         if grad:
-            raise BackendError("the nnsight backend does not keep gradients yet (grad=True); use "
-                               "backend='transformer_lens' for gradient-based analyses")
+            self.require(Capability.GRADIENTS, "run(..., grad=True)")
         if tokens is None:
             raise BackendError("the nnsight backend runs from token ids: pass tokens= (with resid= and start_layer "
                                "to start at a later block)")

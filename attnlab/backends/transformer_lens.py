@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, narrow, stack_tokens
+from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo, RunOutput, narrow, stack_tokens
 from attnlab.errors import BackendError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -54,6 +54,8 @@ class TransformerLensBackend(Backend):
         info: the model's :class:`ModelInfo`.
         tokenizer: a Hugging Face tokenizer, or None for models without one (tiny random models: pass token ids).
     """
+
+    capabilities = frozenset(Capability)
 
     def __init__(self, bridge, info: ModelInfo, tokenizer=None) -> None:
         self.bridge = bridge.eval()

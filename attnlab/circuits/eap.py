@@ -37,11 +37,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from attnlab.backends.base import Backend
+from attnlab.backends.base import Backend, Capability
 from attnlab.circuits.graph import (
     CircuitError,
     Graph,
-    GradientNotSupportedError,
     GraphRunner,
     check_budget,
     estimate_memory_mb,
@@ -92,13 +91,9 @@ class EdgeScores:
 
 
 def _check_gradients(model: Backend) -> None:
-    if model.info.backend == "nnsight" or not hasattr(model, "bridge"):
-        raise GradientNotSupportedError(
-            f"edge attribution patching needs gradients through the model, which the {model.info.backend!r} "
-            "backend does not provide (nnsight runs, remote ones in particular, return no autograd graph); load "
-            "the model with attnlab.load_model(name, backend='transformer_lens'), or use the gradient-free exact "
-            "baseline attnlab.circuits.acdc on a small graph"
-        )
+    model.require(Capability.GRADIENTS, "edge attribution patching (gradients through the model; the "
+                  "gradient-free exact baseline is attnlab.circuits.acdc on a small graph)")
+    model.require(Capability.EDGE_GRAPH, "edge attribution patching")
 
 
 def eap_scores(
@@ -133,7 +128,7 @@ def eap_scores(
         :class:`EdgeScores` with Float[n_senders, n_receivers] scores in logits.
 
     Raises:
-        GradientNotSupportedError: the backend gives no gradients (nnsight).
+        CapabilityError: the backend lacks ``Capability.GRADIENTS`` or ``EDGE_GRAPH`` (nnsight).
         CircuitError: unknown method or ablation, ``steps`` < 1, ``batch_size`` < 1.
         MemoryBudgetError: the estimated memory of one pass exceeds ``memory_budget_mb`` (the message gives the
             estimate and a batch size that fits).

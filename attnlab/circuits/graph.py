@@ -52,8 +52,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from attnlab.backends.base import Backend, ModelInfo
-from attnlab.errors import AttnlabError, BackendError
+from attnlab.backends.base import Backend, Capability, ModelInfo
+from attnlab.errors import AttnlabError, CapabilityError
 from attnlab.tasks.base import PatchingDataset
 
 __all__ = [
@@ -73,11 +73,8 @@ class CircuitError(AttnlabError, ValueError):
     """A circuit request is malformed: unknown edge or node, threshold out of range, mismatched graph."""
 
 
-class GradientNotSupportedError(BackendError, NotImplementedError):
-    """The backend cannot run the edge graph or give gradients (e.g. nnsight, or an unsupported attention).
-
-    A :class:`~attnlab.errors.BackendError` (so one ``except BackendError`` catches every backend limitation) and a
-    ``NotImplementedError``."""
+#: The former name of :class:`~attnlab.errors.CapabilityError` (kept so that existing ``except`` clauses work).
+GradientNotSupportedError = CapabilityError
 
 
 class MemoryBudgetError(AttnlabError, MemoryError):
@@ -397,16 +394,12 @@ class GraphRunner:
         graph: the graph (default :meth:`Graph.from_info` of the model).
 
     Raises:
-        GradientNotSupportedError: the backend is not TransformerLens (nnsight has no per-receiver hooks and, for
+        CapabilityError: the backend lacks ``Capability.EDGE_GRAPH`` (nnsight has no per-receiver hooks and, for
             remote runs, no gradients), or the attention has no separate q/k/v projections.
     """
 
     def __init__(self, model: Backend, graph: Graph | None = None) -> None:
-        if model.info.backend != "transformer_lens" or not hasattr(model, "bridge"):
-            raise GradientNotSupportedError(
-                f"edge-level circuit analyses need the TransformerLens backend (got backend "
-                f"{model.info.backend!r}): load the model with attnlab.load_model(name, backend='transformer_lens')"
-            )
+        model.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
         self.model = model
         self.info = model.info
         self.graph = graph or Graph.from_info(model.info)
@@ -430,10 +423,12 @@ class GraphRunner:
             out["W_O"] = o.reshape(D, H, dh).permute(1, 2, 0)  # [head, d_head, d_model]
             out["ln1"] = block.ln1.original_component
         except (AttributeError, RuntimeError) as exc:
-            raise GradientNotSupportedError(
+            raise CapabilityError(
+                Capability.EDGE_GRAPH,
                 f"{self.info.name}: block {layer}'s attention has no separate q/k/v/o linear projections and "
                 f"pre-attention norm ({type(exc).__name__}: {exc}); edge-level analyses support such models "
-                "(Llama-style and TransformerLens-native) only"
+                "(Llama-style and TransformerLens-native) only",
+                backend=self.info.backend,
             ) from None
         return out
 
