@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from attnlab.backends.edges import EdgeRunner
 from attnlab.errors import BackendError, CapabilityError, SiteError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -275,6 +276,17 @@ class Backend(ABC):
             f"backend='transformer_lens'), which has every capability",
             backend=backend,
         )
+
+    def edge_runner(self) -> EdgeRunner:
+        """This backend's runner of receiver-split edge passes (:mod:`attnlab.backends.edges`).
+
+        Raises:
+            CapabilityError: the backend lacks :attr:`Capability.EDGE_GRAPH`, or the model's attention has a layout
+                its runner does not support.
+        """
+        self.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
+        raise NotImplementedError(f"{type(self).__name__} declares {Capability.EDGE_GRAPH.value!r} but does not "
+                                  "implement edge_runner()")
 
     # -- tokenisation ---------------------------------------------------------------------------------------------
     @abstractmethod

@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo, RunOutput, narrow, stack_tokens
+from attnlab.backends.edges import EdgeRunner
 from attnlab.errors import BackendError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -63,6 +64,16 @@ class TransformerLensBackend(Backend):
         self.tokenizer = tokenizer
         #: whether blocks before ``start_layer`` are left out of a run: None until checked (module docstring)
         self.skips_early_blocks: bool | None = None if info.n_layers > 1 else False
+
+    def edge_runner(self) -> EdgeRunner:
+        """A :class:`~attnlab.backends.transformer_lens_graph.TransformerLensEdgeRunner` over this bridge.
+
+        Raises:
+            CapabilityError: the attention has no separate q/k/v/o projections or pre-attention norm.
+        """
+        from attnlab.backends.transformer_lens_graph import TransformerLensEdgeRunner
+
+        return TransformerLensEdgeRunner(self)
 
     @contextmanager
     def _blocks_from(self, start: int) -> Iterator[None]:
