@@ -53,7 +53,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from attnlab.backends.base import Backend, Capability, ModelInfo
-from attnlab.errors import AttnlabError, CapabilityError
+from attnlab.errors import CapabilityError, CircuitError, MemoryBudgetError
 from attnlab.tasks.base import PatchingDataset
 
 __all__ = [
@@ -69,16 +69,8 @@ __all__ = [
 ]
 
 
-class CircuitError(AttnlabError, ValueError):
-    """A circuit request is malformed: unknown edge or node, threshold out of range, mismatched graph."""
-
-
 #: The former name of :class:`~attnlab.errors.CapabilityError` (kept so that existing ``except`` clauses work).
 GradientNotSupportedError = CapabilityError
-
-
-class MemoryBudgetError(AttnlabError, MemoryError):
-    """An analysis would need more memory than its ``memory_budget_mb`` allows."""
 
 
 # -- the graph ---------------------------------------------------------------------------------------------------
