@@ -116,3 +116,125 @@ def test_analyses_use_no_transformer_lens_internals(package):
     offenders = [o for path in _modules(package) for o in internals_offenders(path)]
     assert not offenders, f"TransformerLens internals in attnlab/{package} (move them behind the Backend " \
         "interface, e.g. Backend.weights() or Backend.edge_runner()):\n" + "\n".join(offenders)
+
+
+# -- one error module -----------------------------------------------------------------------------------------------
+def test_error_classes_are_defined_in_attnlab_errors():
+    """Every exception class attnlab defines lives in attnlab/errors.py (old modules re-export them)."""
+    import attnlab.errors
+
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.name == "errors.py" and path.parent == ROOT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and (node.name.endswith("Error") or any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases)):
+                offenders.append(f"{_rel(path)}:{node.lineno} class {node.name}")
+    assert not offenders, "error classes outside attnlab/errors.py:\n" + "\n".join(offenders)
+    assert sorted(attnlab.errors.__all__) == attnlab.errors.__all__
+    for name in attnlab.errors.__all__:
+        assert issubclass(getattr(attnlab.errors, name), attnlab.errors.AttnlabError), name
+
+
+def test_old_error_homes_re_export_the_same_classes():
+    import importlib
+
+    from attnlab import ablation, errors
+    from attnlab.remote import errors as remote_errors
+
+    agreement, compare, graph = (importlib.import_module(f"attnlab.circuits.{m}") for m in
+                                 ("agreement", "compare", "graph"))
+
+    assert graph.CircuitError is errors.CircuitError and graph.MemoryBudgetError is errors.MemoryBudgetError
+    assert graph.GradientNotSupportedError is errors.CapabilityError
+    assert compare.CircuitComparisonError is errors.CircuitComparisonError
+    assert agreement.AgreementError is errors.AgreementError and ablation.AblationError is errors.AblationError
+    for name in remote_errors.__all__:
+        assert getattr(remote_errors, name) is getattr(errors, name)
+
+
+# -- import cycles --------------------------------------------------------------------------------------------------
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """attnlab module -> the attnlab modules it imports anywhere in its body (function-level imports included)."""
+    paths = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in paths}
+    for m, p in paths.items():
+        pkg = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in paths:
+                    t = t.rsplit(".", 1)[0] if "." in t else ""
+                if t and t not in (m, "attnlab"):
+                    graph[m].add(t)
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[v] = min(low[v], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    cycles.append(sorted(comp))
+    return cycles
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert "attnlab.circuits.graph" in graph["attnlab.circuits.eap"]  # the reader sees imports
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles (move the shared pieces down):\n" + "\n".join(
+        " <-> ".join(c) for c in cycles)
