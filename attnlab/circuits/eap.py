@@ -47,6 +47,7 @@ from attnlab.circuits.graph import (
     split_rows,
     template_groups,
 )
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import logit_diff
 from attnlab.tasks.base import PatchingDataset
 
@@ -104,7 +105,7 @@ def eap_scores(
     steps: int = 5,
     batch_size: int = 8,
     ablation: str = "corrupted",
-    memory_budget_mb: float | int | None = 4096,
+    memory_budget_mb: float | int | None = DEFAULT_BUDGET_MB,
     graph: Graph | None = None,
     progress: bool = True,
 ) -> EdgeScores:

@@ -46,6 +46,7 @@ from attnlab.circuits.graph import (
     mean_source,
     split_rows,
 )
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import MIN_BASELINE_GAP, logit_diff
 from attnlab.tasks.base import PatchingDataset
 
@@ -62,7 +63,7 @@ __all__ = [
     "resolve_source",
 ]
 
-_DEFAULT_BUDGET_MB = 2048
+_DEFAULT_BUDGET_MB = DEFAULT_BUDGET_MB  # the one default (attnlab.memory)
 
 
 def resolve_source(runner: GraphRunner, dataset: PatchingDataset, source) -> AblationSource:

@@ -44,7 +44,6 @@ Exact edge ablation (:class:`GraphRunner`):
     (tests/circuits/test_evaluate.py).
 """
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -52,6 +51,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from attnlab import memory
 from attnlab.backends.base import Backend, Capability, ModelInfo
 from attnlab.errors import CapabilityError, CircuitError, MemoryBudgetError
 from attnlab.tasks.base import PatchingDataset
@@ -255,7 +255,7 @@ class Graph:
 
 def estimate_memory_mb(info: ModelInfo, n_prompts: int, n_pos: int, *, mode: str = "ablate",
                        n_variants: int = 1) -> float:
-    """Rough peak memory, in MiB, of one batched graph pass (float32).
+    """Rough peak memory, in MiB, of one batched graph pass (float32): :func:`attnlab.memory.edge_pass_mb`.
 
     Args:
         info: the model.
@@ -267,21 +267,13 @@ def estimate_memory_mb(info: ModelInfo, n_prompts: int, n_pos: int, *, mode: str
 
     Returns:
         MiB (an estimate, good to a factor of about 2).
+
+    Raises:
+        CircuitError: unknown ``mode``.
     """
-    g = Graph.from_info(info)
-    rows = n_prompts * n_variants
-    f = 4 * rows * n_pos
-    senders = f * g.n_senders * info.d_model  # sender outputs / deltas
-    source = 4 * n_prompts * n_pos * g.n_senders * info.d_model
-    per_layer = info.d_model * 8 + info.d_mlp * 3 + info.n_heads * (info.d_head * 3 + n_pos * 2)
-    model = f * info.n_layers * per_layer + 4 * rows * info.d_vocab * 2
-    total = senders + source + model
-    if mode == "gradient":
-        receivers = f * g.n_receivers * info.d_model
-        total += 3 * receivers + 2 * model + senders  # receiver copies + grads, autograd activations, two runs
-    elif mode != "ablate":
+    if mode not in ("ablate", "gradient"):
         raise CircuitError(f"'mode' must be 'ablate' or 'gradient' (got {mode!r})")
-    return total / 2**20
+    return memory.edge_pass_mb(info, n_prompts, n_pos, mode=mode, n_variants=n_variants)
 
 
 # -- ablation sources ------------------------------------------------------------------------------------------
@@ -618,15 +610,18 @@ def _grad_copy(x: Tensor) -> Tensor:
 
 
 def check_budget(what: str, needed_mb: float, budget_mb: float | int | None, hint: str) -> None:
-    """Raise :class:`MemoryBudgetError` when ``needed_mb`` exceeds ``budget_mb`` (None = no limit)."""
-    if budget_mb is None:
-        return
-    if not (isinstance(budget_mb, (int, float)) and budget_mb > 0 and math.isfinite(budget_mb)):
-        raise CircuitError(f"'memory_budget_mb' must be a positive number (got {budget_mb!r})")
-    if needed_mb > budget_mb:
-        raise MemoryBudgetError(
-            f"{what} needs about {needed_mb:,.0f} MiB but memory_budget_mb={budget_mb:,.0f}; {hint}"
-        )
+    """:func:`attnlab.memory.check_budget`, with a :class:`CircuitError` for a malformed budget.
+
+    Raises:
+        CircuitError: ``budget_mb`` is not a positive number.
+        MemoryBudgetError: ``needed_mb`` exceeds ``budget_mb`` (None = no limit).
+    """
+    try:
+        memory.check_budget(what, needed_mb, budget_mb, hint)
+    except MemoryBudgetError:
+        raise
+    except ValueError as exc:
+        raise CircuitError(str(exc)) from None
 
 
 def split_rows(n: int, size: int) -> Sequence[tuple[int, int]]:
