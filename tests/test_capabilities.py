@@ -4,6 +4,7 @@ import copy
 import pickle
 
 import pytest
+import torch
 
 from attnlab.backends.base import Backend, Capability
 from attnlab.backends.transformer_lens import TransformerLensBackend
@@ -65,3 +66,51 @@ def test_analyses_refuse_a_missing_capability_before_work(tiny, missing, call):
         call(_without(tiny, missing), ds)
     assert caught.value.capability is missing
     assert GradientNotSupportedError is CapabilityError  # the old name still catches it
+
+
+class _Unchanged:
+    """EdgeCallbacks that change nothing and record what the runner reports, in order."""
+
+    records_senders = True
+
+    def __init__(self):
+        self.calls = []
+
+    def resid_pre(self, layer, resid):
+        self.calls.append(("resid_pre", layer))
+        return resid
+
+    def head_input(self, layer, kind, resid):
+        self.calls.append((kind, layer))
+        return None
+
+    def head_outputs(self, layer, outputs):
+        self.calls.append(("heads", layer, tuple(outputs.shape)))
+
+    def mlp_input(self, layer, act):
+        self.calls.append(("mlp_in", layer))
+        return act
+
+    def mlp_output(self, layer, act):
+        self.calls.append(("mlp_out", layer))
+
+    def logits_input(self, act):
+        self.calls.append(("logits",))
+        return act
+
+
+def test_edge_runner_with_unchanged_callbacks_is_the_models_forward_pass(tiny):
+    ds = random_pair_dataset(tiny, batch=3, n_pos=6, changed=(2,), seed=1)
+    callbacks = _Unchanged()
+    logits = tiny.edge_runner().run(ds.clean_tokens, callbacks, logits_at=ds.end)
+    expected = tiny.run(ds.clean_tokens, logits_at=ds.end).logits
+    assert torch.equal(logits, expected)
+    i = tiny.info
+    per_block = lambda layer: [("resid_pre", layer), ("q", layer), ("k", layer), ("v", layer),  # noqa: E731
+                               ("heads", layer, (3, 6, i.n_heads, i.d_model)), ("mlp_in", layer), ("mlp_out", layer)]
+    assert callbacks.calls == [c for layer in range(i.n_layers) for c in per_block(layer)] + [("logits",)]
+
+
+def test_a_backend_without_edge_graph_refuses_edge_runner(tiny):
+    with pytest.raises(CapabilityError, match="'edge_graph' capability"):
+        _without(tiny, Capability.EDGE_GRAPH).edge_runner()
