@@ -69,10 +69,12 @@ class TransformerLensBackend(Backend):
         """A :class:`~attnlab.backends.transformer_lens_graph.TransformerLensEdgeRunner` over this bridge.
 
         Raises:
-            CapabilityError: the attention has no separate q/k/v/o projections or pre-attention norm.
+            CapabilityError: the attention has no separate q/k/v/o projections or pre-attention norm (or this
+                instance's capabilities were narrowed to exclude ``edge_graph``).
         """
         from attnlab.backends.transformer_lens_graph import TransformerLensEdgeRunner
 
+        self.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
         return TransformerLensEdgeRunner(self)
 
     @contextmanager
