@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 __all__ = [
     "AttnlabError",
     "Backend",
+    "Capability",
+    "CapabilityError",
     "Explorer",
     "HeadScores",
     "Intervention",
@@ -41,6 +43,8 @@ __all__ = [
 _LAZY = {
     "AttnlabError": "attnlab.errors",
     "Backend": "attnlab.backends.base",
+    "Capability": "attnlab.backends.base",
+    "CapabilityError": "attnlab.errors",
     "Explorer": "attnlab.explorer",
     "HeadScores": "attnlab.heads.results",
     "Intervention": "attnlab.backends.base",
@@ -94,8 +98,8 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from attnlab.backends.base import Backend, Intervention, ModelInfo
-    from attnlab.errors import AttnlabError
+    from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo
+    from attnlab.errors import AttnlabError, CapabilityError
     from attnlab.explorer.widget import Explorer
     from attnlab.heads import ablation_effects, induction_analysis, prefix_curves, score_heads
     from attnlab.heads.results import HeadScores

@@ -26,17 +26,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from attnlab.backends.base import Backend, Intervention
-from attnlab.errors import AttnlabError, SiteError
+from attnlab.errors import AblationError, SiteError
 from attnlab.sites import Site, SiteKind
 
 __all__ = ["ABLATION_METHODS", "AblationError", "check_heads", "head_ablation_interventions", "mean_head_outputs"]
 
 #: the ablation methods :func:`head_ablation_interventions` knows
 ABLATION_METHODS = ("zero", "mean")
-
-
-class AblationError(AttnlabError, ValueError):
-    """An ablation request is malformed: unknown method, missing or mismatched mean values."""
 
 
 def check_heads(model: Backend, heads: Iterable[Sequence[int]]) -> list[tuple[int, int]]:

@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from attnlab.memory import DEFAULT_BUDGET_MB
+
 __all__ = ["main"]
 
 _COMPONENTS = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out")
@@ -34,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     patch.add_argument("--top", type=int, default=10, help="how many components to print (default 10)")
     patch.add_argument("--out", type=Path, help="write a standalone, offline HTML report to this file")
     patch.add_argument("--save", type=Path, help="save the result as JSON (reload with PatchingResult.load)")
-    patch.add_argument("--memory-budget-mb", type=float, default=1024)
+    patch.add_argument("--memory-budget-mb", type=float, default=DEFAULT_BUDGET_MB)
     patch.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("prepare", help="convert and cache the embedded SmolLM2-135M model (done once, ~40 s)")

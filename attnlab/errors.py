@@ -3,15 +3,36 @@
 Every error attnlab raises on purpose derives from :class:`AttnlabError` and from the builtin exception that fits
 (``ValueError``, ``KeyError``, ``TimeoutError`` ...), so callers can catch either. Messages say what was wrong,
 what was expected, what was got, and how to proceed.
+
+Every error class lives here (the modules that raise them re-export them under their old names): general input
+errors, backend limitations (:class:`CapabilityError`), analyses' errors (circuits, ablations, agreement), the
+Explorer's, and remote execution's (:class:`RemoteError` and its subclasses: each names what happened, what to do,
+and the job id where there is one; messages never contain the API key). This module imports nothing.
 """
 
 __all__ = [
+    "AblationError",
+    "AgreementError",
     "AttnlabError",
     "BackendError",
+    "CapabilityError",
+    "CircuitComparisonError",
+    "CircuitError",
     "DatasetError",
+    "ExplorerError",
+    "MemoryBudgetError",
     "MetricError",
     "ModelNotAvailableError",
+    "ModelNotDeployedError",
+    "RemoteAuthError",
+    "RemoteConnectionError",
+    "RemoteError",
+    "RemoteExecutionError",
+    "RemoteServerError",
+    "RemoteTimeoutError",
+    "RemoteVersionError",
     "SiteError",
+    "TaskError",
     "TokenizationError",
 ]
 
@@ -42,3 +63,105 @@ class MetricError(AttnlabError, ValueError):
 
 class BackendError(AttnlabError, RuntimeError):
     """A backend could not perform a requested operation."""
+
+
+class CapabilityError(BackendError, NotImplementedError):
+    """A backend lacks a capability an analysis needs (gradients, weights, the edge graph ...), raised before any
+    work by :meth:`attnlab.backends.base.Backend.require`.
+
+    A :class:`BackendError` (so one ``except BackendError`` catches every backend limitation) and a
+    ``NotImplementedError``.
+
+    Attributes:
+        capability: the missing :class:`attnlab.backends.base.Capability` (a ``str`` enum: compares equal to its
+            value, e.g. ``"gradients"``).
+        backend: the backend's name (``ModelInfo.backend``), or None.
+    """
+
+    def __init__(self, capability, message: str | None = None, *, backend: str | None = None) -> None:
+        self.capability = capability
+        self.backend = backend
+        if message is None:
+            value = getattr(capability, "value", capability)
+            message = f"the {backend or 'model'!s} backend does not support the {value!r} capability"
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across processes (remote job errors travel pickled)
+        return (_rebuild_capability_error, (type(self), self.capability, str(self), self.backend))
+
+
+def _rebuild_capability_error(cls, capability, message, backend):
+    return cls(capability, message, backend=backend)
+
+
+# -- analyses -----------------------------------------------------------------------------------------------------
+class CircuitError(AttnlabError, ValueError):
+    """A circuit request is malformed: unknown edge or node, threshold out of range, mismatched graph."""
+
+
+class MemoryBudgetError(AttnlabError, MemoryError):
+    """An analysis would need more memory than its ``memory_budget_mb`` allows (see :mod:`attnlab.memory`)."""
+
+
+class CircuitComparisonError(AttnlabError, ValueError):
+    """A circuit or a role table given to :func:`attnlab.circuits.compare_circuits` is malformed."""
+
+
+class AgreementError(AttnlabError, ValueError):
+    """Two results cannot be compared cell by cell (different component, direction, axes or cells)."""
+
+
+class AblationError(AttnlabError, ValueError):
+    """An ablation request is malformed: unknown method, missing or mismatched mean values."""
+
+
+# -- the Explorer -------------------------------------------------------------------------------------------------
+class ExplorerError(AttnlabError, ValueError):
+    """An Explorer request is invalid: a control value out of range, a selection outside the result, no run yet."""
+
+
+class TaskError(AttnlabError, ValueError):
+    """An unknown task name, or a task registered twice with different definitions."""
+
+
+# -- remote execution ---------------------------------------------------------------------------------------------
+class RemoteError(AttnlabError, RuntimeError):
+    """A remote job or request failed.
+
+    Attributes:
+        job_id: the server's id of the job, or None when the request never got one.
+        passes_kept: how many finished passes of the current analysis are kept (a re-run resumes after them).
+    """
+
+    def __init__(self, message: str, *, job_id: str | None = None, passes_kept: int = 0) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.passes_kept = passes_kept
+
+
+class RemoteExecutionError(RemoteError):
+    """The server ran the job and it raised (the server's traceback is in the message)."""
+
+
+class RemoteServerError(RemoteError):
+    """The server refused or failed a request for a reason other than the key, the version or the model."""
+
+
+class RemoteAuthError(RemoteError, PermissionError):
+    """The server rejected the API key (or none was given)."""
+
+
+class RemoteConnectionError(RemoteError, ConnectionError):
+    """The server could not be reached, or the connection dropped while a job ran."""
+
+
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """A remote call passed its deadline (``RemoteOptions.timeout_s``)."""
+
+
+class RemoteVersionError(RemoteError):
+    """The server does not accept this client's nnsight version."""
+
+
+class ModelNotDeployedError(RemoteError, ModelNotAvailableError):
+    """The server does not deploy the requested model."""

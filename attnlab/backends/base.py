@@ -5,20 +5,60 @@ An analysis is written once against :class:`Backend` and runs on every backend: 
 from tokens or from a residual stream at some layer (``start_layer``), record activations at :class:`~attnlab.sites.Site`
 addresses, and overwrite activations with :class:`Intervention` objects, which are plain data (index tensors and
 values) so that they can be shipped to a remote executor.
+
+Capabilities are part of a backend's type: :attr:`Backend.capabilities` lists the :class:`Capability` values a
+backend class implements, and an analysis calls :meth:`Backend.require` before any work, which raises one error type,
+:class:`~attnlab.errors.CapabilityError`, naming the capability, the backend and what to do.
 """
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab.errors import BackendError, SiteError, TokenizationError
+from attnlab.backends.edges import EdgeRunner
+from attnlab.errors import BackendError, CapabilityError, SiteError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
-__all__ = ["Backend", "Intervention", "ModelInfo", "Reduction", "RunOutput", "RunSpec"]
+__all__ = ["Backend", "Capability", "Intervention", "ModelInfo", "Reduction", "RunOutput", "RunSpec"]
+
+
+class Capability(str, Enum):
+    """What a backend can do beyond tokenising and running the model, as analyses ask for it.
+
+    Members:
+        PATCHING: record activations at sites and overwrite them (:meth:`Backend.run` with ``cache=`` and
+            ``interventions=``); every backend has it.
+        GRADIENTS: ``Backend.run(..., grad=True)`` keeps the autograd graph, so recorded activations have gradients
+            (attribution patching, EAP).
+        WEIGHTS: ``Backend.weights()`` gives the weights analyses read (W_O per head, W_U, the final norm's scale).
+        EDGE_GRAPH: :meth:`Backend.edge_runner` runs receiver-split passes (per-head q/k/v inputs, the MLP input and
+            the logits input computed from a residual stream with chosen senders removed) for edge-level circuit
+            analyses (:class:`attnlab.circuits.graph.GraphRunner`).
+    """
+
+    PATCHING = "patching"
+    GRADIENTS = "gradients"
+    WEIGHTS = "weights"
+    EDGE_GRAPH = "edge_graph"
+
+    @property
+    def description(self) -> str:
+        """What the capability means, for error messages."""
+        return _CAPABILITY_DESCRIPTIONS[self]
+
+
+_CAPABILITY_DESCRIPTIONS = {
+    Capability.PATCHING: "recording and overwriting activations",
+    Capability.GRADIENTS: "gradients through the model: run(..., grad=True) keeping the autograd graph",
+    Capability.WEIGHTS: "reading weights: model.weights() (W_O per head, W_U, the final norm's scale)",
+    Capability.EDGE_GRAPH: "receiver-split edge passes: per-head q/k/v, MLP and logits inputs with chosen senders "
+                           "removed",
+}
 
 
 @dataclass(frozen=True)
@@ -246,6 +286,47 @@ class Backend(ABC):
     """
 
     info: ModelInfo
+    #: the :class:`Capability` values this backend class implements (a class attribute per backend)
+    capabilities: frozenset[Capability] = frozenset({Capability.PATCHING})
+
+    # -- capabilities ---------------------------------------------------------------------------------------------
+    def supports(self, capability: Capability | str) -> bool:
+        """Whether this backend has ``capability``."""
+        return Capability(capability) in self.capabilities
+
+    def require(self, capability: Capability | str, analysis: str) -> None:
+        """Raise unless this backend has ``capability``; call it before any work.
+
+        Args:
+            capability: a :class:`Capability` (or its value, e.g. ``"gradients"``).
+            analysis: what needs it, for the message (e.g. ``"attribution patching"``).
+
+        Raises:
+            CapabilityError: the backend lacks the capability (the message names it, the backend and what to do).
+            ValueError: ``capability`` is not a :class:`Capability` value.
+        """
+        cap = Capability(capability)
+        if cap in self.capabilities:
+            return
+        backend = self.info.backend
+        raise CapabilityError(
+            cap,
+            f"{analysis} needs the {cap.value!r} capability ({cap.description}), which the {backend!r} backend "
+            f"({type(self).__name__}) does not have; load the model with attnlab.load_model(name, "
+            f"backend='transformer_lens'), which has every capability",
+            backend=backend,
+        )
+
+    def edge_runner(self) -> EdgeRunner:
+        """This backend's runner of receiver-split edge passes (:mod:`attnlab.backends.edges`).
+
+        Raises:
+            CapabilityError: the backend lacks :attr:`Capability.EDGE_GRAPH`, or the model's attention has a layout
+                its runner does not support.
+        """
+        self.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
+        raise NotImplementedError(f"{type(self).__name__} declares {Capability.EDGE_GRAPH.value!r} but does not "
+                                  "implement edge_runner()")
 
     # -- tokenisation ---------------------------------------------------------------------------------------------
     @abstractmethod

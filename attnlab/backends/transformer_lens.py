@@ -21,7 +21,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Intervention, ModelInfo, Reduction, RunOutput, narrow, stack_tokens
+from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo, Reduction, RunOutput, narrow, stack_tokens
+from attnlab.backends.edges import EdgeRunner
 from attnlab.errors import BackendError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -55,12 +56,26 @@ class TransformerLensBackend(Backend):
         tokenizer: a Hugging Face tokenizer, or None for models without one (tiny random models: pass token ids).
     """
 
+    capabilities = frozenset(Capability)
+
     def __init__(self, bridge, info: ModelInfo, tokenizer=None) -> None:
         self.bridge = bridge.eval()
         self.info = info
         self.tokenizer = tokenizer
         #: whether blocks before ``start_layer`` are left out of a run: None until checked (module docstring)
         self.skips_early_blocks: bool | None = None if info.n_layers > 1 else False
+
+    def edge_runner(self) -> EdgeRunner:
+        """A :class:`~attnlab.backends.transformer_lens_graph.TransformerLensEdgeRunner` over this bridge.
+
+        Raises:
+            CapabilityError: the attention has no separate q/k/v/o projections or pre-attention norm (or this
+                instance's capabilities were narrowed to exclude ``edge_graph``).
+        """
+        from attnlab.backends.transformer_lens_graph import TransformerLensEdgeRunner
+
+        self.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
+        return TransformerLensEdgeRunner(self)
 
     @contextmanager
     def _blocks_from(self, start: int) -> Iterator[None]:

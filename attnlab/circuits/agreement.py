@@ -27,15 +27,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from attnlab.errors import AttnlabError
+from attnlab.errors import AgreementError
 from attnlab.metrics import MetricLike, get_metric
 from attnlab.results import PatchingResult
 
 __all__ = ["AgreementError", "AgreementReport", "agreement", "agreement_report", "pearson", "spearman"]
-
-
-class AgreementError(AttnlabError, ValueError):
-    """Two results cannot be compared cell by cell (different component, direction, axes or cells)."""
 
 
 def pearson(x: Tensor, y: Tensor) -> float:

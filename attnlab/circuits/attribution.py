@@ -45,7 +45,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from attnlab.backends.base import Backend
+from attnlab.backends.base import Backend, Capability
 from attnlab.errors import BackendError, DatasetError, SiteError
 from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
@@ -83,13 +83,7 @@ def check_layers(model: Backend, layers: Sequence[int] | None) -> list[int]:
 def _check_inputs(model: Backend, dataset: PatchingDataset, components: Sequence[str] | str, direction: str,
                   layers: Sequence[int] | None) -> tuple[list[str], list[int]]:
     """Validate everything before the first forward pass; return (components, layers)."""
-    if model.info.backend == "nnsight":
-        from attnlab.circuits.graph import GradientNotSupportedError
-
-        raise GradientNotSupportedError(
-            "attribution patching needs gradients, which the nnsight backend does not keep (grad=True is not "
-            "supported); load the model with backend='transformer_lens', or use run_sweep (exact patching)"
-        )
+    model.require(Capability.GRADIENTS, "attribution patching (exact patching without gradients: run_sweep)")
     if isinstance(components, str):
         components = [components]
     components = list(dict.fromkeys(components))
@@ -146,7 +140,7 @@ def attribution_patching(
         clean and corrupted means of the metric; ``metric`` its name.
 
     Raises:
-        GradientNotSupportedError: the backend keeps no gradients (nnsight; a BackendError).
+        CapabilityError: the backend lacks ``Capability.GRADIENTS`` (nnsight; a BackendError).
         BackendError: the gradient does not reach an activation.
         SiteError: unknown component, layers out of range, MLP components on an attention-only model.
         DatasetError: the dataset does not fit the model.

@@ -24,17 +24,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from attnlab.errors import AttnlabError
+from attnlab.errors import CircuitComparisonError
 
 __all__ = ["CircuitComparison", "CircuitComparisonError", "circuit_heads", "compare_circuits"]
 
 Head = tuple[int, int]
 
 _HEAD_RE = re.compile(r"^L(\d+)H(\d+)$")
-
-
-class CircuitComparisonError(AttnlabError, ValueError):
-    """A circuit or a role table given to :func:`compare_circuits` is malformed."""
 
 
 def _parse_head(item, what: str) -> Head:

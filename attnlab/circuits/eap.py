@@ -51,17 +51,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from attnlab.backends.base import Backend
+from attnlab.backends.base import Backend, Capability
 from attnlab.circuits.graph import (
     CircuitError,
     Graph,
-    GradientNotSupportedError,
     GraphRunner,
     check_budget,
     estimate_memory_mb,
     split_rows,
     template_groups,
 )
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import METRICS, MetricLike, get_metric
 from attnlab.tasks.base import PatchingDataset
 
@@ -109,13 +109,9 @@ class EdgeScores:
 
 
 def _check_gradients(model: Backend) -> None:
-    if model.info.backend == "nnsight" or not hasattr(model, "bridge"):
-        raise GradientNotSupportedError(
-            f"edge attribution patching needs gradients through the model, which the {model.info.backend!r} "
-            "backend does not provide (nnsight runs, remote ones in particular, return no autograd graph); load "
-            "the model with attnlab.load_model(name, backend='transformer_lens'), or use the gradient-free exact "
-            "baseline attnlab.circuits.acdc on a small graph"
-        )
+    model.require(Capability.GRADIENTS, "edge attribution patching (gradients through the model; the "
+                  "gradient-free exact baseline is attnlab.circuits.acdc on a small graph)")
+    model.require(Capability.EDGE_GRAPH, "edge attribution patching")
 
 
 def eap_scores(
@@ -126,7 +122,7 @@ def eap_scores(
     steps: int = 5,
     batch_size: int = 8,
     ablation: str = "corrupted",
-    memory_budget_mb: float | int | None = 4096,
+    memory_budget_mb: float | int | None = DEFAULT_BUDGET_MB,
     graph: Graph | None = None,
     progress: bool = True,
     metric: MetricLike = "logit_diff",
@@ -154,7 +150,7 @@ def eap_scores(
         :class:`EdgeScores` with Float[n_senders, n_receivers] scores in the metric's units.
 
     Raises:
-        GradientNotSupportedError: the backend gives no gradients (nnsight).
+        CapabilityError: the backend lacks ``Capability.GRADIENTS`` or ``EDGE_GRAPH`` (nnsight).
         CircuitError: unknown method or ablation, ``steps`` < 1, ``batch_size`` < 1.
         MetricError: the metric is not differentiable (accuracy; before any pass), or a custom metric returns the
             wrong shape, non-finite or detached values (on the first batch's baseline runs, before any backward

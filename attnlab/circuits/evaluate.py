@@ -51,6 +51,7 @@ from attnlab.circuits.graph import (
     mean_source,
     split_rows,
 )
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import METRICS, MIN_BASELINE_GAP, Metric, MetricLike, get_metric
 from attnlab.tasks.base import PatchingDataset
 
@@ -68,7 +69,7 @@ __all__ = [
     "resolve_source",
 ]
 
-_DEFAULT_BUDGET_MB = 2048
+_DEFAULT_BUDGET_MB = DEFAULT_BUDGET_MB  # the one default (attnlab.memory)
 
 
 def resolve_source(runner: GraphRunner, dataset: PatchingDataset, source) -> AblationSource:

@@ -34,26 +34,26 @@ Exact edge ablation (:class:`GraphRunner`):
     ``a_s(this run) - a_s(source)``: the sender's contribution on this run is swapped for its contribution on the
     ablation source (the corrupted run, or the mean over the corrupted distribution per position and template as
     in Wang et al. 2022, arXiv 2211.00593, section 3.1). Because the pre-attention norm is nonlinear, the
-    correction must be applied *before* the norm and separately per head. TransformerLens 4's own split inputs
-    (``use_split_qkv_input``, ``hook_q_input``) exist only for some attention bridges (not the native bridge of
-    attnlab's tiny models), so the runner does the split itself: at ``hook_q`` / ``hook_k`` / ``hook_v`` it
-    recomputes each affected head's projection as ``norm(resid_pre - correction_h) W^h + b^h`` from the block's
-    own norm module and projection weights. The MLP input is corrected at the final pre-MLP norm's input
-    (``ln2.hook_in``), which only the MLP branch reads, and the logits receiver at ``ln_final.hook_in``. With no edge
+    correction must be applied *before* the norm and separately per head: each head's query, key and value
+    projection is recomputed as ``norm(resid_pre - correction_h) W^h + b^h`` from its own copy of the residual
+    stream; the MLP and the logits read corrected copies of theirs. The correction algebra is here
+    (:class:`GraphRunner`); the receiver-split pass is the backend's (``Backend.edge_runner()``, behind
+    ``Capability.EDGE_GRAPH``: :mod:`attnlab.backends.edges`, for TransformerLens
+    :mod:`attnlab.backends.transformer_lens_graph`). With no edge
     ablated the runner is the model's own forward pass; tests check both this and a hand-built ablation
     (tests/circuits/test_evaluate.py).
 """
 
-import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from attnlab.backends.base import Backend, ModelInfo
-from attnlab.errors import AttnlabError, BackendError
+from attnlab import memory
+from attnlab.backends.base import Backend, Capability, ModelInfo
+from attnlab.errors import CapabilityError, CircuitError, MemoryBudgetError
 from attnlab.tasks.base import PatchingDataset
 
 __all__ = [
@@ -69,19 +69,8 @@ __all__ = [
 ]
 
 
-class CircuitError(AttnlabError, ValueError):
-    """A circuit request is malformed: unknown edge or node, threshold out of range, mismatched graph."""
-
-
-class GradientNotSupportedError(BackendError, NotImplementedError):
-    """The backend cannot run the edge graph or give gradients (e.g. nnsight, or an unsupported attention).
-
-    A :class:`~attnlab.errors.BackendError` (so one ``except BackendError`` catches every backend limitation) and a
-    ``NotImplementedError``."""
-
-
-class MemoryBudgetError(AttnlabError, MemoryError):
-    """An analysis would need more memory than its ``memory_budget_mb`` allows."""
+#: The former name of :class:`~attnlab.errors.CapabilityError` (kept so that existing ``except`` clauses work).
+GradientNotSupportedError = CapabilityError
 
 
 # -- the graph ---------------------------------------------------------------------------------------------------
@@ -266,7 +255,7 @@ class Graph:
 
 def estimate_memory_mb(info: ModelInfo, n_prompts: int, n_pos: int, *, mode: str = "ablate",
                        n_variants: int = 1) -> float:
-    """Rough peak memory, in MiB, of one batched graph pass (float32).
+    """Rough peak memory, in MiB, of one batched graph pass (float32): :func:`attnlab.memory.edge_pass_mb`.
 
     Args:
         info: the model.
@@ -278,21 +267,13 @@ def estimate_memory_mb(info: ModelInfo, n_prompts: int, n_pos: int, *, mode: str
 
     Returns:
         MiB (an estimate, good to a factor of about 2).
+
+    Raises:
+        CircuitError: unknown ``mode``.
     """
-    g = Graph.from_info(info)
-    rows = n_prompts * n_variants
-    f = 4 * rows * n_pos
-    senders = f * g.n_senders * info.d_model  # sender outputs / deltas
-    source = 4 * n_prompts * n_pos * g.n_senders * info.d_model
-    per_layer = info.d_model * 8 + info.d_mlp * 3 + info.n_heads * (info.d_head * 3 + n_pos * 2)
-    model = f * info.n_layers * per_layer + 4 * rows * info.d_vocab * 2
-    total = senders + source + model
-    if mode == "gradient":
-        receivers = f * g.n_receivers * info.d_model
-        total += 3 * receivers + 2 * model + senders  # receiver copies + grads, autograd activations, two runs
-    elif mode != "ablate":
+    if mode not in ("ablate", "gradient"):
         raise CircuitError(f"'mode' must be 'ablate' or 'gradient' (got {mode!r})")
-    return total / 2**20
+    return memory.edge_pass_mb(info, n_prompts, n_pos, mode=mode, n_variants=n_variants)
 
 
 # -- ablation sources ------------------------------------------------------------------------------------------
@@ -389,53 +370,150 @@ class GraphRun:
     inputs: dict = field(default_factory=dict)
 
 
+@dataclass
+class _PassPlan:
+    """A validated :meth:`GraphRunner.run` request: the masks to apply and how the batch is laid out.
+
+    Attributes:
+        masks: Bool[n_variants or 1, n_senders, n_receivers] edges to ablate, or None when nothing is ablated.
+        n_var: variants stacked in the batch (rows = n_var * batch).
+        batch, n_pos: prompts and tokens per prompt.
+        source: Float[n_senders, batch, pos, d_model] the ablation source per prompt, or None.
+    """
+
+    masks: Tensor | None
+    n_var: int
+    batch: int
+    n_pos: int
+    source: Tensor | None
+
+    @property
+    def rows(self) -> int:
+        """Rows of the stacked batch."""
+        return self.n_var * self.batch
+
+
+class _EdgeAblation:
+    """The correction algebra of one pass: the :class:`~attnlab.backends.edges.EdgeCallbacks` a backend's
+    :class:`~attnlab.backends.edges.EdgeRunner` calls.
+
+    A receiver's input is the residual stream it would normally read minus, for every ablated edge ``s->r``,
+    ``a_s(this run) - a_s(source)``. Sender outputs are written as they are computed into buffers laid out
+    [n_senders, rows, pos, d_model], so that the correction of a group of receivers is one matrix product of a
+    contiguous prefix of senders with the group's mask columns.
+    """
+
+    def __init__(self, graph: Graph, plan: _PassPlan, *, record: bool, capture: bool,
+                 input_embed: Tensor | None) -> None:
+        self.graph, self.plan = graph, plan
+        self.capture, self.input_embed = capture, input_embed
+        self.records_senders = record or plan.masks is not None
+        shape = (graph.n_senders, plan.rows, plan.n_pos, graph.info.d_model)
+        self.acts = torch.zeros(shape) if record else None
+        self.deltas = torch.zeros(shape) if plan.masks is not None else None
+        self.inputs: dict = {}
+        self._groups = {(layer, kind): r_idx for layer, kind, r_idx in graph.layer_groups()}
+
+    # -- sender buffers -----------------------------------------------------------------------------------------
+    def _write(self, s0: int, s1: int, value: Tensor) -> None:
+        """Record senders [s0, s1) from value Float[rows, pos, s1 - s0, d_model]."""
+        p, D = self.plan, self.graph.info.d_model
+        v = value.detach().permute(2, 0, 1, 3)  # [n, rows, pos, D]
+        if self.acts is not None:
+            self.acts[s0:s1] = v
+        if self.deltas is not None:
+            self.deltas[s0:s1] = (v.reshape(s1 - s0, p.n_var, p.batch, p.n_pos, D)
+                                  - p.source[s0:s1, None]).reshape(s1 - s0, p.rows, p.n_pos, D)
+
+    def _correction(self, r_idx: list[int]) -> Tensor | None:
+        """Float[rows, pos, len(r_idx), d_model]: sum over ablated edges of the sender deltas, or None."""
+        masks, p = self.plan.masks, self.plan
+        if masks is None:
+            return None
+        n = self.graph.prefix[r_idx[0]]
+        m = masks[:, :n, r_idx]  # [variants or 1, n, R]
+        if not m.any():
+            return None
+        R, D = len(r_idx), self.graph.info.d_model
+        d = self.deltas[:n]
+        if masks.shape[0] == 1:
+            out = (m[0].T.float() @ d.reshape(n, -1)).reshape(R, p.rows, p.n_pos, D)
+        else:
+            dv = d.reshape(n, p.n_var, p.batch * p.n_pos * D)
+            out = torch.stack([m[v].T.float() @ dv[:, v] for v in range(p.n_var)], 1)
+            out = out.reshape(R, p.rows, p.n_pos, D)
+        return out.permute(1, 2, 0, 3)
+
+    def _stream_receiver(self, key: tuple[int, str], act: Tensor) -> Tensor:
+        """An MLP or logits receiver: its input with its own autograd copy and the ablated senders removed."""
+        corr = self._correction(self._groups[key])
+        if self.capture:
+            act = _grad_copy(act)
+            self.inputs[key] = act
+        if corr is not None:
+            act = act - corr[:, :, 0].to(act.dtype)
+        return act
+
+    # -- EdgeCallbacks ------------------------------------------------------------------------------------------
+    def resid_pre(self, layer: int, resid: Tensor) -> Tensor:
+        if layer == 0:
+            if self.input_embed is not None:
+                resid = self.input_embed.to(resid.dtype).repeat(self.plan.n_var, 1, 1)
+            if self.records_senders:
+                self._write(0, 1, resid[:, :, None])
+        return resid
+
+    def head_input(self, layer: int, kind: str, resid: Tensor) -> Tensor | None:
+        r_idx = self._groups[(layer, kind)]
+        corr = self._correction(r_idx)
+        if corr is None and not self.capture:
+            return None
+        x = resid[:, :, None, :].expand(-1, -1, len(r_idx), -1)
+        if self.capture:
+            x = _grad_copy(x)
+            self.inputs[(layer, kind)] = x
+        if corr is not None:
+            x = x - corr.to(x.dtype)
+        return x
+
+    def head_outputs(self, layer: int, outputs: Tensor) -> None:
+        self._write(*self.graph.sender_slice(layer), outputs)
+
+    def mlp_input(self, layer: int, act: Tensor) -> Tensor:
+        return self._stream_receiver((layer, "mlp"), act)
+
+    def mlp_output(self, layer: int, act: Tensor) -> None:
+        s = self.graph.sender_index(f"MLP{layer}")
+        self._write(s, s + 1, act[:, :, None])
+
+    def logits_input(self, act: Tensor) -> Tensor:
+        return self._stream_receiver((self.graph.info.n_layers, "logits"), act)
+
+
 class GraphRunner:
-    """Runs a TransformerLens-backed model as a graph of edges, ablating any set of edges exactly.
+    """Runs a model as a graph of edges, ablating any set of edges exactly.
+
+    The correction algebra is here; the receiver-split pass itself is the backend's
+    (:meth:`~attnlab.backends.base.Backend.edge_runner`, :mod:`attnlab.backends.edges`).
 
     Args:
-        model: a :class:`~attnlab.backends.Backend` on the TransformerLens backend.
+        model: a :class:`~attnlab.backends.Backend` with ``Capability.EDGE_GRAPH`` (TransformerLens).
         graph: the graph (default :meth:`Graph.from_info` of the model).
 
     Raises:
-        GradientNotSupportedError: the backend is not TransformerLens (nnsight has no per-receiver hooks and, for
+        CapabilityError: the backend lacks ``Capability.EDGE_GRAPH`` (nnsight has no per-receiver hooks and, for
             remote runs, no gradients), or the attention has no separate q/k/v projections.
+        CircuitError: the graph is of another model.
     """
 
     def __init__(self, model: Backend, graph: Graph | None = None) -> None:
-        if model.info.backend != "transformer_lens" or not hasattr(model, "bridge"):
-            raise GradientNotSupportedError(
-                f"edge-level circuit analyses need the TransformerLens backend (got backend "
-                f"{model.info.backend!r}): load the model with attnlab.load_model(name, backend='transformer_lens')"
-            )
+        model.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
         self.model = model
         self.info = model.info
         self.graph = graph or Graph.from_info(model.info)
         if self.graph.info != model.info:
             raise CircuitError(f"graph is for {self.graph.info.name}, model is {model.info.name}")
-        self.bridge = model.bridge
-        self._weights = [self._layer_weights(layer) for layer in range(self.info.n_layers)]
-
-    def _layer_weights(self, layer: int) -> dict:
-        block = self.bridge.blocks[layer]
-        attn = block.attn
-        H, G, dh, D = self.info.n_heads, self.info.n_kv_heads, self.info.d_head, self.info.d_model
-        out = {}
-        try:
-            for name, n in (("q", H), ("k", G), ("v", G)):
-                lin = getattr(attn, name).original_component
-                w = lin.weight.reshape(n, dh, D)  # [head, d_head, d_model]
-                b = None if lin.bias is None else lin.bias.reshape(n, dh)
-                out[name] = (w, b)
-            o = attn.o.original_component.weight  # [d_model, head*d_head]
-            out["W_O"] = o.reshape(D, H, dh).permute(1, 2, 0)  # [head, d_head, d_model]
-            out["ln1"] = block.ln1.original_component
-        except (AttributeError, RuntimeError) as exc:
-            raise GradientNotSupportedError(
-                f"{self.info.name}: block {layer}'s attention has no separate q/k/v/o linear projections and "
-                f"pre-attention norm ({type(exc).__name__}: {exc}); edge-level analyses support such models "
-                "(Llama-style and TransformerLens-native) only"
-            ) from None
-        return out
+        self.edges = model.edge_runner()
 
     # -- recording ------------------------------------------------------------------------------------------
     def sender_outputs(self, tokens: Int[Tensor, "batch pos"], *, batch_size: int = 16
@@ -453,13 +531,6 @@ class GraphRunner:
         for i in range(0, tokens.shape[0], batch_size):
             chunks.append(self.run(tokens[i:i + batch_size], record=True).senders)
         return torch.cat(chunks)
-
-    def metric(self, logits: Float[Tensor, "rows d_vocab"], answers: Int[Tensor, "batch 2"]) -> Tensor:
-        """Per-row logit difference (answers repeated over variants)."""
-        from attnlab.metrics import logit_diff
-
-        reps = logits.shape[0] // answers.shape[0]
-        return logit_diff(logits, answers.repeat(reps, 1))
 
     # -- the pass -------------------------------------------------------------------------------------------
     def run(
@@ -496,10 +567,19 @@ class GraphRunner:
         Raises:
             CircuitError: ``ablate`` of the wrong shape, ablating edges that are not in the graph, or no source.
         """
-        g, info = self.graph, self.info
+        plan = self._plan(tokens, ablate, source, source_rows)
+        ablation = _EdgeAblation(self.graph, plan, record=record, capture=capture, input_embed=input_embed)
+        logits = self.edges.run(tokens.repeat(plan.n_var, 1), ablation, grad=capture,
+                                logits_at=None if logits_at is None else logits_at.repeat(plan.n_var))
+        senders = None if ablation.acts is None else ablation.acts.permute(1, 2, 0, 3)
+        return GraphRun(logits=logits, senders=senders, inputs=ablation.inputs)
+
+    def _plan(self, tokens: Tensor, ablate: Tensor | None, source: AblationSource | None,
+              source_rows: Tensor | None) -> _PassPlan:
+        """Validate a :meth:`run` request and lay out its batch (see :class:`_PassPlan`)."""
+        g = self.graph
         batch, n_pos = tokens.shape
-        n_var = 1
-        masks = None
+        n_var, masks = 1, None
         if ablate is not None:
             if ablate.shape[-2:] != (g.n_senders, g.n_receivers):
                 raise CircuitError(f"'ablate' must end in ({g.n_senders}, {g.n_receivers}) (got {tuple(ablate.shape)})")
@@ -512,13 +592,6 @@ class GraphRunner:
                 masks = None
             elif source is None:
                 raise CircuitError("ablating edges needs source= (mean_source(...) or corrupted_source(...))")
-        rows = batch * n_var
-        need_buffer = record or masks is not None
-        D = info.d_model
-        # Sender buffers are laid out [n_senders, rows, pos, d_model] so that the correction of a receiver group is
-        # one plain matrix product of a contiguous prefix of senders with the group's mask columns.
-        acts = torch.zeros(g.n_senders, rows, n_pos, D) if record else None
-        deltas = torch.zeros(g.n_senders, rows, n_pos, D) if masks is not None else None
         src = None
         if masks is not None:
             sr = torch.arange(batch) if source_rows is None else source_rows
@@ -527,131 +600,7 @@ class GraphRunner:
                 raise CircuitError(f"the ablation source gives {tuple(src.shape[:2])} (prompts, positions) for "
                                    f"prompts of shape {(batch, n_pos)}; build it from the same dataset")
             src = src.permute(2, 0, 1, 3).contiguous()  # [S, batch, pos, D]
-        store: dict = {"resid": {}}
-        inputs: dict = {}
-
-        def write(s0: int, s1: int, value: Tensor) -> None:  # value [rows, pos, n, D]
-            v = value.detach().permute(2, 0, 1, 3)  # [n, rows, pos, D]
-            if acts is not None:
-                acts[s0:s1] = v
-            if deltas is not None:
-                deltas[s0:s1] = (v.reshape(s1 - s0, n_var, batch, n_pos, D)
-                                 - src[s0:s1, None]).reshape(s1 - s0, rows, n_pos, D)
-
-        def correction(r_idx: list[int]) -> Tensor | None:
-            """Float[rows, pos, len(r_idx), D]: sum over ablated edges of the sender deltas, or None."""
-            if masks is None:
-                return None
-            n = g.prefix[r_idx[0]]
-            m = masks[:, :n, r_idx]  # [variants or 1, n, R]
-            if not m.any():
-                return None
-            R = len(r_idx)
-            d = deltas[:n]
-            if masks.shape[0] == 1:
-                out = (m[0].T.float() @ d.reshape(n, -1)).reshape(R, rows, n_pos, D)
-            else:
-                dv = d.reshape(n, n_var, batch * n_pos * D)
-                out = torch.stack([m[v].T.float() @ dv[:, v] for v in range(n_var)], 1)
-                out = out.reshape(R, rows, n_pos, D)
-            return out.permute(1, 2, 0, 3)
-
-        hooks: list[tuple[str, Callable]] = []
-
-        def resid_hook(layer: int):
-            def hook(act, hook=None):
-                if layer == 0:
-                    if input_embed is not None:
-                        act = input_embed.to(act.dtype).repeat(n_var, 1, 1)
-                    if need_buffer:
-                        write(0, 1, act[:, :, None])
-                store["resid"][layer] = act
-                return act
-            return hook
-
-        def qkv_hook(layer: int, kind: str, r_idx: list[int]):
-            w, b = self._weights[layer][kind]
-            ln = self._weights[layer]["ln1"]
-
-            def hook(act, hook=None):
-                corr = correction(r_idx)
-                if corr is None and not capture:
-                    return act
-                resid = store["resid"][layer]
-                x = resid[:, :, None, :].expand(-1, -1, len(r_idx), -1)
-                if capture:
-                    x = _grad_copy(x)
-                    inputs[(layer, kind)] = x
-                if corr is not None:
-                    x = x - corr.to(x.dtype)
-                y = torch.einsum("bphd,hkd->bphk", ln(x), w.to(x.dtype))
-                if b is not None:
-                    y = y + b
-                return y.to(act.dtype)
-            return hook
-
-        def z_hook(layer: int):
-            W_O = self._weights[layer]["W_O"]
-            s0, s1 = g.sender_slice(layer)
-
-            def hook(act, hook=None):
-                if need_buffer:
-                    write(s0, s1, torch.einsum("bphk,hkd->bphd", act.detach(), W_O))
-                return act
-            return hook
-
-        def mlp_in_hook(layer: int, r: int):
-            def hook(act, hook=None):
-                corr = correction([r])
-                if capture:
-                    act = _grad_copy(act)
-                    inputs[(layer, "mlp")] = act
-                if corr is not None:
-                    act = act - corr[:, :, 0].to(act.dtype)
-                return act
-            return hook
-
-        def mlp_out_hook(s: int):
-            def hook(act, hook=None):
-                if need_buffer:
-                    write(s, s + 1, act[:, :, None])
-                return act
-            return hook
-
-        def final_hook(r: int):
-            def hook(act, hook=None):
-                corr = correction([r])
-                if capture:
-                    act = _grad_copy(act)
-                    inputs[(info.n_layers, "logits")] = act
-                if corr is not None:
-                    act = act - corr[:, :, 0].to(act.dtype)
-                if logits_at is not None:
-                    pos = logits_at.repeat(n_var).to(act.device)
-                    act = act[torch.arange(act.shape[0]), pos].unsqueeze(1)
-                return act
-            return hook
-
-        for layer, kind, r_idx in g.layer_groups():
-            if kind in ("q", "k", "v"):
-                hooks.append((f"blocks.{layer}.hook_resid_pre", resid_hook(layer))) if kind == "q" else None
-                hooks.append((f"blocks.{layer}.attn.hook_{kind}", qkv_hook(layer, kind, r_idx)))
-                if kind == "v":
-                    hooks.append((f"blocks.{layer}.attn.hook_z", z_hook(layer)))
-            elif kind == "mlp":
-                hooks.append((f"blocks.{layer}.ln2.hook_in", mlp_in_hook(layer, r_idx[0])))
-                hooks.append((f"blocks.{layer}.hook_mlp_out", mlp_out_hook(g.sender_index(f"MLP{layer}"))))
-            else:
-                hooks.append(("ln_final.hook_in", final_hook(r_idx[0])))
-
-        x = tokens.repeat(n_var, 1)
-        ctx = torch.enable_grad() if capture else torch.no_grad()
-        with ctx, self.bridge.hooks(fwd_hooks=hooks):
-            logits = self.bridge(x)
-        if logits_at is not None:
-            logits = logits[:, 0]
-        senders = None if acts is None else acts.permute(1, 2, 0, 3)
-        return GraphRun(logits=logits, senders=senders, inputs=inputs)
+        return _PassPlan(masks, n_var, batch, n_pos, src)
 
 
 def _grad_copy(x: Tensor) -> Tensor:
@@ -661,15 +610,18 @@ def _grad_copy(x: Tensor) -> Tensor:
 
 
 def check_budget(what: str, needed_mb: float, budget_mb: float | int | None, hint: str) -> None:
-    """Raise :class:`MemoryBudgetError` when ``needed_mb`` exceeds ``budget_mb`` (None = no limit)."""
-    if budget_mb is None:
-        return
-    if not (isinstance(budget_mb, (int, float)) and budget_mb > 0 and math.isfinite(budget_mb)):
-        raise CircuitError(f"'memory_budget_mb' must be a positive number (got {budget_mb!r})")
-    if needed_mb > budget_mb:
-        raise MemoryBudgetError(
-            f"{what} needs about {needed_mb:,.0f} MiB but memory_budget_mb={budget_mb:,.0f}; {hint}"
-        )
+    """:func:`attnlab.memory.check_budget`, with a :class:`CircuitError` for a malformed budget.
+
+    Raises:
+        CircuitError: ``budget_mb`` is not a positive number.
+        MemoryBudgetError: ``needed_mb`` exceeds ``budget_mb`` (None = no limit).
+    """
+    try:
+        memory.check_budget(what, needed_mb, budget_mb, hint)
+    except MemoryBudgetError:
+        raise
+    except ValueError as exc:
+        raise CircuitError(str(exc)) from None
 
 
 def split_rows(n: int, size: int) -> Sequence[tuple[int, int]]:

@@ -44,9 +44,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnlab import memory
 from attnlab.backends.base import Backend, Intervention
 from attnlab.circuits.attribution import check_layers
 from attnlab.errors import DatasetError, SiteError
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
@@ -55,7 +57,7 @@ from attnlab.tasks.base import PatchingDataset
 __all__ = ["PathPatchingScore", "head_inputs", "path_patch", "path_patching_sweep"]
 
 _RECEIVER_KINDS = (SiteKind.Q, SiteKind.K, SiteKind.V)
-_DEFAULT_BUDGET_MB = 1024.0
+_DEFAULT_BUDGET_MB = DEFAULT_BUDGET_MB  # the one default (attnlab.memory)
 
 Head = tuple[int, int]
 
@@ -271,10 +273,8 @@ def _run_groups(model: Backend, dataset: PatchingDataset, b: _Baselines, groups:
 
 
 def _max_variants(model: Backend, n_pos: int, batch: int, memory_budget_mb: float) -> int:
-    i = model.info
-    per_row = 4 * (n_pos * (10 * i.d_model + 3 * i.d_mlp + 6 * i.n_heads * i.d_head + 2 * i.n_heads * n_pos)
-                   + 2 * i.d_vocab)
-    return max(1, int(memory_budget_mb * 2**20 // (per_row * batch)))
+    """Senders sharing one pass of ``batch`` rows each (:func:`attnlab.memory.max_variants`)."""
+    return memory.max_variants(model.info, n_pos, memory_budget_mb, rows_per_variant=batch)
 
 
 # -- public functions ---------------------------------------------------------------------------------------------

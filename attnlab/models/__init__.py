@@ -11,6 +11,8 @@ import torch
 from attnlab.backends.base import Backend, ModelInfo
 from attnlab.errors import AttnlabError, ModelNotAvailableError
 from attnlab.models.embedded import EMBEDDED_MODEL, cache_dir, embedded_checkpoint
+from attnlab.models.hub import check_hub_or_cache as _check_hub_or_cache
+from attnlab.models.hub import offline_message as _offline_message
 
 __all__ = ["EMBEDDED_MODEL", "cache_dir", "gpt2_shaped_model", "load_model", "tiny_model"]
 
@@ -58,7 +60,7 @@ def load_model(
     if backend not in _BACKENDS:
         raise AttnlabError(f"'backend' must be one of {_BACKENDS} (got {backend!r})")
     if backend == "nnsight":
-        from attnlab.backends.nnsight import load_nnsight
+        from attnlab.models.nnsight_loader import load_nnsight
 
         return load_nnsight(name, remote=remote, device=device, dtype=dtype)
     if remote is not False:
@@ -72,32 +74,6 @@ def load_model(
         return _load_hf(path, display_name=name, source=path, device=device, dtype=dtype)
     _check_hub_or_cache(name)
     return _load_hf(name, display_name=name, source=f"Hugging Face: {name}", device=device, dtype=dtype)
-
-
-def _offline_message(name: str, why: str) -> str:
-    return (f"could not load model {name!r} from the Hugging Face hub or the local cache ({why}). If you are "
-            f"offline, use the embedded model: attnlab.load_model({EMBEDDED_MODEL!r}); otherwise check the id, your "
-            "network, or HF_HOME")
-
-
-def _check_hub_or_cache(name: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, not after a minute of retries, when a model is neither cached nor reachable."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return  # cached: transformers can load it offline
-    if constants.HF_HUB_OFFLINE:
-        raise ModelNotAvailableError(_offline_message(name, "not in the local cache and HF_HUB_OFFLINE is set"))
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError as exc:
-        raise ModelNotAvailableError(
-            _offline_message(name, f"not in the local cache and the hub is unreachable: {exc.strerror or exc}")
-        ) from None
 
 
 def _load_hf(path: str, *, display_name: str, source: str, device, dtype) -> Backend:

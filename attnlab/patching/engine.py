@@ -38,8 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnlab import memory
 from attnlab.backends.base import Backend, Intervention, Reduction, RunSpec
 from attnlab.errors import DatasetError, SiteError
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Direction, Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
@@ -74,14 +76,7 @@ COMPONENTS: dict[str, ComponentSpec] = {
     )
 }
 
-_DEFAULT_BUDGET_MB = 1024
-
-
-def _bytes_per_row(model: Backend, n_pos: int) -> int:
-    """Rough peak bytes of one prompt row in a no-grad forward pass (float32)."""
-    i = model.info
-    per_pos = 8 * i.d_model + 3 * i.d_mlp + 3 * i.n_heads * i.d_head + 2 * i.n_heads * n_pos
-    return 4 * (n_pos * per_pos + 2 * i.d_vocab)
+_DEFAULT_BUDGET_MB = DEFAULT_BUDGET_MB  # the one default (attnlab.memory)
 
 
 def run_sweep(
@@ -229,7 +224,7 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
         live = [(h, p) for h in (heads if heads is not None else [None])
                 for p in (positions if positions is not None else [None]) if not _slices_equal(src, tgt, h, p)]
         variants_by_layer.append((layer, live))
-    max_variants = max(1, int(memory_budget_mb * 2**20 // (_bytes_per_row(model, dataset.n_pos) * len(dataset))))
+    max_variants = memory.max_variants(info, dataset.n_pos, memory_budget_mb, rows_per_variant=len(dataset))
     return _Plan(spec, direction, metric, layers, heads, positions, baselines, target_m, reference,
                  variants_by_layer, max_variants, source, start_resid, target_tokens, answers, end,
                  memory_budget_mb, t0)

@@ -15,6 +15,7 @@ a dataset that does not fit the model, ``MetricError`` for a broken metric or eq
 from collections.abc import Sequence
 
 from attnlab.backends.base import Backend
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Direction, MetricLike
 from attnlab.patching.engine import run_sweep
 from attnlab.results import PatchingResult
@@ -27,7 +28,7 @@ def patch_residual_stream(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
     metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
-    memory_budget_mb: float = 1024, progress: bool = True,
+    memory_budget_mb: float = DEFAULT_BUDGET_MB, progress: bool = True,
 ) -> PatchingResult:
     """Patch the residual stream entering each block at each position: values Float[layer, pos].
 
@@ -43,7 +44,7 @@ def patch_attn_out(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
     metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
-    memory_budget_mb: float = 1024, progress: bool = True,
+    memory_budget_mb: float = DEFAULT_BUDGET_MB, progress: bool = True,
 ) -> PatchingResult:
     """Patch each attention layer's output at each position: values Float[layer, pos].
 
@@ -58,7 +59,7 @@ def patch_mlp_out(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
     metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
-    memory_budget_mb: float = 1024, progress: bool = True,
+    memory_budget_mb: float = DEFAULT_BUDGET_MB, progress: bool = True,
 ) -> PatchingResult:
     """Patch each MLP layer's output at each position: values Float[layer, pos].
 
@@ -73,7 +74,7 @@ def patch_heads(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
     metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-    memory_budget_mb: float = 1024, progress: bool = True,
+    memory_budget_mb: float = DEFAULT_BUDGET_MB, progress: bool = True,
 ) -> PatchingResult:
     """Patch each attention head's output (``z``, before the output projection) at every position at once:
     values Float[layer, head].
@@ -91,7 +92,7 @@ def patch_heads_by_position(
     model: Backend, dataset: PatchingDataset, *, direction: Direction = "denoising",
     metric: MetricLike = "logit_diff",
     layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None, memory_budget_mb: float = 1024, progress: bool = True,
+    positions: Sequence[int] | None = None, memory_budget_mb: float = DEFAULT_BUDGET_MB, progress: bool = True,
 ) -> PatchingResult:
     """Patch each attention head's output at each position separately: values Float[layer, head, pos].
 

@@ -21,7 +21,7 @@ import math
 import re
 from pathlib import Path
 
-from attnlab.circuits.graph import CircuitError
+from attnlab.errors import CircuitError
 from attnlab.render.contract import CIRCUIT_MIME, CircuitCurve, CircuitEdge, CircuitNode, CircuitPayload
 from attnlab.render.views import _renderer_js
 
@@ -114,6 +114,20 @@ def _text(v) -> str:
     return str(v)
 
 
+def _circuit_record(circuit) -> dict:
+    """The ``attnlab.circuit.v1`` record of ``circuit`` (a :class:`~attnlab.circuits.Circuit` or its ``to_dict()``).
+
+    The view reads the record's wire form only, so this module imports nothing from :mod:`attnlab.circuits`.
+
+    Raises:
+        CircuitError: not an ``attnlab.circuit.v1`` record.
+    """
+    record = circuit if isinstance(circuit, dict) else getattr(circuit, "to_dict", lambda: None)()
+    if not isinstance(record, dict) or record.get("format") != "attnlab.circuit.v1":
+        raise CircuitError("not a saved attnlab circuit (expected format 'attnlab.circuit.v1')")
+    return record
+
+
 def circuit_payload(circuit, *, curve=None, max_edges: int = 300, title: str | None = None) -> CircuitPayload:
     """Payload of the circuit view for ``circuit``: its ``max_edges`` edges of largest |score|.
 
@@ -133,16 +147,14 @@ def circuit_payload(circuit, *, curve=None, max_edges: int = 300, title: str | N
     """
     if isinstance(max_edges, bool) or not isinstance(max_edges, int) or max_edges < 1:
         raise CircuitError(f"'max_edges' must be a positive integer (got {max_edges!r})")
-    if isinstance(circuit, dict):
-        from attnlab.circuits.circuit import Circuit
-
-        circuit = Circuit.from_dict(circuit)
-    model, task = dict(circuit.model), dict(circuit.task)
+    record = _circuit_record(circuit)
+    model, task = dict(record["model"]), dict(record["task"])
     n_layers = int(model.get("n_layers", 0))
     n_heads = model.get("n_heads")
     n_kv = model.get("n_kv_heads", n_heads)
     grouped = n_heads is not None and n_kv is not None and n_kv != n_heads
-    ranked = sorted(circuit.edges, key=lambda e: -abs(float(e[1])))  # stable: keeps the circuit's order on ties
+    edges_in = [(str(n), float(v)) for n, v in record["edges"]]
+    ranked = sorted(edges_in, key=lambda e: -abs(e[1]))  # stable: keeps the circuit's order on ties
     shown = ranked[:max_edges]
     nodes: dict[str, CircuitNode] = {}
     edges: list[CircuitEdge] = []
@@ -157,12 +169,13 @@ def circuit_payload(circuit, *, curve=None, max_edges: int = 300, title: str | N
     node_list = sorted(nodes.values(), key=lambda n: (n["layer"], order[n["kind"]], n["head"] or 0, n["group"] or 0))
     name = str(model.get("name", "?"))
     task_name = str(task.get("task", "?"))
-    prov = dict(circuit.provenance)
+    prov = dict(record.get("provenance", {}))
     method = f" · {prov['method']}" if prov.get("method") else ""
     truncated = f" · showing the top {len(shown)} of {len(ranked)} edges" if len(shown) < len(ranked) else ""
     subtitle = f"{name} · {task_name}{method} · {len(ranked)} edges{truncated}"
     provenance = [["model", name], *[[f"task {k}", _text(v)] for k, v in task.items() if k != "task"],
-                  ["task", task_name], *[[f"selection {k}", _text(v)] for k, v in circuit.selection.items()],
+                  ["task", task_name],
+                  *[[f"selection {k}", _text(v)] for k, v in dict(record.get("selection", {})).items()],
                   *[[str(k), _text(v)] for k, v in prov.items()]]
     return CircuitPayload(
         kind="circuit", version=1,

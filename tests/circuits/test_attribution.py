@@ -15,6 +15,7 @@ import dataclasses
 import pytest
 import torch
 
+from attnlab.backends.base import Capability
 from attnlab.circuits.attribution import ATTRIBUTION_COMPONENTS, attribution_patching, attribution_sweep
 from attnlab.errors import BackendError, DatasetError, SiteError
 from attnlab.metrics import logit_diff
@@ -209,7 +210,8 @@ def test_a_dataset_outside_the_vocabulary_is_refused(model64, pairs):
 def test_a_backend_without_gradients_is_refused_by_name(model64, pairs):
     nnsight_like = _no_runs(model64)
     nnsight_like.info = dataclasses.replace(model64.info, backend="nnsight")
-    with pytest.raises(BackendError, match="nnsight backend does not keep .*backend='transformer_lens'"):
+    nnsight_like.capabilities = frozenset({Capability.PATCHING})
+    with pytest.raises(BackendError, match="'gradients' capability.*'nnsight' backend.*backend='transformer_lens'"):
         attribution_sweep(nnsight_like, pairs, "heads")
 
 

@@ -5,13 +5,14 @@ import copy
 import pytest
 import torch
 
-from attnlab.backends.base import ModelInfo
+from attnlab.backends.base import Capability, ModelInfo
 from attnlab.circuits import (
     GradientNotSupportedError,
     MemoryBudgetError,
     eap_scores,
 )
 from attnlab.circuits.graph import CircuitError, Graph, estimate_memory_mb
+from attnlab.errors import CapabilityError
 from attnlab.metrics import logit_diff
 from attnlab.sites import Site, SiteKind
 
@@ -136,8 +137,11 @@ def test_eap_ig_averages_gradients_along_the_embedding_path(tiny, pairs, eap):
 def test_backend_without_gradients_is_refused(tiny, pairs):
     nnsight_like = copy.copy(tiny)  # a Backend whose info says nnsight (no model is loaded)
     nnsight_like.info = ModelInfo(**{**tiny.info.to_dict(), "backend": "nnsight"})
-    with pytest.raises(GradientNotSupportedError, match="gradients.*transformer_lens"):
+    nnsight_like.capabilities = frozenset({Capability.PATCHING})
+    with pytest.raises(GradientNotSupportedError, match="'gradients' capability.*'nnsight' backend.*transformer_lens") \
+            as caught:
         eap_scores(nnsight_like, pairs, progress=False)
+    assert caught.value.capability is Capability.GRADIENTS and isinstance(caught.value, CapabilityError)
 
 
 def test_memory_budget_is_checked_before_any_work(tiny, pairs):
