@@ -21,7 +21,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Intervention, ModelInfo, RunOutput, narrow, stack_tokens
+from attnlab.backends.base import Backend, Intervention, ModelInfo, ModelWeights, RunOutput, \
+    final_norm_params, narrow, stack_tokens
 from attnlab.errors import BackendError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
@@ -61,6 +62,7 @@ class TransformerLensBackend(Backend):
         self.tokenizer = tokenizer
         #: whether blocks before ``start_layer`` are left out of a run: None until checked (module docstring)
         self.skips_early_blocks: bool | None = None if info.n_layers > 1 else False
+        self._weights: ModelWeights | None = None
 
     @contextmanager
     def _blocks_from(self, start: int) -> Iterator[None]:
@@ -160,6 +162,24 @@ class TransformerLensBackend(Backend):
         if logits_at is not None:
             out = out[:, 0]
         return RunOutput(logits=out, cache=recorded)
+
+
+    # -- weights --------------------------------------------------------------------------------------------------
+    def weights(self) -> ModelWeights:
+        """W_O, W_U, b_U and the final norm, read from the bridge once (``bridge.W_O`` [layer, head_index, d_head,
+        d_model], ``bridge.W_U``, ``bridge.b_U``, ``bridge.ln_final.original_component``).
+
+        Raises:
+            BackendError: the bridge's final norm is not a module this reader knows.
+        """
+        if self._weights is None:
+            b = self.bridge
+            b_u = getattr(b, "b_U", None)
+            self._weights = ModelWeights(
+                W_O=b.W_O.detach().float(), W_U=b.W_U.detach().float(),
+                b_U=None if b_u is None else b_u.detach().float(),
+                **final_norm_params(getattr(b.ln_final, "original_component", b.ln_final)))
+        return self._weights
 
 
 class _SkippedBlock(torch.nn.Module):

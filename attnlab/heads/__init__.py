@@ -15,7 +15,8 @@ from attnlab.heads.analysis import induction_analysis
 from attnlab.heads.attribution import copying_scores
 from attnlab.heads.prefix import PrefixCurves, classify_prefix, prefix_curves
 from attnlab.heads.results import HeadScores
-from attnlab.heads.scores import SCORE_KINDS, attention_patterns, score_heads
+from attnlab.heads.patterns import attention_patterns
+from attnlab.heads.scores import SCORE_KINDS, score_heads
 from attnlab.heads.verification import HeadAblation, ablation_effects, loss_by_position
 
 __all__ = [
