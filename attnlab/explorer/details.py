@@ -24,8 +24,8 @@ Everything is read through the backend (:meth:`Backend.run` and :meth:`Backend.w
 on every backend.
 """
 
+import copy
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -70,6 +70,7 @@ class RunCache:
         z: Float[layer, batch, pos, head_index, d_head] head outputs on the clean prompts.
         resid: Float[layer + 1, batch, pos, d_model] residual stream entering each block, then the final one.
         mean_z: ``{layer: Float[pos, head_index, d_head]}`` mean ``z`` over the corrupted prompts (mean ablation).
+        clean_logits: Float[batch, d_vocab] clean logits at END.
         clean_ld: Float[batch] clean logit difference (logits).
         metric: the resolved :class:`~attnlab.metrics.Metric`.
         reference: Float[batch, d_vocab] the clean log-probabilities at END when the metric needs them, else None.
@@ -95,12 +96,27 @@ class RunCache:
         self.resid = torch.stack([clean.cache[Site(SiteKind.RESID_PRE, layer)] for layer in layers]
                                  + [clean.cache[Site(SiteKind.RESID_POST, n_layers - 1)]])
         self.mean_z = {layer: corrupted.cache[Site(SiteKind.Z, layer)].mean(0) for layer in layers}
+        self.clean_logits = clean.logits  # [batch, d_vocab] at END
         self.clean_ld = logit_diff(clean.logits, dataset.answers)
-        self.reference = self.metric.reference(clean.logits)
-        self.clean_metric = self.metric(clean.logits, dataset.answers, self.reference).detach()
+        self._set_metric(self.metric)
         self.lens = _weights(model)
         b = torch.arange(len(dataset))
         self.final_scale = None if self.lens is None else self.lens.scale(self.resid[-1][b, dataset.end])
+
+    def _set_metric(self, metric: Metric) -> None:
+        self.metric = metric
+        self.reference = metric.reference(self.clean_logits)
+        self.clean_metric = metric(self.clean_logits, self.dataset.answers, self.reference).detach()
+
+    def with_metric(self, metric: MetricLike) -> "RunCache":
+        """The same recorded activations with another metric for the ablation panel (no forward pass).
+
+        Raises:
+            MetricError: an unknown metric, or a custom one that fails on the clean run.
+        """
+        other = copy.copy(self)
+        other._set_metric(get_metric(metric))
+        return other
 
     @property
     def n_prompts(self) -> int:
