@@ -184,3 +184,34 @@ def test_remote_models_keep_their_weights_on_the_server(gpt2):
         copying_scores(simulated, data)
     with pytest.raises(MetricError, match="unknown metric"):
         ablation_effects(model, data, [(0, 0)], metric="nope")
+
+
+def test_heads_and_explorer_import_no_backend_library_and_no_cycle():
+    """heads/, explorer/ and ablation.py reach models only through the Backend interface (no transformer_lens or
+    nnsight import, no hook-name strings), and the heads modules import each other without a cycle."""
+    import ast
+    from pathlib import Path
+
+    import attnlab
+
+    root = Path(attnlab.__file__).parent
+    files = sorted(root.glob("heads/*.py")) + sorted(root.glob("explorer/*.py")) + [root / "ablation.py"]
+    graph = {}
+    for path in files:
+        tree = ast.parse(path.read_text())
+        mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        bad = sorted(m for m in mods if m.split(".")[0] in ("transformer_lens", "nnsight"))
+        assert not bad, f"{path.relative_to(root)} imports {bad}"
+        code = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        assert not [c for c in code if "hook_" in c or ".bridge" in c], path
+        if path.parent.name == "heads":
+            graph[path.stem] = {m.rsplit(".", 1)[1] for m in mods if m.startswith("attnlab.heads.")}
+
+    def visit(node, stack):
+        assert node not in stack, f"import cycle: {' -> '.join([*stack, node])}"
+        for nxt in graph.get(node, ()):
+            visit(nxt, [*stack, node])
+
+    for node in graph:
+        visit(node, [])
