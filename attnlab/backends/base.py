@@ -56,7 +56,7 @@ class ModelInfo:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelWeights:
     """The weights that weight-reading analyses need: each head's output projection, the unembedding and the final
     norm. Returned by :meth:`Backend.weights`; every tensor is detached float32 on the model's device.
@@ -94,14 +94,15 @@ class ModelWeights:
             x = x - x.mean(-1, keepdim=True)
         return (x.pow(2).mean(-1, keepdim=True) + self.norm_eps).sqrt()
 
-    def apply(self, x: Float[Tensor, "... d_model"], scale: Float[Tensor, "... 1"] | None = None
-              ) -> Float[Tensor, "... d_model"]:
+    def apply(self, x: Float[Tensor, "... d_model"], scale: Tensor | None = None) -> Float[Tensor, "... d_model"]:
         """The final norm of ``x``.
 
         Args:
             x: residual vectors, or one component's contribution to them.
-            scale: a frozen scale (:meth:`scale` of the full residual stream): the linear map DLA uses, with no bias
-                added (the bias belongs to no component). None: the norm of ``x`` itself, bias included.
+            scale: a frozen scale (:meth:`scale` of the full residual stream; any shape that broadcasts against
+                ``x[..., :1]``, e.g. one scale per position for every head's output at that position): the linear
+                map DLA uses, with no bias added (the bias belongs to no component). None: the norm of ``x`` itself,
+                bias included.
         """
         x = x.float()
         s = self.scale(x) if scale is None else scale

@@ -130,10 +130,10 @@ class ExplorerController:
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
                  metric: MetricLike = "logit_diff", task_options: dict | None = None,
-                 memory_budget_mb: float = 1024) -> None:
+                 memory_budget_mb: float = 1024.0) -> None:
         self.model = model
         self.task_options = dict(task_options or {})
-        self.memory_budget_mb = memory_budget_mb
+        self.memory_budget_mb = float(memory_budget_mb)
         self._listeners: list[Callable[[str], None]] = []
         spec = get_task(task)
         self._tasks = {**registered_tasks(), spec.name: spec}
@@ -243,6 +243,9 @@ class ExplorerController:
         menu."""
         if isinstance(value, str) and value in self._metrics:
             return self._metrics[value]
+        if not (isinstance(value, (str, Metric)) or callable(value)):
+            raise ExplorerError(f"'metric' must be one of {sorted(self._metrics)}, a Metric or a callable "
+                                f"(got {value!r})")
         try:
             metric = get_metric(value)
         except MetricError as exc:

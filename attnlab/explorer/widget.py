@@ -88,7 +88,7 @@ class Explorer(anywidget.AnyWidget):
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
                  metric: MetricLike = "logit_diff", task_options: dict | None = None,
-                 memory_budget_mb: float = 1024) -> None:
+                 memory_budget_mb: float = 1024.0) -> None:
         esm = _front_end()
         self.controller = ExplorerController(
             model, task, n_prompts=n_prompts, seed=seed, corruption=corruption, component=component,
