@@ -15,6 +15,12 @@ def embedded_model():
 
 
 @pytest.fixture(scope="session")
+def embedded_nnsight():
+    """The embedded SmolLM2-135M-Instruct through the nnsight backend, run locally (eager attention; read-only)."""
+    return load_model("smollm2-135m", backend="nnsight")
+
+
+@pytest.fixture(scope="session")
 def ioi16(embedded_model):
     """16 IOI prompts on the embedded model (S2-swap corruption, seed 0)."""
     from attnlab.tasks.ioi import ioi_dataset

@@ -7,7 +7,7 @@ import torch
 from transformer_lens.head_detector import detect_head
 
 from attnlab.ablation import AblationError, head_ablation_interventions, mean_head_outputs
-from attnlab.errors import AttnlabError, DatasetError, SiteError
+from attnlab.errors import AttnlabError, DatasetError, MetricError, SiteError
 from attnlab.heads import (
     HeadScores,
     ablation_effects,
@@ -162,6 +162,54 @@ def test_ablation_effects_match_hand_built_runs(model, data):
             torch.testing.assert_close(res.position_loss[mi, layer, head][1:], loss.mean(0)[1:], rtol=1e-4,
                                        atol=1e-5)
     assert torch.isnan(res.loss_increase[0, 0, 0]), "heads not ablated stay NaN"
+
+
+def test_ablation_metrics_logprob_kl_and_custom(model, data, tmp_path):
+    """metric="logprob" is minus the loss (so its change is minus the loss increase); "kl_div" equals KL(clean ||
+    ablated) at the copyable positions computed by hand; a custom callable equals the built-in it reimplements; the
+    metric is recorded, labelled, saved and loaded."""
+    heads = [(0, 1), (1, 2)]
+    loss = ablation_effects(model, data, heads, methods=("zero", "mean"))
+    lp = ablation_effects(model, data, heads, methods=("zero", "mean"), metric="logprob")
+    assert loss.metric is None and lp.metric["name"] == "logprob"
+    assert loss.per_sequence[0, 1, 2].abs().max() > 1e-3, "the ablation changes nothing: the test would prove nothing"
+    torch.testing.assert_close(lp.per_sequence, -loss.per_sequence, rtol=1e-4, atol=1e-5, equal_nan=True)
+    torch.testing.assert_close(lp.position_loss, loss.position_loss, equal_nan=True)
+    assert lp.clean_loss["metric"] == pytest.approx(-lp.clean_loss["second_repeat"], abs=1e-5)
+    assert "log-probability" in lp.label and loss.label == "second-repeat loss increase (nats/token)"
+
+    kl = ablation_effects(model, data, [(1, 2)], methods=("zero",), metric="kl_div")
+    ivs = head_ablation_interventions(model, [(1, 2)], method="zero", n_pos=data.n_pos, batch=len(data))
+    at = torch.arange(data.n_pos)[data.induction_targets] - 1  # logits that predict the copyable tokens
+    p = model.run(data.tokens).logits[:, at].log_softmax(-1)
+    q = model.run(data.tokens, interventions=ivs).logits[:, at].log_softmax(-1)
+    expected = (p.exp() * (p - q)).sum(-1).mean(-1)
+    torch.testing.assert_close(kl.per_sequence[0, 1, 2], expected, rtol=1e-4, atol=1e-6)
+    assert kl.clean_loss["metric"] == pytest.approx(0.0, abs=1e-6)
+
+    def copy_prob(logits, answers, reference):
+        return torch.softmax(logits, -1).gather(-1, answers[:, :1])[:, 0]
+
+    custom = ablation_effects(model, data, heads, methods=("zero",), metric=copy_prob)
+    builtin = ablation_effects(model, data, heads, methods=("zero",), metric="prob")
+    torch.testing.assert_close(custom.per_sequence, builtin.per_sequence, equal_nan=True)
+    assert custom.metric["name"] == "copy_prob" and not custom.metric["builtin"]
+
+    res = score_heads(model, data).with_ablation(lp)
+    back = HeadScores.load(res.save(tmp_path / "lp.json"))
+    assert back.ablation.metric == lp.metric and back.ablation.label == lp.label
+    assert {"logprob_change_zero", "logprob_change_mean"} <= set(res.to_dataframe().columns)
+    assert res.gallery_payload()["ablation_label"] == lp.label
+
+
+def test_a_broken_ablation_metric_fails_before_any_ablation(model, data, monkeypatch):
+    calls = []
+    monkeypatch.setattr(type(model), "run_many", lambda self, specs: calls.append(1) or iter(()))
+    with pytest.raises(MetricError, match=r"must return shape \(25,\)"):
+        ablation_effects(model, data, [(0, 0)], metric=lambda logits, answers, reference: logits.sum())
+    with pytest.raises(MetricError, match="unknown metric"):
+        ablation_effects(model, data, [(0, 0)], metric="loss")
+    assert calls == []
 
 
 def test_zero_ablation_zeroes_z_and_mean_ablation_writes_the_mean(model, data):

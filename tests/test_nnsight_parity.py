@@ -15,8 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def nnsight_model():
-    return load_model("smollm2-135m", backend="nnsight")
+def nnsight_model(embedded_nnsight):
+    return embedded_nnsight
 
 
 @pytest.fixture(scope="module")

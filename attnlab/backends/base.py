@@ -24,7 +24,7 @@ from attnlab.backends.edges import EdgeRunner
 from attnlab.errors import BackendError, CapabilityError, SiteError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
-__all__ = ["Backend", "Capability", "Intervention", "ModelInfo", "Reduction", "RunOutput", "RunSpec"]
+__all__ = ["Backend", "Capability", "Intervention", "ModelInfo", "ModelWeights", "Reduction", "RunOutput", "RunSpec"]
 
 
 class Capability(str, Enum):
@@ -94,6 +94,67 @@ class ModelInfo:
     def to_dict(self) -> dict:
         """A JSON-serialisable copy."""
         return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelWeights:
+    """The weights that weight-reading analyses need: each head's output projection, the unembedding and the final
+    norm. Returned by :meth:`Backend.weights`; every tensor is detached float32 on the model's device.
+
+    Direct logit attribution (Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits", section
+    "Direct logit attribution") writes the logits as a sum over components: a component's contribution ``c``
+    [..., d_model] to the final residual stream ``x`` reaches the logits as ``apply(c, scale(x)) @ W_U``, the final
+    norm's scale *frozen* at its value on ``x`` (and ``c`` centred for LayerNorm), so that the contributions add up
+    to the logits minus the bias terms (``norm_bias @ W_U + b_U``).
+
+    Attributes:
+        W_O: Float[layer, head_index, d_head, d_model] output projection of every query head (``z[h] @ W_O[l, h]``
+            is head h's term of the attention output, the output bias excluded).
+        W_U: Float[d_model, d_vocab] unembedding.
+        b_U: Float[d_vocab] unembedding bias, or None.
+        norm_weight: Float[d_model] the final norm's gain.
+        norm_bias: Float[d_model] the final norm's bias (LayerNorm), or None.
+        norm_eps: the final norm's epsilon.
+        norm_centred: True for LayerNorm (subtracts the mean over d_model), False for RMSNorm.
+    """
+
+    W_O: Float[Tensor, "layer head_index d_head d_model"]
+    W_U: Float[Tensor, "d_model d_vocab"]
+    b_U: Float[Tensor, " d_vocab"] | None
+    norm_weight: Float[Tensor, " d_model"]
+    norm_bias: Float[Tensor, " d_model"] | None
+    norm_eps: float
+    norm_centred: bool
+
+    def scale(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... 1"]:
+        """The final norm's scale of residual vectors: sqrt(mean((x - centre)^2) + eps), centre = mean(x) for
+        LayerNorm and 0 for RMSNorm."""
+        x = x.float()
+        if self.norm_centred:
+            x = x - x.mean(-1, keepdim=True)
+        return (x.pow(2).mean(-1, keepdim=True) + self.norm_eps).sqrt()
+
+    def apply(self, x: Float[Tensor, "... d_model"], scale: Tensor | None = None) -> Float[Tensor, "... d_model"]:
+        """The final norm of ``x``.
+
+        Args:
+            x: residual vectors, or one component's contribution to them.
+            scale: a frozen scale (:meth:`scale` of the full residual stream; any shape that broadcasts against
+                ``x[..., :1]``, e.g. one scale per position for every head's output at that position): the linear
+                map DLA uses, with no bias added (the bias belongs to no component). None: the norm of ``x`` itself,
+                bias included.
+        """
+        x = x.float()
+        s = self.scale(x) if scale is None else scale
+        if self.norm_centred:
+            x = x - x.mean(-1, keepdim=True)
+        y = x / s * self.norm_weight
+        return y if (self.norm_bias is None or scale is not None) else y + self.norm_bias
+
+    def logits(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Next-token logits of final residual vectors ``x`` (the logit lens, nostalgebraist 2020, at any layer)."""
+        y = self.apply(x) @ self.W_U
+        return y if self.b_U is None else y + self.b_U
 
 
 @dataclass(frozen=True)
@@ -470,6 +531,16 @@ class Backend(ABC):
             raise SiteError(f"'{name}' must be in [0, {hi}) (got {layer!r})")
         return layer
 
+    # -- weights --------------------------------------------------------------------------------------------------
+    def weights(self) -> ModelWeights:
+        """The weights weight-reading analyses need (direct logit attribution, the logit lens), read once and kept.
+
+        Raises:
+            CapabilityError: this backend cannot give the weights (e.g. a remote model: they stay on the server).
+        """
+        self.require(Capability.WEIGHTS, "reading the model's weights (W_O, W_U, the final norm)")
+        raise NotImplementedError(f"{type(self).__name__} declares Capability.WEIGHTS but does not implement weights()")
+
     @property
     def name(self) -> str:
         """The name the model was loaded by."""
@@ -481,6 +552,23 @@ class Backend(ABC):
             f"<{type(self).__name__} {i.name!r}: {i.n_layers} layers, {i.n_heads} heads"
             f" ({i.n_kv_heads} key/value), d_model {i.d_model}>"
         )
+
+
+def final_norm_params(norm: torch.nn.Module) -> dict:
+    """The :class:`ModelWeights` fields of a final-norm module (torch ``LayerNorm``, Hugging Face ``*RMSNorm``):
+    ``norm_weight``, ``norm_bias``, ``norm_eps``, ``norm_centred``.
+
+    Raises:
+        BackendError: the module has no ``weight`` (a norm this reader does not know).
+    """
+    weight = getattr(norm, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise BackendError(f"cannot read the final norm's weights from {type(norm).__name__}")
+    eps = getattr(norm, "variance_epsilon", None)
+    eps = getattr(norm, "eps", 1e-5) if eps is None else eps
+    bias = getattr(norm, "bias", None)
+    return {"norm_weight": weight.detach().float(), "norm_bias": None if bias is None else bias.detach().float(),
+            "norm_eps": float(eps), "norm_centred": "RMS" not in type(norm).__name__}
 
 
 def stack_tokens(rows: list[list[int]]) -> Tensor:

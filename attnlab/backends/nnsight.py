@@ -52,12 +52,14 @@ from attnlab.backends.base import (
     Capability,
     Intervention,
     ModelInfo,
+    ModelWeights,
     Reduction,
     RunOutput,
     RunSpec,
+    final_norm_params,
     stack_tokens,
 )
-from attnlab.errors import BackendError, ModelNotAvailableError, TokenizationError
+from attnlab.errors import BackendError, CapabilityError, ModelNotAvailableError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
 __all__ = ["FAMILIES", "Family", "NNsightBackend", "family_of"]
@@ -155,6 +157,7 @@ class NNsightBackend(Backend):
             remote path), or a :class:`attnlab.remote.jobs.RemoteOptions` (run on a server).
     """
 
+    #: a local model also gives its weights; a remote one keeps them on the server (set per instance)
     capabilities = frozenset({Capability.PATCHING})
 
     def __init__(self, model, info: ModelInfo, tokenizer, remote=False) -> None:
@@ -162,6 +165,8 @@ class NNsightBackend(Backend):
         self.info = info
         self.tokenizer = tokenizer
         self.remote = remote
+        if remote is False:
+            self.capabilities = self.capabilities | {Capability.WEIGHTS}
         self.family = family_of(info.family)
         self.attn_implementation = getattr(model._module.config, "_attn_implementation", None)
         f = self.family
@@ -194,6 +199,50 @@ class NNsightBackend(Backend):
     def passes_kept(self) -> int:
         """Finished remote passes kept for resuming a failed analysis (0 locally)."""
         return len(self._jobs.kept) if self._jobs is not None else 0
+
+    # -- weights --------------------------------------------------------------------------------------------------
+    def require(self, capability: Capability | str, analysis: str) -> None:
+        """As :meth:`Backend.require`; a remote model's missing weights get their own explanation."""
+        cap = Capability(capability)
+        if cap is Capability.WEIGHTS and cap not in self.capabilities:
+            raise CapabilityError(cap, f"{analysis} needs the model's weights, but {self.info.name} runs remotely "
+                                       "(or simulates it): its weights stay on the server; run this analysis on a "
+                                       "local copy of the model", backend=self.info.backend)
+        super().require(cap, analysis)
+
+    def weights(self) -> ModelWeights:
+        """W_O, W_U and the final norm, read from the local Hugging Face module's parameters once (family paths).
+
+        ``W_O[l, h]`` is head h's ``d_head`` rows of the output projection's input side: ``o_proj.weight.T`` (a
+        ``Linear`` stores [d_model, n_heads * d_head]) or GPT-2's ``Conv1D`` ``c_proj.weight`` as stored
+        ([n_heads * d_head, d_model]), viewed [n_heads, d_head, d_model]. ``W_U`` is ``lm_head.weight.T``.
+
+        Raises:
+            BackendError: a remote model (also ``remote="local"``, which simulates one): the weights stay on the
+                server; or a module layout this reader does not know.
+        """
+        cached = getattr(self, "_weights_cache", None)
+        if cached is not None:
+            return cached
+        self.require(Capability.WEIGHTS, "reading the model's weights (W_O, W_U, the final norm: direct logit "
+                     "attribution, the logit lens, copying scores)")
+        hf, f, info = self.nn._module, self.family, self.info
+        layers = _path(hf, f.layers)
+        w_o = []
+        for layer in range(info.n_layers):
+            proj = _path(_path(layers[layer], f.attn), f.o_proj)
+            w = proj.weight.detach()
+            w = w.T if isinstance(proj, torch.nn.Linear) else w  # Conv1D stores [in, out]
+            if w.shape != (info.n_heads * info.d_head, info.d_model):
+                raise BackendError(f"layer {layer}'s output projection has shape {tuple(w.shape)}; expected "
+                                   f"({info.n_heads * info.d_head}, {info.d_model}) (input, output)")
+            w_o.append(w.reshape(info.n_heads, info.d_head, info.d_model))
+        unembed = _path(hf, f.unembed)
+        b_u = getattr(unembed, "bias", None)
+        self._weights_cache = ModelWeights(
+            W_O=torch.stack(w_o).float(), W_U=unembed.weight.detach().T.float(),
+            b_U=None if b_u is None else b_u.detach().float(), **final_norm_params(_path(hf, f.final_norm)))
+        return self._weights_cache
 
     # -- tokenisation ---------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

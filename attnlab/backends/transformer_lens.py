@@ -21,7 +21,18 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo, Reduction, RunOutput, narrow, stack_tokens
+from attnlab.backends.base import (
+    Backend,
+    Capability,
+    Intervention,
+    ModelInfo,
+    ModelWeights,
+    Reduction,
+    RunOutput,
+    final_norm_params,
+    narrow,
+    stack_tokens,
+)
 from attnlab.backends.edges import EdgeRunner
 from attnlab.errors import BackendError, TokenizationError
 from attnlab.sites import Site, SiteKind
@@ -64,6 +75,7 @@ class TransformerLensBackend(Backend):
         self.tokenizer = tokenizer
         #: whether blocks before ``start_layer`` are left out of a run: None until checked (module docstring)
         self.skips_early_blocks: bool | None = None if info.n_layers > 1 else False
+        self._weights: ModelWeights | None = None
 
     def edge_runner(self) -> EdgeRunner:
         """A :class:`~attnlab.backends.transformer_lens_graph.TransformerLensEdgeRunner` over this bridge.
@@ -177,6 +189,24 @@ class TransformerLensBackend(Backend):
             out = out[:, 0]
         metric = None if reduce is None else reduce.evaluate(out)
         return RunOutput(logits=out, cache=recorded, metric=metric)
+
+
+    # -- weights --------------------------------------------------------------------------------------------------
+    def weights(self) -> ModelWeights:
+        """W_O, W_U, b_U and the final norm, read from the bridge once (``bridge.W_O`` [layer, head_index, d_head,
+        d_model], ``bridge.W_U``, ``bridge.b_U``, ``bridge.ln_final.original_component``).
+
+        Raises:
+            BackendError: the bridge's final norm is not a module this reader knows.
+        """
+        if self._weights is None:
+            b = self.bridge
+            b_u = getattr(b, "b_U", None)
+            self._weights = ModelWeights(
+                W_O=b.W_O.detach().float(), W_U=b.W_U.detach().float(),
+                b_U=None if b_u is None else b_u.detach().float(),
+                **final_norm_params(getattr(b.ln_final, "original_component", b.ln_final)))
+        return self._weights
 
 
 class _SkippedBlock(torch.nn.Module):

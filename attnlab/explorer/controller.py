@@ -16,7 +16,8 @@ from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError
 from attnlab.explorer.details import RunCache, cell_detail, head_detail
 from attnlab.explorer.tasks import ExplorerTask, get_task, registered_tasks
-from attnlab.metrics import DIRECTIONS
+from attnlab.errors import MetricError
+from attnlab.metrics import DIRECTIONS, METRICS, Metric, MetricLike, get_metric
 from attnlab.patching.engine import COMPONENTS, run_sweep
 from attnlab.results import PatchingResult
 
@@ -94,8 +95,9 @@ class ExplorerRun:
     def label(self) -> str:
         c = self.controls
         state = "" if self.result.complete else ", cancelled"
+        metric = "" if c.get("metric", "logit_diff") == "logit_diff" else f" · {c['metric']}"
         return (f"{c['task']} · {c['component']} · {c['direction']} · {c['n_prompts']} prompts · seed {c['seed']}"
-                f" · {c['corruption']}{state}")
+                f" · {c['corruption']}{metric}{state}")
 
     def summary(self, index: int) -> dict:
         return {"index": index, "label": self.label(), "complete": self.result.complete,
@@ -112,29 +114,35 @@ class ExplorerController:
         model: the backend to analyse (:func:`attnlab.load_model`).
         task: a registered task name (``"ioi"``) or an :class:`~attnlab.explorer.tasks.ExplorerTask`.
         n_prompts, seed, corruption, component, direction: initial control values (see :meth:`set_control`).
+        metric: what the sweep and the head panel's ablations measure: a built-in name (``"logit_diff"``, the
+            default; ``"kl_div"``, ``"prob"``, ``"logprob"``, ``"accuracy"``), a :class:`~attnlab.metrics.Metric`
+            or a callable (see :mod:`attnlab.metrics`); a custom one joins the metric menu under its name.
         task_options: extra keyword arguments for the task's dataset builder (e.g. ``names=[...]`` for IOI).
         memory_budget_mb: passed to :func:`~attnlab.patching.engine.run_sweep`.
 
     Raises:
-        ExplorerError: an initial control value is invalid.
+        ExplorerError: an initial control value is invalid (an unknown metric too).
         TaskError: unknown task.
     """
 
-    CONTROLS = ("task", "n_prompts", "seed", "corruption", "component", "direction")
+    CONTROLS = ("task", "n_prompts", "seed", "corruption", "component", "direction", "metric")
 
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
-                 task_options: dict | None = None, memory_budget_mb: float = 1024) -> None:
+                 metric: MetricLike = "logit_diff", task_options: dict | None = None,
+                 memory_budget_mb: float = 1024.0) -> None:
         self.model = model
         self.task_options = dict(task_options or {})
-        self.memory_budget_mb = memory_budget_mb
+        self.memory_budget_mb = float(memory_budget_mb)
         self._listeners: list[Callable[[str], None]] = []
         spec = get_task(task)
         self._tasks = {**registered_tasks(), spec.name: spec}
+        self._metrics: dict[str, Metric] = dict(METRICS)
         self.controls: dict = {"task": spec.name, "n_prompts": 16, "seed": 0,
-                               "corruption": spec.corruptions[0], "component": "heads", "direction": "denoising"}
+                               "corruption": spec.corruptions[0], "component": "heads", "direction": "denoising",
+                               "metric": "logit_diff"}
         for name, value in (("n_prompts", n_prompts), ("seed", seed), ("component", component),
-                            ("direction", direction)):
+                            ("direction", direction), ("metric", metric)):
             self.set_control(name, value)
         if corruption is not None:
             self.set_control("corruption", corruption)
@@ -172,15 +180,22 @@ class ExplorerController:
             "corruptions": {t.name: list(t.corruptions) for t in self._tasks.values()},
             "components": [{"value": k, "label": v} for k, v in COMPONENT_LABELS.items()],
             "directions": list(DIRECTIONS),
+            "metrics": [{"value": k, "label": m.label} for k, m in self._metrics.items()],
             "max_prompts": _MAX_PROMPTS,
         }
+
+    @property
+    def metric(self) -> Metric:
+        """The selected metric."""
+        return self._metrics[self.controls["metric"]]
 
     def set_control(self, name: str, value) -> None:
         """Set one control, validating it first (the old value stays on error).
 
         Controls: ``task`` (a registered task), ``n_prompts`` (1..512), ``seed`` (int >= 0), ``corruption`` (one of
         the task's), ``component`` (``resid_pre``, ``attn_out``, ``mlp_out``, ``heads``, ``heads_by_pos``),
-        ``direction`` (``denoising`` or ``noising``).
+        ``direction`` (``denoising`` or ``noising``), ``metric`` (a name in the metric menu, or a
+        :class:`~attnlab.metrics.Metric` / callable, which joins the menu under its name).
 
         Raises:
             ExplorerError: unknown control or invalid value; the message says what is allowed.
@@ -219,7 +234,25 @@ class ExplorerController:
             if value not in DIRECTIONS:
                 raise ExplorerError(f"'direction' must be one of {list(DIRECTIONS)} (got {value!r})")
             self.controls["direction"] = value
+        elif name == "metric":
+            self.controls["metric"] = self._add_metric(value).name
         self._emit("controls")
+
+    def _add_metric(self, value) -> Metric:
+        """Resolve a metric control value (a menu name, a built-in alias, a Metric or a callable) and add it to the
+        menu."""
+        if isinstance(value, str) and value in self._metrics:
+            return self._metrics[value]
+        if not (isinstance(value, (str, Metric)) or callable(value)):
+            raise ExplorerError(f"'metric' must be one of {sorted(self._metrics)}, a Metric or a callable "
+                                f"(got {value!r})")
+        try:
+            metric = get_metric(value)
+        except MetricError as exc:
+            raise ExplorerError(f"'metric' must be one of {sorted(self._metrics)}, a Metric or a callable "
+                                f"(got {value!r}): {exc}") from None
+        self._metrics[metric.name] = metric
+        return metric
 
     # -- runs -----------------------------------------------------------------------------------------------------
     def dataset(self):
@@ -256,9 +289,10 @@ class ExplorerController:
                 self.progress = (0, 0)
                 self._set_status("running", f"sweeping {controls['component']} ({controls['direction']}) "
                                             f"over {len(dataset)} prompts")
+                metric = self._metrics[controls["metric"]]
                 result = run_sweep(self.model, dataset, controls["component"], direction=controls["direction"],
                                    memory_budget_mb=self.memory_budget_mb, progress=False,
-                                   on_pass=self._on_pass, should_stop=self._stop.is_set)
+                                   on_pass=self._on_pass, should_stop=self._stop.is_set, **_metric_kwarg(metric))
                 seconds = time.time() - started
                 run = ExplorerRun(controls=controls, result=result, started=started, seconds=seconds,
                                   prompts=list(dataset.clean_prompts))
@@ -267,7 +301,7 @@ class ExplorerController:
                 self._emit("history")
                 if not self._stop.is_set():
                     self._set_status("running", "recording activations for the detail panels")
-                    run.cache = RunCache(self.model, dataset)
+                    run.cache = RunCache(self.model, dataset, metric=metric)
             except Exception as exc:
                 self._set_status("error", f"{type(exc).__name__}: {exc}")
                 raise
@@ -508,6 +542,12 @@ class ExplorerController:
         if any(not 0 <= i < n for i, n in zip(idx, shape)):
             raise ExplorerError(f"heatmap cell (row {row}, col {col}) is outside the result")
         return idx
+
+
+def _metric_kwarg(metric: Metric) -> dict:
+    """``{"metric": metric}`` for :func:`run_sweep`, or nothing for the default logit difference (so the call also
+    works with a ``run_sweep`` that predates its ``metric=`` keyword)."""
+    return {} if metric is METRICS["logit_diff"] else {"metric": metric}
 
 
 def _all_cells(result: PatchingResult):

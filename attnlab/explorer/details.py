@@ -12,24 +12,28 @@ Panels (Wang et al. 2022, arXiv 2211.00593, sections 3.1-3.3, use each of these 
   attention away from S.
 - *direct logit attribution* (DLA): the part of logit(answer) and logit(distractor) the head writes directly
   through the residual stream, with the final norm's scale frozen at its value in the clean run (logits; Elhage et
-  al. 2021, "A Mathematical Framework", section "Direct logit attribution"). Needs the weights: the TransformerLens
-  backend only.
-- *ablation*: the clean logit difference with the head's output ``z`` replaced by its mean over the corrupted
-  prompts (per position) or by zero, per prompt (logits).
+  al. 2021, "A Mathematical Framework", section "Direct logit attribution"). Needs the weights
+  (:meth:`Backend.weights() <attnlab.backends.base.Backend.weights>`): not available on remote models.
+- *ablation*: the run's metric (:mod:`attnlab.metrics`; the logit difference by default) on the clean prompts with
+  the head's output ``z`` replaced by its mean over the corrupted prompts (per position) or by zero, and its change
+  from the unablated clean run, per prompt, in the metric's units (``metric.label``).
 - *logit lens* (nostalgebraist 2020): the residual stream at one layer and position, put through the final norm and
   the unembedding, read as next-token logits.
+
+Everything is read through the backend (:meth:`Backend.run` and :meth:`Backend.weights`), so the panels are the same
+on every backend.
 """
 
+import copy
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from attnlab.ablation import head_ablation_interventions
-from attnlab.backends.base import Backend
-from attnlab.errors import SiteError
-from attnlab.metrics import logit_diff
+from attnlab.backends.base import Backend, ModelWeights
+from attnlab.errors import BackendError, SiteError
+from attnlab.metrics import Metric, MetricLike, get_metric, logit_diff
 from attnlab.sites import Site, SiteKind
 from attnlab.tasks.base import PatchingDataset
 
@@ -44,56 +48,12 @@ def _stats(x: Tensor) -> dict:
     return {"mean": float(x.mean()), "sem": sem, "per_prompt": [float(v) for v in x]}
 
 
-@dataclass
-class _Lens:
-    """The final norm and unembedding, for DLA and the logit lens (TransformerLens backend only)."""
-
-    w_norm: Tensor  # [d_model]
-    b_norm: Tensor | None
-    eps: float
-    centred: bool
-    w_u: Tensor  # [d_model, d_vocab]
-    b_u: Tensor | None
-    w_o: Tensor  # [layer, head, d_head, d_model]
-
-    def scale(self, x: Tensor) -> Tensor:
-        """Norm scale of residual vectors ``x`` [..., d_model] -> [..., 1]."""
-        if self.centred:
-            x = x - x.mean(-1, keepdim=True)
-        return (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
-
-    def normed(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
-        """Apply the final norm to ``x`` (with a given frozen ``scale``, or its own)."""
-        s = self.scale(x) if scale is None else scale
-        if self.centred:
-            x = x - x.mean(-1, keepdim=True)
-        y = x / s * self.w_norm
-        return y if (self.b_norm is None or scale is not None) else y + self.b_norm
-
-    def logits(self, x: Tensor) -> Tensor:
-        y = self.normed(x) @ self.w_u
-        return y if self.b_u is None else y + self.b_u
-
-
-def _lens(model: Backend) -> "_Lens | None":
-    bridge = getattr(model, "bridge", None)
-    if bridge is None:
-        return None
+def _weights(model: Backend) -> ModelWeights | None:
+    """The model's weights, or None when the backend does not expose them (DLA and the lens show as unavailable)."""
     try:
-        norm = bridge.ln_final.original_component
-        name = type(norm).__name__
-        centred = "RMS" not in name
-        eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-5)))
-        bias = getattr(norm, "bias", None)
-        b_u = getattr(bridge, "b_U", None)
-        lens = _Lens(
-            w_norm=norm.weight.detach().float(), b_norm=None if bias is None else bias.detach().float(),
-            eps=eps, centred=centred, w_u=bridge.W_U.detach().float(),
-            b_u=None if b_u is None else b_u.detach().float(), w_o=bridge.W_O.detach().float(),
-        )
-    except Exception:  # an architecture whose norm we cannot read: DLA and the lens are shown as unavailable
+        return model.weights()
+    except BackendError:
         return None
-    return lens
 
 
 class RunCache:
@@ -102,17 +62,27 @@ class RunCache:
     Args:
         model: the backend the sweep ran on.
         dataset: the sweep's dataset.
+        metric: what the ablation panel measures (a name, :class:`~attnlab.metrics.Metric` or callable; default the
+            logit difference).
 
     Attributes:
         pattern: Float[layer, batch, head_index, dest_pos, src_pos] attention on the clean prompts.
         z: Float[layer, batch, pos, head_index, d_head] head outputs on the clean prompts.
         resid: Float[layer + 1, batch, pos, d_model] residual stream entering each block, then the final one.
         mean_z: ``{layer: Float[pos, head_index, d_head]}`` mean ``z`` over the corrupted prompts (mean ablation).
+        clean_logits: Float[batch, d_vocab] clean logits at END.
         clean_ld: Float[batch] clean logit difference (logits).
-        lens: final norm and unembedding, or None when the backend does not expose weights.
+        metric: the resolved :class:`~attnlab.metrics.Metric`.
+        reference: Float[batch, d_vocab] the clean log-probabilities at END when the metric needs them, else None.
+        clean_metric: Float[batch] the metric on the clean run.
+        lens: the model's :class:`~attnlab.backends.base.ModelWeights`, or None when the backend does not expose them.
+
+    Raises:
+        MetricError: an unknown metric, or a custom one that fails on the clean run.
     """
 
-    def __init__(self, model: Backend, dataset: PatchingDataset) -> None:
+    def __init__(self, model: Backend, dataset: PatchingDataset, *, metric: MetricLike = "logit_diff") -> None:
+        self.metric: Metric = get_metric(metric)
         n_layers = model.info.n_layers
         layers = range(n_layers)
         sites = ([Site(SiteKind.PATTERN, layer) for layer in layers] + [Site(SiteKind.Z, layer) for layer in layers]
@@ -126,10 +96,27 @@ class RunCache:
         self.resid = torch.stack([clean.cache[Site(SiteKind.RESID_PRE, layer)] for layer in layers]
                                  + [clean.cache[Site(SiteKind.RESID_POST, n_layers - 1)]])
         self.mean_z = {layer: corrupted.cache[Site(SiteKind.Z, layer)].mean(0) for layer in layers}
+        self.clean_logits = clean.logits  # [batch, d_vocab] at END
         self.clean_ld = logit_diff(clean.logits, dataset.answers)
-        self.lens = _lens(model)
+        self._set_metric(self.metric)
+        self.lens = _weights(model)
         b = torch.arange(len(dataset))
         self.final_scale = None if self.lens is None else self.lens.scale(self.resid[-1][b, dataset.end])
+
+    def _set_metric(self, metric: Metric) -> None:
+        self.metric = metric
+        self.reference = metric.reference(self.clean_logits)
+        self.clean_metric = metric(self.clean_logits, self.dataset.answers, self.reference).detach()
+
+    def with_metric(self, metric: MetricLike) -> "RunCache":
+        """The same recorded activations with another metric for the ablation panel (no forward pass).
+
+        Raises:
+            MetricError: an unknown metric, or a custom one that fails on the clean run.
+        """
+        other = copy.copy(self)
+        other._set_metric(get_metric(metric))
+        return other
 
     @property
     def n_prompts(self) -> int:
@@ -170,8 +157,10 @@ def head_detail(cache: RunCache, layer: int, head: int, *, prompt: int = 0,
         A JSON-ready dict: ``pattern`` (Float[dest_pos][src_pos] attention probabilities on ``prompt``),
         ``prompt`` (its tokens and named positions), ``end_attention`` (per named position: mean, standard error and
         per-prompt attention from END), ``dla`` (answer, distractor and their difference, logits; None without
-        weights), ``ablation`` (``mean`` and ``zero``: the clean logit difference after ablating, and its change,
-        logits, per prompt).
+        weights), ``ablation`` (``mean`` and ``zero``: the run's metric after ablating (``value``; also under
+        ``logit_diff`` when the metric is the logit difference) and its ``change`` from the clean run, per prompt, in
+        the metric's units; ``metric``: its name and label), ``clean_metric`` (the metric on the clean run),
+        ``clean_logit_diff`` (logits, whatever the metric: the scale the DLA panel reads).
 
     Raises:
         SiteError: layer, head or prompt out of range.
@@ -192,10 +181,10 @@ def head_detail(cache: RunCache, layer: int, head: int, *, prompt: int = 0,
     dla = None
     if cache.lens is not None:
         z_end = cache.z[layer][b, end, head]  # [batch, d_head]
-        out = z_end @ cache.lens.w_o[layer, head]  # [batch, d_model]
-        normed = cache.lens.normed(out, cache.final_scale)
-        to_answer = (normed * cache.lens.w_u[:, ds.answers[:, 0]].T).sum(-1)
-        to_distractor = (normed * cache.lens.w_u[:, ds.answers[:, 1]].T).sum(-1)
+        out = z_end.float() @ cache.lens.W_O[layer, head]  # [batch, d_model]
+        normed = cache.lens.apply(out, cache.final_scale)
+        to_answer = (normed * cache.lens.W_U[:, ds.answers[:, 0]].T).sum(-1)
+        to_distractor = (normed * cache.lens.W_U[:, ds.answers[:, 1]].T).sum(-1)
         dla = {"answer": _stats(to_answer), "distractor": _stats(to_distractor),
                "difference": _stats(to_answer - to_distractor), "answer_names": list(answer_names)}
 
@@ -208,12 +197,15 @@ def head_detail(cache: RunCache, layer: int, head: int, *, prompt: int = 0,
         "dla": dla,
         "ablation": ablation,
         "clean_logit_diff": _stats(cache.clean_ld),
+        "clean_metric": _stats(cache.clean_metric),
+        "metric": {"name": cache.metric.name, "label": cache.metric.label},
         "units": "logits",
     }
 
 
 def _ablate(cache: RunCache, layer: int, head: int) -> dict:
-    """Mean and zero ablation of one head in one batched pass that starts at its layer."""
+    """Mean and zero ablation of one head in one batched pass that starts at its layer, measured with the run's
+    metric (rows: the mean-ablated batch, then the zero-ablated one)."""
     model, ds = cache.model, cache.dataset
     batch, n_pos = ds.clean_tokens.shape
     rows = torch.arange(batch)
@@ -224,13 +216,16 @@ def _ablate(cache: RunCache, layer: int, head: int) -> dict:
     if layer > 0:
         kwargs.update(start_layer=layer, resid=cache.resid[layer].repeat(2, 1, 1))
     out = model.run(**kwargs)
-    ld = logit_diff(out.logits, ds.answers.repeat(2, 1))
-    mean_ld, zero_ld = ld[:batch], ld[batch:]
-    return {
-        "mean": {"logit_diff": _stats(mean_ld), "change": _stats(mean_ld - cache.clean_ld)},
-        "zero": {"logit_diff": _stats(zero_ld), "change": _stats(zero_ld - cache.clean_ld)},
-        "reference": "mean over the corrupted prompts, per position",
-    }
+    values = cache.metric(out.logits, ds.answers, cache.reference).detach()
+    metric = cache.metric
+    panel = {"reference": "mean over the corrupted prompts, per position",
+             "metric": {"name": metric.name, "label": metric.label}}
+    for name, part in (("mean", values[:batch]), ("zero", values[batch:])):
+        entry = {"value": _stats(part), "change": _stats(part - cache.clean_metric)}
+        if metric.name == "logit_diff" and metric.builtin:
+            entry["logit_diff"] = entry["value"]  # the key earlier front ends read
+        panel[name] = entry
+    return panel
 
 
 def cell_detail(cache: RunCache, result, idx: tuple[int, ...], *, prompt: int = 0, top_k: int = 10) -> dict:
@@ -244,7 +239,7 @@ def cell_detail(cache: RunCache, result, idx: tuple[int, ...], *, prompt: int = 
         top_k: number of logit-lens tokens.
 
     Returns:
-        A JSON-ready dict: ``effect`` (the patched logit difference per prompt and its normalised value),
+        A JSON-ready dict: ``effect`` (the patched metric per prompt; ``metric``: its name and label),
         ``logit_lens`` (top tokens and logits of the residual stream right after the component, at the cell's
         position on ``prompt``, plus the lens's logit difference at END averaged over prompts; None without weights).
 
@@ -264,6 +259,7 @@ def cell_detail(cache: RunCache, result, idx: tuple[int, ...], *, prompt: int = 
         "value": float(result.values[idx]),
         "effect": None if per_prompt is None else _stats(per_prompt),
         "prompt": _prompt_view(cache, prompt),
+        "metric": {"name": cache.metric.name, "label": cache.metric.label},
         "logit_lens": None, "units": "logits",
     }
     # the residual stream right after the component: resid_pre L is resid L; attn_out L is inside block L (the lens

@@ -23,6 +23,7 @@ from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError
 from attnlab.explorer.controller import ExplorerController, ExplorerError, Selection
 from attnlab.explorer.tasks import ExplorerTask
+from attnlab.metrics import MetricLike
 
 __all__ = ["Explorer"]
 
@@ -54,8 +55,8 @@ class Explorer(anywidget.AnyWidget):
     Args:
         model: a loaded backend (:func:`attnlab.load_model`).
         task: a registered task name (``"ioi"``) or an :class:`~attnlab.explorer.tasks.ExplorerTask`.
-        n_prompts, seed, corruption, component, direction, task_options, memory_budget_mb: initial settings, as in
-            :class:`~attnlab.explorer.controller.ExplorerController`.
+        n_prompts, seed, corruption, component, direction, metric, task_options, memory_budget_mb: initial
+            settings, as in :class:`~attnlab.explorer.controller.ExplorerController`.
 
     Python API: :meth:`run` (blocking; ``wait=False`` runs in the background), :meth:`cancel`, :attr:`selected`
     (get, or set with ``"L9H9"`` / ``(9, 9)`` / None), :attr:`result`, :attr:`detail`, :attr:`history`,
@@ -86,11 +87,12 @@ class Explorer(anywidget.AnyWidget):
 
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
-                 task_options: dict | None = None, memory_budget_mb: float = 1024) -> None:
+                 metric: MetricLike = "logit_diff", task_options: dict | None = None,
+                 memory_budget_mb: float = 1024.0) -> None:
         esm = _front_end()
         self.controller = ExplorerController(
             model, task, n_prompts=n_prompts, seed=seed, corruption=corruption, component=component,
-            direction=direction, task_options=task_options, memory_budget_mb=memory_budget_mb)
+            direction=direction, metric=metric, task_options=task_options, memory_budget_mb=memory_budget_mb)
         super().__init__(_esm=esm)  # the front end must be there when the comm opens
         self._thread: threading.Thread | None = None
         c = self.controller
@@ -179,6 +181,7 @@ class Explorer(anywidget.AnyWidget):
         with self.hold_sync():
             if what == "controls":
                 self.controls = dict(c.controls)
+                self.options = c.options()  # a custom metric joins the metric menu
             elif what == "status":
                 self.status, self.message = c.status, c.message
             elif what == "progress":

@@ -1,21 +1,26 @@
 """Attention-head analyses: find previous-token, duplicate-token and induction heads, verify them causally, and split
 induction heads by the length of matching prefix they need.
 
+- :mod:`attnlab.heads.patterns`: every head's attention pattern through the backend (:func:`attention_patterns`).
 - :mod:`attnlab.heads.scores`: pattern scores of every head (:func:`score_heads`), including TransformerLens's
   ``detect_head`` definition.
-- :mod:`attnlab.heads.verification`: ablation effects on in-context loss (:func:`ablation_effects`).
+- :mod:`attnlab.heads.verification`: ablation effects on in-context loss, or any metric (:func:`ablation_effects`).
 - :mod:`attnlab.heads.attribution`: direct logit attribution to the copied token (:func:`copying_scores`).
 - :mod:`attnlab.heads.prefix`: long- versus short-prefix induction (:func:`prefix_curves`, :func:`classify_prefix`).
 - :mod:`attnlab.heads.results`: :class:`HeadScores`, displayed as the head gallery.
 
-:func:`induction_analysis` runs all of it in one call.
+:func:`induction_analysis` runs all of it in one call. Everything reads the model through
+:meth:`Backend.run <attnlab.backends.base.Backend.run>` and :meth:`Backend.weights
+<attnlab.backends.base.Backend.weights>` only, so it runs on every backend (copying scores need the weights, which
+remote models keep on the server).
 """
 
 from attnlab.heads.analysis import induction_analysis
 from attnlab.heads.attribution import copying_scores
 from attnlab.heads.prefix import PrefixCurves, classify_prefix, prefix_curves
 from attnlab.heads.results import HeadScores
-from attnlab.heads.scores import SCORE_KINDS, attention_patterns, score_heads
+from attnlab.heads.patterns import attention_patterns
+from attnlab.heads.scores import SCORE_KINDS, score_heads
 from attnlab.heads.verification import HeadAblation, ablation_effects, loss_by_position
 
 __all__ = [

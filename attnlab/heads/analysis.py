@@ -12,6 +12,7 @@ from attnlab.heads.prefix import prefix_curves
 from attnlab.heads.results import HeadScores
 from attnlab.heads.scores import score_heads
 from attnlab.heads.verification import ablation_effects
+from attnlab.metrics import MetricLike
 from attnlab.tasks.induction import prefix_probe, repeated_random_tokens
 
 __all__ = ["induction_analysis"]
@@ -29,11 +30,13 @@ def induction_analysis(
     prefix_batch: int | None = None,
     copying: bool = True,
     token_range: tuple[int, int] | None = None,
+    metric: MetricLike | None = None,
 ) -> HeadScores:
     """Score every head on repeated random tokens and verify the candidates, in one call.
 
     Args:
-        model: any backend (copying scores need the TransformerLens backend and are skipped on others).
+        model: any backend (copying scores need the weights, :meth:`~attnlab.backends.base.Backend.weights`, and
+            are skipped on backends that do not expose them, e.g. remote ones).
         seq_len, batch, seed, token_range: the repeated sequences
             (:func:`~attnlab.tasks.induction.repeated_random_tokens`).
         ablate: which heads to ablate: an int k ablates the top k heads by induction score, the top k by
@@ -44,6 +47,8 @@ def induction_analysis(
             the model's context are dropped.
         prefix_batch: sequences per prefix length (default ``batch``).
         copying: compute the direct logit attribution to the copied token.
+        metric: what the ablations measure: None (default) for the second-repeat loss in nats per token, or a metric
+            (see :func:`~attnlab.heads.verification.ablation_effects`).
 
     Returns:
         A :class:`~attnlab.heads.results.HeadScores` with ablation, prefix curves and copying attached.
@@ -64,7 +69,7 @@ def induction_analysis(
                 heads = chosen
         else:
             heads = list(ablate)
-        result = result.with_ablation(ablation_effects(model, data, heads, methods=methods))
+        result = result.with_ablation(ablation_effects(model, data, heads, methods=methods, metric=metric))
     if prefix_lengths is not None:
         gap = 4
         fits = [n for n in prefix_lengths if data.bos_offset + 2 * n + 1 + gap <= model.info.n_ctx]

@@ -15,7 +15,10 @@ Context:
     terms). It is averaged over the positions whose next token an induction head can copy (the second repeat but its
     last token), in logits.
 
-This needs the model's weights (``W_O``, ``W_U``, the final norm), which only the TransformerLens backend exposes.
+The weights (``W_O``, ``W_U``, the final norm) come from :meth:`Backend.weights()
+<attnlab.backends.base.Backend.weights>` and the activations (every layer's ``z`` and the final residual stream,
+whose norm scale is frozen) from one :meth:`Backend.run` per batch, so it runs on every backend that holds its
+weights locally (TransformerLens; nnsight without ``remote``).
 """
 
 import torch
@@ -23,20 +26,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from attnlab.backends.base import Backend
-from attnlab.errors import BackendError
+from attnlab.sites import Site, SiteKind
 from attnlab.tasks.induction import RepeatedTokens
 
 __all__ = ["copying_scores"]
-
-
-def _weights(model: Backend):
-    bridge = getattr(model, "bridge", None)
-    if bridge is None:
-        raise BackendError(f"copying_scores needs the model's weights; backend {type(model).__name__} does not "
-                           "expose them (use the transformer_lens backend)")
-    norm = bridge.ln_final.original_component
-    centred = hasattr(norm, "bias") and "RMS" not in type(norm).__name__
-    return bridge, bridge.W_O.detach(), bridge.W_U.detach(), norm.weight.detach(), centred
 
 
 def copying_scores(
@@ -45,7 +38,7 @@ def copying_scores(
     """Direct logit attribution of every head to the token an induction head would copy.
 
     Args:
-        model: a TransformerLens backend.
+        model: a backend that exposes its weights (:meth:`~attnlab.backends.base.Backend.weights`).
         data: repeated sequences.
         batch_size: sequences per forward pass.
 
@@ -53,29 +46,28 @@ def copying_scores(
         ``(mean, per_sequence)``: Float[layer, head_index] and Float[batch, layer, head_index], in logits.
 
     Raises:
-        BackendError: the backend does not expose weights.
+        BackendError: the backend does not expose weights (a remote model), before any forward pass.
     """
-    bridge, w_o, w_u, w_norm, centred = _weights(model)
+    w = model.weights()
     n_layers = model.info.n_layers
     o, L = data.bos_offset, data.seq_len
     pos = torch.arange(o + L, o + 2 * L - 1)  # positions whose next token is in the second repeat (copyable)
-    names = {f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)} | {"ln_final.hook_scale"}
+    z_sites = [Site(SiteKind.Z, layer) for layer in range(n_layers)]
+    final = Site(SiteKind.RESID_POST, n_layers - 1)  # what the final norm reads
+    device = w.W_U.device
     out = []
     for start in range(0, len(data), batch_size):
         tokens = data.tokens[start:start + batch_size]
-        with torch.no_grad():
-            _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
-        scale = cache["ln_final.hook_scale"][:, pos]  # [batch, p, 1]
-        target = tokens[:, pos + 1]  # [batch, p]
-        u = w_u[:, target].permute(1, 2, 0) * w_norm  # [batch, p, d_model]: unembedding of the copied token
+        run = model.run(tokens, cache=z_sites + [final], logits_at=torch.zeros(tokens.shape[0], dtype=torch.long))
+        scale = w.scale(run.cache[final][:, pos].to(device))[:, :, None]  # [batch, p, 1, 1]: frozen per position
+        target = tokens[:, pos + 1].to(device)  # [batch, p]
+        u = w.W_U[:, target].permute(1, 2, 0)  # [batch, p, d_model]: unembedding of the copied token
         per_layer = []
-        for layer in range(n_layers):
-            z = cache[f"blocks.{layer}.attn.hook_z"][:, pos]  # [batch, p, head, d_head]
-            head_out = torch.einsum("bphd,hdm->bphm", z, w_o[layer])
-            if centred:
-                head_out = head_out - head_out.mean(-1, keepdim=True)
-            dla = torch.einsum("bphm,bpm->bph", head_out / scale[..., None], u)
+        for layer, site in enumerate(z_sites):
+            z = run.cache[site][:, pos].to(device).float()  # [batch, p, head, d_head]
+            head_out = torch.einsum("bphd,hdm->bphm", z, w.W_O[layer])
+            dla = torch.einsum("bphm,bpm->bph", w.apply(head_out, scale), u)
             per_layer.append(dla.mean(1))  # [batch, head]
         out.append(torch.stack(per_layer, dim=1))
-    per_sequence = torch.cat(out).float()
+    per_sequence = torch.cat(out).float().cpu()
     return per_sequence.mean(0), per_sequence

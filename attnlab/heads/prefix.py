@@ -23,7 +23,7 @@ from torch import Tensor
 
 from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError
-from attnlab.heads.scores import attention_patterns
+from attnlab.heads.patterns import attention_patterns
 from attnlab.results import _from_nested, _to_nested
 from attnlab.tasks.induction import PrefixProbe
 

@@ -124,8 +124,9 @@ class HeadScores:
     # -- tables ------------------------------------------------------------------------------------------------------
     def to_dataframe(self):
         """One row per head: ``layer``, ``head``, ``component`` (``L5H1``), each score with its standard deviation
-        over sequences, and when attached the ablation effects (``loss_increase_zero`` ...), the copying DLA, the
-        prefix curve values (``prefix_1`` ...) and the prefix class."""
+        over sequences, and when attached the ablation effects (``loss_increase_zero`` ...; ``{metric}_change_zero``
+        ... when the ablation measured a metric), the copying DLA, the prefix curve values (``prefix_1`` ...) and
+        the prefix class."""
         import pandas as pd
 
         classes = self.prefix_classes() if self.prefix is not None else None
@@ -137,8 +138,10 @@ class HeadScores:
                     row[kind] = float(self.scores[i, layer, head])
                     row[f"{kind}_std"] = float(self.std(kind)[layer, head])
                 if self.ablation is not None:
+                    metric = self.ablation.metric
+                    prefix = "loss_increase" if metric is None else f"{metric['name']}_change"
                     for mi, m in enumerate(self.ablation.methods):
-                        row[f"loss_increase_{m}"] = float(self.ablation.loss_increase[mi, layer, head])
+                        row[f"{prefix}_{m}"] = float(self.ablation.loss_increase[mi, layer, head])
                 if self.copying is not None:
                     row["copying_dla"] = float(self.copying[layer, head])
                 if self.prefix is not None:

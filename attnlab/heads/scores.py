@@ -35,15 +35,14 @@ Definitions (``definition=``):
     loop over heads (``benchmarks/bench_heads.py`` measures the difference).
 """
 
-from collections.abc import Iterable
-
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError, DatasetError
-from attnlab.sites import Site, SiteKind
+from attnlab.heads.patterns import attention_patterns
+from attnlab.heads.results import HeadScores
 from attnlab.tasks.induction import RepeatedTokens
 
 __all__ = ["DEFINITIONS", "SCORE_KINDS", "attention_patterns", "detection_masks", "pattern_scores", "score_heads"]
@@ -52,22 +51,6 @@ __all__ = ["DEFINITIONS", "SCORE_KINDS", "attention_patterns", "detection_masks"
 SCORE_KINDS = ("previous_token", "duplicate_token", "induction")
 #: score definitions (see the module docstring)
 DEFINITIONS = ("diagonal", "detect_head")
-
-
-def attention_patterns(
-    model: Backend,
-    tokens: Int[Tensor, "batch pos"],
-    layers: Iterable[int] | None = None,
-) -> Float[Tensor, "batch layer head_index dest_pos src_pos"]:
-    """Attention probabilities of every head of ``layers`` (default all), from one forward pass.
-
-    Returns:
-        Float[batch, layer, head_index, dest_pos, src_pos]; rows sum to 1.
-    """
-    layers = list(range(model.info.n_layers)) if layers is None else [model.check_layer(x) for x in layers]
-    sites = [Site(SiteKind.PATTERN, layer) for layer in layers]
-    out = model.run(tokens, cache=sites, logits_at=torch.zeros(tokens.shape[0], dtype=torch.long))
-    return torch.stack([out.cache[s] for s in sites], dim=1)
 
 
 def detection_masks(
@@ -151,7 +134,7 @@ def score_heads(
     exclude_current_token: bool = False,
     batch_size: int = 32,
     example: int = 0,
-):
+) -> HeadScores:
     """Previous-token, duplicate-token and induction scores of every head, with their spread over sequences.
 
     Args:
@@ -177,8 +160,6 @@ def score_heads(
         >>> scores = score_heads(model, data)  # doctest: +SKIP
         >>> scores.top("induction", 3)  # doctest: +SKIP
     """
-    from attnlab.heads.results import HeadScores
-
     if definition not in DEFINITIONS:
         raise AttnlabError(f"'definition' must be one of {DEFINITIONS} (got {definition!r})")
     if definition == "diagonal" and (exclude_bos or exclude_current_token):

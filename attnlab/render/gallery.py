@@ -69,7 +69,8 @@ def head_gallery(result, *, pattern_digits: int = 3) -> HeadGalleryPayload:
         head_labels=[f"H{i}" for i in range(n_heads)],
         tokens=list(result.example_str_tokens),
         prefix_lengths=None if result.prefix is None else list(result.prefix.prefix_lengths),
-        ablation_label="second-repeat loss increase (nats/token)",
+        ablation_label=("second-repeat loss increase (nats/token)" if result.ablation is None
+                        else result.ablation.label),
         clean_loss=clean,
         heads=heads,
         selected=[int(top[0]), int(top[1])],
