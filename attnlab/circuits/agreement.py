@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import AgreementError
-from attnlab.metrics import MetricLike, get_metric
+from attnlab.metrics import MetricLike
 from attnlab.results import PatchingResult
 
 __all__ = ["AgreementError", "AgreementReport", "agreement", "agreement_report", "pearson", "spearman"]

@@ -13,19 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attnlab.backends.base import Backend
-from attnlab.errors import AttnlabError
+from attnlab.errors import ExplorerError, MetricError
 from attnlab.explorer.details import RunCache, cell_detail, head_detail
 from attnlab.explorer.tasks import ExplorerTask, get_task, registered_tasks
-from attnlab.errors import MetricError
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import DIRECTIONS, METRICS, Metric, MetricLike, get_metric
 from attnlab.patching.engine import COMPONENTS, run_sweep
 from attnlab.results import PatchingResult
 
 __all__ = ["ExplorerController", "ExplorerError", "ExplorerRun", "Selection"]
-
-
-class ExplorerError(AttnlabError, ValueError):
-    """An Explorer request is invalid: a control value out of range, a selection outside the result, no run yet."""
 
 
 #: component menu of the Explorer: value -> label
@@ -130,7 +126,7 @@ class ExplorerController:
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
                  metric: MetricLike = "logit_diff", task_options: dict | None = None,
-                 memory_budget_mb: float = 1024.0) -> None:
+                 memory_budget_mb: float = float(DEFAULT_BUDGET_MB)) -> None:
         self.model = model
         self.task_options = dict(task_options or {})
         self.memory_budget_mb = float(memory_budget_mb)
@@ -292,7 +288,7 @@ class ExplorerController:
                 metric = self._metrics[controls["metric"]]
                 result = run_sweep(self.model, dataset, controls["component"], direction=controls["direction"],
                                    memory_budget_mb=self.memory_budget_mb, progress=False,
-                                   on_pass=self._on_pass, should_stop=self._stop.is_set, **_metric_kwarg(metric))
+                                   on_pass=self._on_pass, should_stop=self._stop.is_set, metric=metric)
                 seconds = time.time() - started
                 run = ExplorerRun(controls=controls, result=result, started=started, seconds=seconds,
                                   prompts=list(dataset.clean_prompts))
@@ -542,12 +538,6 @@ class ExplorerController:
         if any(not 0 <= i < n for i, n in zip(idx, shape)):
             raise ExplorerError(f"heatmap cell (row {row}, col {col}) is outside the result")
         return idx
-
-
-def _metric_kwarg(metric: Metric) -> dict:
-    """``{"metric": metric}`` for :func:`run_sweep`, or nothing for the default logit difference (so the call also
-    works with a ``run_sweep`` that predates its ``metric=`` keyword)."""
-    return {} if metric is METRICS["logit_diff"] else {"metric": metric}
 
 
 def _all_cells(result: PatchingResult):

@@ -9,13 +9,9 @@ tasks register from their own modules).
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from attnlab.errors import AttnlabError
+from attnlab.errors import TaskError
 
 __all__ = ["ExplorerTask", "TaskError", "get_task", "register_task", "registered_tasks"]
-
-
-class TaskError(AttnlabError, ValueError):
-    """An unknown task name, or a task registered twice with different definitions."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError
 from attnlab.explorer.controller import ExplorerController, ExplorerError, Selection
 from attnlab.explorer.tasks import ExplorerTask
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import MetricLike
 
 __all__ = ["Explorer"]
@@ -88,7 +89,7 @@ class Explorer(anywidget.AnyWidget):
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
                  metric: MetricLike = "logit_diff", task_options: dict | None = None,
-                 memory_budget_mb: float = 1024.0) -> None:
+                 memory_budget_mb: float = float(DEFAULT_BUDGET_MB)) -> None:
         esm = _front_end()
         self.controller = ExplorerController(
             model, task, n_prompts=n_prompts, seed=seed, corruption=corruption, component=component,

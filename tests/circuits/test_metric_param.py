@@ -43,7 +43,6 @@ from attnlab.circuits.graph import corrupted_source
 from attnlab.errors import MetricError
 from attnlab.metrics import METRICS, Metric
 from attnlab.models import tiny_model
-from attnlab.patching import run_sweep
 from attnlab.render.circuit import circuit_payload
 
 from ..conftest import random_pair_dataset
