@@ -8,7 +8,6 @@ the other half are several tokens there.
 
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,9 +28,6 @@ from attnlab.tasks.ioi import (
     single_token_words,
     template_lengths,
 )
-
-SMOL_TOKENIZER = Path("/tmp/proto/smol")
-
 
 class TokenizerBackend(Backend):
     """A tokenizer-only Backend: tokenises like a real backend (BOS first), cannot run a model."""
@@ -60,10 +56,10 @@ class TokenizerBackend(Backend):
 
 @pytest.fixture(scope="module")
 def tokenizer_backend() -> Backend:
-    """The embedded model's tokenizer (to be replaced by the real backend once it loads fast enough)."""
-    if not SMOL_TOKENIZER.exists():
-        pytest.skip(f"SmolLM2 tokenizer not found at {SMOL_TOKENIZER}")
-    return TokenizerBackend(AutoTokenizer.from_pretrained(SMOL_TOKENIZER), "SmolLM2-135M-Instruct")
+    """The embedded model's tokenizer, from the checkpoint that ``make setup`` prepares (``attnlab prepare``)."""
+    from attnlab.models.embedded import embedded_checkpoint
+
+    return TokenizerBackend(AutoTokenizer.from_pretrained(embedded_checkpoint()), "SmolLM2-135M-Instruct")
 
 
 # Half of the names appear in the toy tokenizer's training corpus (so become single tokens); the rest do not.

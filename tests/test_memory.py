@@ -18,11 +18,17 @@ def test_row_bytes_is_the_documented_formula_by_hand():
     assert memory.row_bytes(i, n_pos, layers_held=30) == 4 * (15 * 30 * per_pos + 2 * 49152)
 
 
-def test_row_bytes_equals_the_patching_engines_estimate(tiny):
-    from attnlab.patching import engine
+def test_the_patching_engine_batches_by_the_one_estimator(tiny):
+    """The engine's variants per pass are what memory.max_variants gives for its budget (one estimator)."""
+    from attnlab.patching import run_sweep
 
-    for n_pos in (3, 17):
-        assert memory.row_bytes(tiny.info, n_pos) == engine._bytes_per_row(tiny, n_pos)
+    from .conftest import random_pair_dataset
+
+    dataset = random_pair_dataset(tiny, batch=3, n_pos=7, changed=(2,))
+    for budget in (0.05, 0.2):
+        result = run_sweep(tiny, dataset, "heads_by_pos", memory_budget_mb=budget, progress=False)
+        expected = memory.max_variants(tiny.info, 7, budget, rows_per_variant=3)
+        assert result.settings["variants_per_pass"] == expected > 1
 
 
 def test_max_variants_fills_the_budget_and_never_returns_zero():
