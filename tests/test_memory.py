@@ -25,7 +25,7 @@ def test_the_patching_engine_batches_by_the_one_estimator(tiny):
     from .conftest import random_pair_dataset
 
     dataset = random_pair_dataset(tiny, batch=3, n_pos=7, changed=(2,))
-    for budget in (0.05, 0.2):
+    for budget in (0.5, 2.0):
         result = run_sweep(tiny, dataset, "heads_by_pos", memory_budget_mb=budget, progress=False)
         expected = memory.max_variants(tiny.info, 7, budget, rows_per_variant=3)
         assert result.settings["variants_per_pass"] == expected > 1
