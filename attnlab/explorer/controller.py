@@ -488,9 +488,14 @@ class ExplorerController:
         from attnlab.explorer.details import _stats
 
         idx = self._cell_index(result, sel)
-        out = {"value": float(result.values[idx]), "component": result.component, "direction": result.direction}
+        from attnlab.render.views import metric_label
+
+        out = {"value": float(result.values[idx]), "component": result.component, "direction": result.direction,
+               "metric": {"name": result.metric, "label": metric_label(result)}}
         if result.per_prompt is not None:
-            out["patched_logit_diff"] = _stats(result.per_prompt[idx])
+            out["patched_metric"] = _stats(result.per_prompt[idx])
+            if result.metric == "logit_diff":
+                out["patched_logit_diff"] = out["patched_metric"]
         return out
 
     def _cell_index(self, result: PatchingResult, target) -> tuple[int, ...]:

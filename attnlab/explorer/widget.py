@@ -24,6 +24,7 @@ from attnlab.errors import AttnlabError
 from attnlab.explorer.controller import ExplorerController, ExplorerError, Selection
 from attnlab.explorer.tasks import ExplorerTask
 from attnlab.memory import DEFAULT_BUDGET_MB
+from attnlab.render.views import metric_label
 from attnlab.metrics import MetricLike
 
 __all__ = ["Explorer"]
@@ -193,7 +194,7 @@ class Explorer(anywidget.AnyWidget):
                 result = c.result
                 self.current_run = -1 if c.current is None else c.current
                 self.heatmap = {} if result is None else dict(result.heatmap_payload())
-                self.baselines = {} if result is None else dict(result.baselines)
+                self.baselines = {} if result is None else {**result.baselines, "label": metric_label(result)}
                 self.prompts = [] if c.current is None else list(c.runs[c.current].prompts)
             elif what == "selected":
                 sel = c.selected

@@ -140,12 +140,20 @@ function patternView(parent: HTMLElement, detail: any, dest: number, onDest: (d:
   });
 }
 
+/** Shown where a panel needs the model's weights and the backend keeps them elsewhere (a remote model). */
+const WEIGHTS_NOTE = "needs the model's weights, which a remote model keeps on the server: run on a local copy";
+
+/** A metric's axis label from the kernel ({name, label}); the logit difference for older payloads. */
+function metricLabel(metric: { label?: string } | undefined): string {
+  return metric?.label ?? 'logit difference (logits)';
+}
+
 function headDetail(panel: HTMLElement, detail: any, ctx: { dest: number | null; setDest: (d: number) => void; prompts: string[]; prompt: number; onPrompt: (i: number) => void }): void {
   const doc = panel.ownerDocument;
   const head = htmlEl(doc, 'div', 'attnlab-detail-title', panel, detail.name);
   if (detail.patching) {
     htmlEl(doc, 'span', 'attnlab-detail-sub', head,
-      ` · patching score ${fmt(detail.patching.value)} (${detail.patching.direction}, normalised logit difference)`);
+      ` · patching score ${fmt(detail.patching.value)} (${detail.patching.direction}, normalised ${metricLabel(detail.patching.metric)})`);
   }
 
   const att = section(panel, 'Attention pattern', 'attnlab-attention');
@@ -177,17 +185,18 @@ function headDetail(panel: HTMLElement, detail: any, ctx: { dest: number | null;
       { label: `${a} − ${d}`, stat: detail.dla.difference }
     ], 'logits written directly at END');
   } else {
-    htmlEl(doc, 'div', 'attnlab-note', dla, 'needs the model weights: load the model with the transformer_lens backend');
+    htmlEl(doc, 'div', 'attnlab-note', dla, WEIGHTS_NOTE);
   }
 
   const abl = section(panel, 'Ablation', 'attnlab-ablation');
-  const clean = detail.clean_logit_diff;
+  const label = metricLabel(detail.ablation.metric);
+  const clean = detail.clean_metric ?? detail.clean_logit_diff;
   htmlEl(doc, 'div', 'attnlab-note', abl,
-    `clean logit difference ${pm(clean)}; change when the head's output is replaced (mean: ${detail.ablation.reference}; zero: 0)`);
+    `clean ${label}: ${pm(clean)}; change when the head's output is replaced (mean: ${detail.ablation.reference}; zero: 0)`);
   barChart(abl, [
     { label: 'mean ablation', stat: detail.ablation.mean.change },
     { label: 'zero ablation', stat: detail.ablation.zero.change }
-  ], 'change of the logit difference (logits)');
+  ], `change of the ${label}`);
 }
 
 function cellDetail(panel: HTMLElement, detail: any): void {
@@ -196,11 +205,11 @@ function cellDetail(panel: HTMLElement, detail: any): void {
   htmlEl(doc, 'span', 'attnlab-detail-sub', head, ` · ${detail.component} · patching score ${fmt(detail.value)}`);
   const eff = section(panel, 'Effect per prompt', 'attnlab-effect');
   if (detail.effect) {
-    barChart(eff, [{ label: 'patched LD', stat: detail.effect }], 'patched logit difference (logits)');
+    barChart(eff, [{ label: 'patched', stat: detail.effect }], `patched ${metricLabel(detail.metric)}`);
   }
   const lens = section(panel, `Logit lens at ${detail.lens_at}, position ${detail.position} (${detail.position_label ?? ''})`, 'attnlab-lens');
   if (!detail.logit_lens) {
-    htmlEl(doc, 'div', 'attnlab-note', lens, 'needs the model weights: load the model with the transformer_lens backend');
+    htmlEl(doc, 'div', 'attnlab-note', lens, WEIGHTS_NOTE);
     return;
   }
   htmlEl(doc, 'div', 'attnlab-note', lens, `prompt ${detail.prompt.index}: ${detail.prompt.text}`);
@@ -355,7 +364,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     baselines.textContent =
       b.clean === undefined
         ? 'no run yet: choose the settings and press Run'
-        : `clean logit difference ${fmt(b.clean)} · corrupted logit difference ${fmt(b.corrupted)} (logits, mean over prompts)`;
+        : `clean ${b.label ?? 'logit difference (logits)'} ${fmt(b.clean)} · corrupted ${fmt(b.corrupted)} (mean over prompts)`;
   };
 
   const renderHistory = () => {
