@@ -271,7 +271,8 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     seed: field('seed', mkNumber('seed', 0)) as HTMLInputElement,
     corruption: field('corruption', mkSelect('corruption')) as HTMLSelectElement,
     component: field('component', mkSelect('component')) as HTMLSelectElement,
-    direction: field('direction', mkSelect('direction')) as HTMLSelectElement
+    direction: field('direction', mkSelect('direction')) as HTMLSelectElement,
+    metric: field('metric', mkSelect('metric')) as HTMLSelectElement
   };
   const runBtn = htmlEl(doc, 'button', 'attnlab-run', form, 'Run') as HTMLButtonElement;
   const cancelBtn = htmlEl(doc, 'button', 'attnlab-cancel', form, 'Cancel') as HTMLButtonElement;
@@ -315,6 +316,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     options(inputs.corruption, ((opts.corruptions ?? {})[c.task] ?? []).map((v: string) => ({ value: v, label: v })), c.corruption);
     options(inputs.component, opts.components ?? [], c.component);
     options(inputs.direction, (opts.directions ?? []).map((v: string) => ({ value: v, label: v })), c.direction);
+    options(inputs.metric, opts.metrics ?? [], c.metric);
     inputs.n_prompts.max = String(opts.max_prompts ?? 512);
     inputs.n_prompts.value = String(c.n_prompts);
     inputs.seed.value = String(c.seed);
@@ -325,7 +327,8 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     seed: Number(inputs.seed.value),
     corruption: inputs.corruption.value,
     component: inputs.component.value,
-    direction: inputs.direction.value
+    direction: inputs.direction.value,
+    metric: inputs.metric.value
   });
   for (const input of Object.values(inputs)) {
     input.addEventListener('change', () => model.send({ type: 'controls', controls: formValues() }));

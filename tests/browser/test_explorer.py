@@ -140,6 +140,20 @@ def test_explorer_run_click_and_select_from_python(lab: LabServer, browser_page:
     screenshot(page, "explorer-circuit-node-click")
     assert run_cell_code(page, "print(explorer.selected)", timeout=TIMEOUT_MS).strip() == "L20H0"
 
+    # The metric menu: a KL-divergence run from the browser; baselines, heatmap legend and panels say so.
+    assert "KL divergence from clean (nats)" in ex.locator("select[name=metric]").inner_text()
+    ex.locator("select[name=metric]").select_option("kl_div")
+    ex.locator("button.attnlab-run").click()
+    ex.locator(".attnlab-baselines", has_text="KL divergence").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_selector(f'{EXPLORER}[data-status="done"]', timeout=TIMEOUT_MS)
+    assert "normalised KL divergence from clean (nats)" in ex.locator(".attnlab-explorer-plot").inner_text()
+    ex.locator('rect.attnlab-cell[data-row="23"][data-col="3"]').click()
+    ex.locator('.attnlab-explorer-detail[data-name="L23H3"] .attnlab-ablation', has_text="KL divergence").wait_for(
+        timeout=TIMEOUT_MS)
+    assert run_cell_code(page, "print(explorer.result.metric)", timeout=TIMEOUT_MS).strip() == "kl_div"
+    ex.scroll_into_view_if_needed()
+    screenshot(page, "explorer-kl-run")
+
     # Prompts with HTML: literal text in the prompt menu, the token strip, the heatmap and the logit lens.
     run_cell_code(page, HTML_TASK, timeout=TIMEOUT_MS)
     hx = panel.locator(EXPLORER).nth(1)
