@@ -48,6 +48,14 @@ def test_tutorial_03_executes_against_the_loopback_server(loopback, api_key, mon
     values = [v for row in payload["values"] for v in row]
     assert len(values) == 270 and all(v is not None and math.isfinite(v) for v in values)
     assert max(abs(v) for v in values) > 0.05
-    # two baselines + the sweep's passes in one job (30 passes x 36 rows of logits: ~212 MB < 256 MB)
-    assert loopback.n_requests - before == 3
+    # per sweep: two baselines + the patched passes in one job (the metric is reduced on the server)
+    assert loopback.n_requests - before == 6
+    (kl_cell,) = [c for c in cells if 'metric="kl_div"' in c.source]
+    printed = "".join(o.get("text", "") for o in kl_cell.outputs)
+    assert "KL sweep: 3 jobs" in printed and "reduced on the server: True" in printed
+    (kl_bundle,) = [o.data for o in kl_cell.outputs if o.output_type == "execute_result"]
+    kl_payload = kl_bundle[HEATMAP_MIME]
+    assert kl_payload["row_labels"] == [f"L{layer}" for layer in range(24, 30)]
+    assert "KL divergence" in kl_payload["value_label"]
+    assert max(abs(v) for row in kl_payload["values"] for v in row) > 0.05
     assert "identical values: True" in "".join(o.get("text", "") for c in cells for o in c.outputs)
