@@ -13,15 +13,12 @@ from attnlab.metrics import Metric
 from attnlab.patching import run_sweep
 
 from .conftest import random_pair_dataset
+from .test_patching_parity import REFERENCE as PARITY_REFERENCE
 
 TOL = 1e-4
 
-REFERENCE = {
-    "resid_pre": tlp.get_act_patch_resid_pre,
-    "attn_out": tlp.get_act_patch_attn_out,
-    "heads": tlp.get_act_patch_attn_head_out_all_pos,
-    "heads_by_pos": tlp.get_act_patch_attn_head_out_by_pos,
-}
+# TransformerLens's sweep functions by component (shared with the logit-difference parity tests)
+REFERENCE = {k: v for k, v in PARITY_REFERENCE.items() if k != "mlp_out"}
 
 
 def tl_metric(name, dataset, clean_logits):
