@@ -29,6 +29,16 @@ Interventions overwrite activations in place, so every alias of the tensor sees 
 the residual branch and the norm read the same tensor). In transformers 5 decoder blocks return a plain tensor, so
 ``block.output`` *is* the residual stream (the old ``.output[0]`` idiom would take batch row 0).
 
+Capabilities: every nnsight model records and patches (``Capability.PATCHING``). A local model (``remote=False``)
+also has ``GRADIENTS``, ``WEIGHTS`` and ``EDGE_GRAPH`` (:attr:`NNsightBackend.LOCAL_CAPABILITIES`): the trace body
+runs in this process, so values saved in it keep their autograd graph when the trace runs with autograd on
+(``run(..., grad=True)``: an activation that gets an intervention is cloned and the patched clone set back at its
+site, except ``resid_mid``, patched in place because the residual branch reads the same tensor; recordings are the
+tensors on the forward path, not copies), the weights are here, and the receiver-split edge passes of
+:mod:`attnlab.backends.nnsight_graph` can call attnlab's Python callbacks inside the trace (Llama-family layouts;
+GPT-2's fused ``c_attn`` is refused). A remote model (or ``remote="local"``, which simulates one) has
+``PATCHING`` only; the other capabilities raise :class:`~attnlab.errors.CapabilityError` before any work.
+
 Many passes, one job: :meth:`NNsightBackend.run_many` puts many :class:`~attnlab.backends.base.RunSpec` passes into
 one ``model.session()`` holding one ``model.trace()`` per pass. Locally each pass is its own session (results stream
 as they finish). Remotely a session is one NDIF job; passes are grouped into chunks by a size budget (request and
