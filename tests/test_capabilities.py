@@ -31,7 +31,9 @@ def test_capabilities_are_declared_per_backend_class():
 
     assert TransformerLensBackend.capabilities == frozenset(Capability)
     assert Capability.PATCHING in NNsightBackend.capabilities
-    assert Capability.EDGE_GRAPH not in NNsightBackend.capabilities
+    assert Capability.EDGE_GRAPH not in NNsightBackend.capabilities  # remote models: patching only
+    # local nnsight models add these per instance (tests/test_circuits_nnsight_parity.py runs them)
+    assert NNsightBackend.LOCAL_CAPABILITIES == {Capability.GRADIENTS, Capability.WEIGHTS, Capability.EDGE_GRAPH}
     assert Backend.capabilities == frozenset({Capability.PATCHING})
     assert Capability("gradients") is Capability.GRADIENTS and Capability.GRADIENTS == "gradients"
 

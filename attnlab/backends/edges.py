@@ -21,7 +21,8 @@ The split of work:
 
     With callbacks that change nothing the pass is the model's own forward pass.
 
-The TransformerLens implementation is :mod:`attnlab.backends.transformer_lens_graph`.
+Implementations: :mod:`attnlab.backends.transformer_lens_graph` (TransformerLens 4) and
+:mod:`attnlab.backends.nnsight_graph` (local nnsight models, Llama family).
 """
 
 from abc import ABC, abstractmethod

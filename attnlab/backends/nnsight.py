@@ -29,6 +29,16 @@ Interventions overwrite activations in place, so every alias of the tensor sees 
 the residual branch and the norm read the same tensor). In transformers 5 decoder blocks return a plain tensor, so
 ``block.output`` *is* the residual stream (the old ``.output[0]`` idiom would take batch row 0).
 
+Capabilities: every nnsight model records and patches (``Capability.PATCHING``). A local model (``remote=False``)
+also has ``GRADIENTS``, ``WEIGHTS`` and ``EDGE_GRAPH`` (:attr:`NNsightBackend.LOCAL_CAPABILITIES`): the trace body
+runs in this process, so values saved in it keep their autograd graph when the trace runs with autograd on
+(``run(..., grad=True)``: an activation that gets an intervention is cloned and the patched clone set back at its
+site, except ``resid_mid``, patched in place because the residual branch reads the same tensor; recordings are the
+tensors on the forward path, not copies), the weights are here, and the receiver-split edge passes of
+:mod:`attnlab.backends.nnsight_graph` can call attnlab's Python callbacks inside the trace (Llama-family layouts;
+GPT-2's fused ``c_attn`` is refused). A remote model (or ``remote="local"``, which simulates one) has
+``PATCHING`` only; the other capabilities raise :class:`~attnlab.errors.CapabilityError` before any work.
+
 Many passes, one job: :meth:`NNsightBackend.run_many` puts many :class:`~attnlab.backends.base.RunSpec` passes into
 one ``model.session()`` holding one ``model.trace()`` per pass. Locally each pass is its own session (results stream
 as they finish). Remotely a session is one NDIF job; passes are grouped into chunks by a size budget (request and
@@ -77,6 +87,7 @@ class Family:
     Attributes:
         layers: path of the block list from the model root.
         attn, o_proj, mlp, ln_mid: paths inside a block (``o_proj`` inside ``attn``).
+        ln_attn: the pre-attention norm inside a block (what q/k/v read; edge passes recompute it per head).
         q, k, v: projection paths inside ``attn`` (None when fused into ``qkv``).
         qkv: fused projection inside ``attn`` whose output splits into q, k, v thirds (GPT-2's ``c_attn``).
         final_norm: path of the final norm from the root; unembed: path of the unembedding.
@@ -89,6 +100,7 @@ class Family:
     ln_mid: str
     final_norm: str
     unembed: str
+    ln_attn: str | None = None
     q: str | None = None
     k: str | None = None
     v: str | None = None
@@ -96,9 +108,10 @@ class Family:
 
 
 _LLAMA = Family(layers="model.layers", attn="self_attn", o_proj="o_proj", mlp="mlp", ln_mid="post_attention_layernorm",
-                final_norm="model.norm", unembed="lm_head", q="q_proj", k="k_proj", v="v_proj")
+                final_norm="model.norm", unembed="lm_head", ln_attn="input_layernorm", q="q_proj", k="k_proj",
+                v="v_proj")
 _GPT2 = Family(layers="transformer.h", attn="attn", o_proj="c_proj", mlp="mlp", ln_mid="ln_2",
-               final_norm="transformer.ln_f", unembed="lm_head", qkv="c_attn")
+               final_norm="transformer.ln_f", unembed="lm_head", ln_attn="ln_1", qkv="c_attn")
 
 #: Hugging Face ``model_type`` -> module layout.
 FAMILIES: dict[str, Family] = {"llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gpt2": _GPT2}
@@ -157,8 +170,11 @@ class NNsightBackend(Backend):
             remote path), or a :class:`attnlab.remote.jobs.RemoteOptions` (run on a server).
     """
 
-    #: a local model also gives its weights; a remote one keeps them on the server (set per instance)
+    #: every nnsight model records and patches; a local one (``remote=False``) also has :data:`LOCAL_CAPABILITIES`
+    #: (set per instance): gradients and edge passes run the trace body in this process, and the weights are here
     capabilities = frozenset({Capability.PATCHING})
+    #: what a local model adds to :attr:`capabilities`
+    LOCAL_CAPABILITIES = frozenset({Capability.GRADIENTS, Capability.WEIGHTS, Capability.EDGE_GRAPH})
 
     def __init__(self, model, info: ModelInfo, tokenizer, remote=False) -> None:
         self.nn = model
@@ -166,7 +182,7 @@ class NNsightBackend(Backend):
         self.tokenizer = tokenizer
         self.remote = remote
         if remote is False:
-            self.capabilities = self.capabilities | {Capability.WEIGHTS}
+            self.capabilities = self.capabilities | self.LOCAL_CAPABILITIES
         self.family = family_of(info.family)
         self.attn_implementation = getattr(model._module.config, "_attn_implementation", None)
         f = self.family
@@ -200,14 +216,35 @@ class NNsightBackend(Backend):
         """Finished remote passes kept for resuming a failed analysis (0 locally)."""
         return len(self._jobs.kept) if self._jobs is not None else 0
 
-    # -- weights --------------------------------------------------------------------------------------------------
+    # -- capabilities ---------------------------------------------------------------------------------------------
+    def edge_runner(self):
+        """A :class:`~attnlab.backends.nnsight_graph.NNsightEdgeRunner` over this (local) model.
+
+        Raises:
+            CapabilityError: a remote model (also ``remote="local"``), or an attention layout the runner does not
+                support (GPT-2's fused ``c_attn``).
+        """
+        from attnlab.backends.nnsight_graph import NNsightEdgeRunner
+
+        self.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
+        return NNsightEdgeRunner(self)
+
     def require(self, capability: Capability | str, analysis: str) -> None:
-        """As :meth:`Backend.require`; a remote model's missing weights get their own explanation."""
+        """As :meth:`Backend.require`; a remote model's missing local-only capabilities get their own explanation."""
         cap = Capability(capability)
-        if cap is Capability.WEIGHTS and cap not in self.capabilities:
+        if cap in self.capabilities or self.remote is False:
+            super().require(cap, analysis)
+            return
+        if cap is Capability.WEIGHTS:
             raise CapabilityError(cap, f"{analysis} needs the model's weights, but {self.info.name} runs remotely "
                                        "(or simulates it): its weights stay on the server; run this analysis on a "
                                        "local copy of the model", backend=self.info.backend)
+        if cap in self.LOCAL_CAPABILITIES:
+            raise CapabilityError(cap, f"{analysis} needs the {cap.value!r} capability ({cap.description}), which "
+                                       f"the nnsight backend has for local models only; {self.info.name} runs "
+                                       "remotely (or simulates it). Load the model with attnlab.load_model(name, "
+                                       "backend='nnsight') or backend='transformer_lens' to run it here",
+                                  backend=self.info.backend)
         super().require(cap, analysis)
 
     def weights(self) -> ModelWeights:
@@ -332,6 +369,7 @@ class NNsightBackend(Backend):
             "logits_at": None if logits_at is None else logits_at.long(),
             # a built-in metric reduced inside the trace: (name, answers [batch, 2], reference [batch, d_vocab] | None)
             "reduce": None if reduce is None else (reduce.metric, reduce.answers.long(), reduce.reference),
+            "grad": bool(grad),
             "lo": 0 if start_layer > 0 else min(touched, default=0),
             "hi": max(touched, default=-1) + 1,
             "sites": sites,
@@ -353,12 +391,14 @@ class NNsightBackend(Backend):
         jobs = [{k: v for k, v in p.items() if k != "sites"} for p in passes]
         if backend is None and self.remote == "local":
             backend = nnsight_adapter.local_simulation(model)
+        grad = any(p["grad"] for p in jobs)
         results = None
-        with torch.no_grad(), model.session(backend=backend):
+        with (torch.enable_grad() if grad else torch.no_grad()), model.session(backend=backend):
             results = []
             for p in jobs:
                 with model.trace(p["tokens"]) as tracer:
                     recorded = {}
+                    g = p["grad"]
                     if p["start"] > 0:
                         start_resid = p["resid"] if p["rep"] == 1 else p["resid"].repeat(p["rep"], 1, 1)
                     for L in range(p["lo"], p["hi"]):
@@ -369,6 +409,50 @@ class NNsightBackend(Backend):
                         ivs = p["ivs"].get(L, [])
                         want = p["cache"].get(L, [])
                         kinds = {iv[0] for iv in ivs} | {w[1] for w in want}
+                        if g:  # autograd kept: patched clones are set back at their sites (_nnsight_ops)
+                            if "resid_pre" in kinds:
+                                act = e["block"].input
+                                new = ops.handle_grad(act, "resid_pre", ivs, want, recorded)
+                                if new is not act:
+                                    e["block"].input = new
+                            if kinds & {"q", "k", "v"}:
+                                if fused:
+                                    qkv = e["qkv"].output
+                                    q, k, v = qkv.split(qkv.shape[-1] // 3, dim=-1)
+                                    q = ops.handle_grad(ops.split_heads(q, n_heads), "q", ivs, want, recorded)
+                                    k = ops.handle_grad(ops.split_heads(k, n_kv), "k", ivs, want, recorded)
+                                    v = ops.handle_grad(ops.split_heads(v, n_kv), "v", ivs, want, recorded)
+                                    e["qkv"].output = torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], dim=-1)
+                                else:  # each projection set back before the next one runs
+                                    e["q"].output = ops.handle_grad(ops.split_heads(e["q"].output, n_heads), "q",
+                                                                    ivs, want, recorded).flatten(2)
+                                    e["k"].output = ops.handle_grad(ops.split_heads(e["k"].output, n_kv), "k",
+                                                                    ivs, want, recorded).flatten(2)
+                                    e["v"].output = ops.handle_grad(ops.split_heads(e["v"].output, n_kv), "v",
+                                                                    ivs, want, recorded).flatten(2)
+                            if "z" in kinds:
+                                e["o"].input = ops.handle_grad(ops.split_heads(e["o"].input, n_heads), "z",
+                                                               ivs, want, recorded).flatten(2)
+                            if kinds & {"attn_out", "pattern"}:
+                                attn_output = e["attn"].output
+                                out0 = ops.handle_grad(attn_output[0], "attn_out", ivs, want, recorded)
+                                if "pattern" in kinds:  # recorded only (no interventions on patterns)
+                                    ops.handle_grad(attn_output[1], "pattern", ivs, want, recorded)
+                                if out0 is not attn_output[0]:
+                                    e["attn"].output = (out0,) + tuple(attn_output[1:])
+                            if "resid_mid" in kinds:  # in place: the residual branch aliases the norm's input
+                                ops.handle_grad(e["mid"].input, "resid_mid", ivs, want, recorded, True)
+                            if "mlp_out" in kinds:
+                                act = e["mlp"].output
+                                new = ops.handle_grad(act, "mlp_out", ivs, want, recorded)
+                                if new is not act:
+                                    e["mlp"].output = new
+                            if "resid_post" in kinds:
+                                act = e["block"].output
+                                new = ops.handle_grad(act, "resid_post", ivs, want, recorded)
+                                if new is not act:
+                                    e["block"].output = new
+                            continue
                         acts = {}
                         if "resid_pre" in kinds:
                             acts["resid_pre"] = e["block"].input
@@ -397,7 +481,7 @@ class NNsightBackend(Backend):
                             ops.handle(e["block"].output, "resid_post", ivs, want, recorded)
                     out = {"cache": recorded, "logits": None, "resid": None}
                     if p["stop"] is not None:
-                        out["resid"] = E[p["stop"]]["block"].input.detach().clone()
+                        out["resid"] = ops.output(E[p["stop"]]["block"].input, g)
                         results.append(out)
                         tracer.stop()
                     else:
@@ -407,11 +491,11 @@ class NNsightBackend(Backend):
                         logits = unembed.output
                         if p["reduce"] is not None:  # one number per row travels back, not d_vocab logits
                             name, answers, reference = p["reduce"]
-                            out["metric"] = mops.evaluate(name, logits[:, 0], answers, reference).detach().clone()
+                            out["metric"] = ops.output(mops.evaluate(name, logits[:, 0], answers, reference), g)
                         elif p["logits_at"] is not None:
-                            out["logits"] = logits[:, 0].detach().clone()
+                            out["logits"] = ops.output(logits[:, 0], g)
                         else:
-                            out["logits"] = logits.detach().clone()
+                            out["logits"] = ops.output(logits, g)
                         results.append(out)
             nnsight.save(results)
         return results
