@@ -100,7 +100,7 @@ def acdc(
     """Prune the model's graph edge by edge (see the module docstring).
 
     Args:
-        model: the model (TransformerLens backend) or a :class:`GraphRunner`.
+        model: the model (a backend with edge passes: TransformerLens, or nnsight locally) or a :class:`GraphRunner`.
         dataset: clean prompts; the corrupted prompts are the ablation source.
         threshold: tau, in the metric's units: remove an edge when removing it changes the mean metric by less (in
             absolute value; see the module docstring).
@@ -119,7 +119,7 @@ def acdc(
 
     Raises:
         CircuitError: negative, NaN or non-numeric threshold; unknown receiver; bad ``max_tests``.
-        GradientNotSupportedError: not the TransformerLens backend.
+        CapabilityError: the backend has no edge passes (a remote nnsight model).
         MetricError: an unknown or broken metric (before any edge test).
     """
     from attnlab.progress import progress_bar

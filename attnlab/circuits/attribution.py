@@ -35,8 +35,8 @@ reference is the clean run's distribution at END: KL(clean || clean) is 0 and mi
 run vanishes and *noising* estimates (gradient on the clean run) are all 0: a first-order method sees nothing at a
 minimum. Use denoising (gradient on the corrupted run), or exact patching, for KL.
 
-Needs gradients: the TransformerLens backend supports them (``Backend.run(..., grad=True)``); the nnsight backend
-does not yet, and is refused before any work.
+Needs gradients (``Capability.GRADIENTS``: ``Backend.run(..., grad=True)``): the TransformerLens backend and the
+local nnsight backend have them; a remote nnsight model does not yet, and is refused before any work.
 """
 
 import time

@@ -90,7 +90,9 @@ class Circuit:
         Raises:
             CircuitError: the graph is of another model, or an edge is not in it.
         """
-        if graph.info.to_dict() != self.model:
+        from attnlab.circuits.graph import same_architecture
+
+        if not same_architecture(graph.info, self.model):
             raise CircuitError(f"circuit is for model {self.model.get('name')!r}, graph for {graph.info.name!r}")
         return graph.mask(self.edge_names)
 

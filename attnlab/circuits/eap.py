@@ -40,8 +40,10 @@ Metrics and the clean reference:
     each batch's clean run at alpha = 1, the same pass the gradient is taken on. Accuracy has no gradient and is
     refused before any pass.
 
-Gradients need autograd through the model: only the TransformerLens backend gives them (nnsight runs, in particular
-remote ones, do not); see :class:`~attnlab.circuits.graph.GraphRunner` for how each receiver's input is split.
+Gradients need autograd through the model and receiver-split passes (``Capability.GRADIENTS`` and ``EDGE_GRAPH``):
+the TransformerLens backend and the local nnsight backend have both (equal within 1e-4, tests); a remote nnsight model
+does not yet and is refused before any pass; see :class:`~attnlab.circuits.graph.GraphRunner` for how each
+receiver's input is split.
 """
 
 import time
@@ -130,7 +132,7 @@ def eap_scores(
     """Score every edge of the model's graph by EAP or EAP-IG (see the module docstring for the formulas).
 
     Args:
-        model: a model on the TransformerLens backend.
+        model: a model whose backend has gradients and edge passes (TransformerLens, or nnsight locally).
         dataset: clean/corrupted pairs (the metric is read at END).
         method: ``"eap"`` (Syed et al. 2023) or ``"eap-ig"`` (Hanna et al. 2024).
         steps: EAP-IG integration steps (>= 1; ignored by EAP). ``steps=1`` gives EAP's scores.

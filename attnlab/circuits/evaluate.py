@@ -102,7 +102,7 @@ def clean_reference(
     any ablated pass. A built-in metric without a reference costs nothing.
 
     Args:
-        model: the model (TransformerLens backend) or a :class:`GraphRunner` on it.
+        model: the model (a backend with edge passes: TransformerLens, or nnsight locally) or a :class:`GraphRunner`.
         dataset: its clean prompts and answers are used.
         metric: a metric name, :class:`~attnlab.metrics.Metric` or callable.
         batch_size: prompts per pass.
@@ -152,7 +152,7 @@ def circuit_metrics(
     """Per-prompt metric of each circuit (given as the edges it *keeps*; every other edge is ablated).
 
     Args:
-        model: the model (TransformerLens backend) or a :class:`GraphRunner` on it.
+        model: the model (a backend with edge passes: TransformerLens, or nnsight locally) or a :class:`GraphRunner`.
         dataset: clean prompts to run, corrupted prompts that define the ablation source.
         kept: Bool[n_variants, n_senders, n_receivers] (or one [n_senders, n_receivers] mask): the edges each
             circuit keeps (``graph.valid`` = the full model, all False = everything ablated).
@@ -313,7 +313,7 @@ def faithfulness(
     the full model (1). See the module docstring.
 
     Args:
-        model: the model (TransformerLens backend) or a :class:`GraphRunner`.
+        model: the model (a backend with edge passes: TransformerLens, or nnsight locally) or a :class:`GraphRunner`.
         dataset: clean prompts to evaluate on; their corrupted prompts define the ablation source.
         circuit: a :class:`Circuit` or Bool[n_senders, n_receivers] mask of kept edges.
         source: ``"mean"`` (per-template mean over corrupted prompts; Wang et al.), ``"corrupted"`` or an

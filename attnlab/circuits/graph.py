@@ -73,6 +73,14 @@ __all__ = [
 GradientNotSupportedError = CapabilityError
 
 
+def same_architecture(a, b) -> bool:
+    """Whether two models (:class:`ModelInfo` or its dict) have the same graph: equal but for the backend and the
+    weights' source, so a circuit found through one backend applies to the same model through the other."""
+    drop = ("backend", "source")
+    a, b = (x.to_dict() if hasattr(x, "to_dict") else dict(x) for x in (a, b))
+    return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
 # -- the graph ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Graph:
@@ -511,7 +519,7 @@ class GraphRunner:
         self.model = model
         self.info = model.info
         self.graph = graph or Graph.from_info(model.info)
-        if self.graph.info != model.info:
+        if not same_architecture(self.graph.info, model.info):
             raise CircuitError(f"graph is for {self.graph.info.name}, model is {model.info.name}")
         self.edges = model.edge_runner()
 
