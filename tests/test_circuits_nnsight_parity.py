@@ -21,6 +21,8 @@ from attnlab.circuits import (
 from attnlab.errors import CapabilityError
 from attnlab.sites import Site
 
+from .test_capabilities import _Unchanged as _Recorder  # EdgeCallbacks that change nothing, recording calls
+
 pytestmark = pytest.mark.integration
 
 TOL = 1e-4
@@ -40,37 +42,6 @@ def ioi4(embedded_model):
 @pytest.fixture(scope="module")
 def eap_tl(embedded_model, ioi4):
     return eap_scores(embedded_model, ioi4, progress=False)
-
-
-class _Recorder:
-    """EdgeCallbacks that change nothing and record the order in which the runner calls them."""
-
-    records_senders = True
-
-    def __init__(self):
-        self.calls = []
-
-    def resid_pre(self, layer, resid):
-        self.calls.append(("resid_pre", layer))
-        return resid
-
-    def head_input(self, layer, kind, resid):
-        self.calls.append((kind, layer))
-        return None
-
-    def head_outputs(self, layer, outputs):
-        self.calls.append(("heads", layer, tuple(outputs.shape)))
-
-    def mlp_input(self, layer, act):
-        self.calls.append(("mlp_in", layer))
-        return act
-
-    def mlp_output(self, layer, act):
-        self.calls.append(("mlp_out", layer))
-
-    def logits_input(self, act):
-        self.calls.append(("logits",))
-        return act
 
 
 def test_local_nnsight_declares_gradients_and_edge_graph(embedded_nnsight):
