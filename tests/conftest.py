@@ -6,6 +6,7 @@ import torch
 
 from attnlab.models import load_model, tiny_model
 from attnlab.tasks.base import PatchingDataset
+from tests.tutorial_fixtures import executed_tutorial_01  # noqa: F401  (one session fixture: tutorial 01 runs once)
 
 
 @pytest.fixture(scope="session")

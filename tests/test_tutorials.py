@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from attnlab.render.contract import HEATMAP_MIME
-from tests.tutorial_fixtures import TUTORIAL_TEST_TIMEOUT_S, TUTORIALS, executed_tutorial_01  # noqa: F401
+from tests.tutorial_fixtures import TUTORIAL_TEST_TIMEOUT_S, TUTORIALS
 
 NB01 = TUTORIALS / "01_ioi_activation_patching.ipynb"
 REPO = TUTORIALS.parent
@@ -62,7 +62,7 @@ def test_tutorial_01_is_committed_without_outputs():
 
 @pytest.mark.tutorial
 @pytest.mark.timeout(TUTORIAL_TEST_TIMEOUT_S)
-def test_tutorial_01_executes(executed_tutorial_01: Path):  # noqa: F811  (the imported fixture)
+def test_tutorial_01_executes(executed_tutorial_01: Path):  # the session fixture of tests/conftest.py
     assert REPO not in executed_tutorial_01.resolve().parents, "the executed notebook must be written outside the repo"
     nb = nbformat.read(executed_tutorial_01, as_version=4)
     cells = _code_cells(nb)

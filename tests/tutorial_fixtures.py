@@ -1,10 +1,8 @@
 """Executing tutorial notebooks once per session, for the ``tutorial`` tier and for browser tests that open them.
 
-A plain module, not a conftest: a test module that needs an executed tutorial imports its fixture by name,
-
-    from tests.tutorial_fixtures import executed_tutorial_01  # noqa: F401  (pytest fixture)
-
-and the notebook then runs at most once per session, whichever test asks for it first. The notebook runs in a fresh
+A plain module whose fixtures ``tests/conftest.py`` imports, so that each is ONE session fixture and its notebook runs
+at most once per session, whichever test asks for it first. (Importing a fixture into two test modules instead
+defines it twice, and the notebook ran twice.) The notebook runs in a fresh
 ``python3`` kernel (the kernelspec of the interpreter running pytest, i.e. the project venv, so against the installed
 attnlab) with a temporary copy of ``tutorials/`` as its working directory: nothing is written into the repository.
 

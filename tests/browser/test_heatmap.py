@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 from attnlab.render.contract import HEATMAP_MIME
-from tests.tutorial_fixtures import TUTORIAL_TEST_TIMEOUT_S, executed_tutorial_01  # noqa: F401
+from tests.tutorial_fixtures import TUTORIAL_TEST_TIMEOUT_S
 
 from .jupyter import (
     LabServer,
@@ -76,7 +76,7 @@ def hover_cell(page: Page, heatmap: Locator, row: int, col: int) -> str:
 
 @pytest.mark.browser
 @pytest.mark.timeout(TUTORIAL_TEST_TIMEOUT_S)  # the first test to ask for the executed tutorial runs it (minutes)
-def test_tutorial_heatmap_hover(lab: LabServer, browser_page: Page, executed_tutorial_01: Path) -> None:  # noqa: F811
+def test_tutorial_heatmap_hover(lab: LabServer, browser_page: Page, executed_tutorial_01: Path) -> None:
     page = browser_page
     console_errors = collect_console_errors(page)
     notebook = json.loads(executed_tutorial_01.read_text())
