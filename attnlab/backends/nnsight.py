@@ -384,7 +384,7 @@ class NNsightBackend(Backend):
         model = self.nn
         E = self._envoys
         final_norm, unembed = self._final_norm, self._unembed
-        n_heads, n_kv, d_head = self.info.n_heads, self.info.n_kv_heads, self.info.d_head
+        n_heads, n_kv = self.info.n_heads, self.info.n_kv_heads
         fused = self.family.qkv is not None
         ops, mops = _nnsight_ops, metric_ops
         # sites travel as plain tuples (attnlab types do not exist on a server)
