@@ -194,22 +194,26 @@ def test_acdc_on_a_few_receivers_matches(embedded_model, embedded_nnsight, ioi4)
     assert (a.kept != GraphRunner(embedded_model).graph.valid).any()  # the threshold removed something
 
 
-def test_remote_models_refuse_gradient_analyses_before_any_work(embedded_nnsight, ioi4):
+def test_remote_models_refuse_single_pass_and_gradient_analyses_before_any_work(embedded_nnsight, ioi4):
+    """A remote model (simulated) runs edge-level *programs* (EAP, EAP-IG, faithfulness: tests/remote), but
+    analyses that need autograd on this side or attnlab's callbacks inside single passes are refused up front."""
     from attnlab.backends.nnsight import NNsightBackend
+    from attnlab.circuits.acdc import acdc
 
     m = embedded_nnsight
     simulated = NNsightBackend(m.nn, m.info, m.tokenizer, remote="local")
     assert not {Capability.GRADIENTS, Capability.EDGE_GRAPH} & simulated.capabilities
+    assert Capability.EDGE_PROGRAMS in simulated.capabilities
 
     def no_run(*args, **kwargs):
         raise AssertionError("a forward pass started before the capability was checked")
 
     simulated._execute = no_run
-    for call in (lambda: eap_scores(simulated, ioi4, progress=False),
-                 lambda: attribution_patching(simulated, ioi4, ["heads"]),
-                 lambda: simulated.run(ioi4.clean_tokens, grad=True),
-                 lambda: GraphRunner(simulated)):
-        with pytest.raises(CapabilityError, match="local models only") as caught:
+    for call, pattern in ((lambda: attribution_patching(simulated, ioi4, ["heads"]), "local models only"),
+                          (lambda: simulated.run(ioi4.clean_tokens, grad=True), "local models only"),
+                          (lambda: GraphRunner(simulated), "only a local model can run"),
+                          (lambda: acdc(simulated, ioi4, threshold=0.1), "only a local model can run")):
+        with pytest.raises(CapabilityError, match=pattern) as caught:
             call()
         assert caught.value.capability in (Capability.GRADIENTS, Capability.EDGE_GRAPH)
 

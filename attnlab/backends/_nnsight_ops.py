@@ -16,7 +16,7 @@ values`` with ``None`` for "all positions" / "all heads" (see :class:`attnlab.ba
 
 import torch
 
-__all__ = ["apply_intervention", "handle", "handle_grad", "narrow_activation", "output", "split_heads"]
+__all__ = ["apply_intervention", "edge_pass", "handle", "handle_grad", "narrow_activation", "output", "split_heads"]
 
 
 def apply_intervention(act: torch.Tensor, iv: tuple) -> None:
@@ -118,3 +118,62 @@ def _narrow(act: torch.Tensor, kind: str, head, position) -> torch.Tensor:
 def output(t: torch.Tensor, grad: bool) -> torch.Tensor:
     """What a pass returns: ``t`` itself with gradients (the autograd graph kept), a detached copy without."""
     return t if grad else t.detach().clone()
+
+
+def edge_pass(sites: dict, cb, logits_at, dims: tuple):
+    """One receiver-split pass, called inside a ``model.trace(tokens)`` block (:mod:`attnlab.backends.nnsight_graph`).
+
+    Args:
+        sites: ``{"layers": [per block {"block", "ln", "q", "k", "v", "o", "mid", "mlp"} envoys], "final_norm",
+            "unembed"}`` (Llama-family layout: separate q/k/v/o linear projections, a pre-attention norm ``ln``).
+        cb: the pass's callbacks (:class:`attnlab.edge_ops.EdgeAblation`, shipped by value).
+        logits_at: Int[rows] the one position per row to unembed, or None (every position).
+        dims: (n_layers, n_heads, n_kv_heads, d_head).
+
+    Returns:
+        Float[rows, d_vocab] logits at ``logits_at`` (Float[rows, pos, d_vocab] without it).
+
+    At each block the callbacks are asked, in execution order, for the block's input (resid_pre), for each of q, k and
+    v the per-head inputs ``x_h`` (when given, the projection's output becomes ``norm(x_h) W^h + b^h``, with the
+    block's own norm and that head's rows of the weight, read from the server's model), then they are given each
+    head's output ``z_h W_O^h`` (the output projection's input, viewed per head), the MLP's input (the post-attention
+    norm's input; the residual branch keeps the uncorrected stream) and output; finally the final norm's input.
+    """
+    n_layers, n_heads, n_kv, d_head = dims
+    for layer in range(n_layers):
+        e = sites["layers"][layer]
+        act = e["block"].input
+        resid = cb.resid_pre(layer, act)
+        if resid is not act:
+            e["block"].input = resid
+        for kind, n in (("q", n_heads), ("k", n_kv), ("v", n_kv)):
+            x = cb.head_input(layer, kind, resid)
+            if x is None:
+                continue
+            proj = e[kind]
+            out = proj.output
+            weight, bias = proj.weight, proj.bias
+            y = torch.einsum("bphd,hkd->bphk", e["ln"](x), weight.reshape(n, d_head, -1).to(x.dtype))
+            if bias is not None:
+                y = y + bias.reshape(n, d_head).to(x.dtype)
+            proj.output = y.flatten(2).to(out.dtype)
+        if cb.records_senders:
+            z = e["o"].input
+            w_o = e["o"].weight  # Linear: [d_model, n_heads * d_head]
+            w_o = w_o.reshape(w_o.shape[0], n_heads, d_head).permute(1, 2, 0)
+            z = z.detach().reshape(z.shape[0], z.shape[1], n_heads, d_head)
+            cb.head_outputs(layer, torch.einsum("bphk,hkd->bphd", z, w_o.to(z.dtype)))
+        act = e["mid"].input
+        new = cb.mlp_input(layer, act)
+        if new is not act:
+            e["mid"].input = new
+        if cb.records_senders:
+            cb.mlp_output(layer, e["mlp"].output)
+    act = sites["final_norm"].input
+    new = cb.logits_input(act)
+    if logits_at is not None:
+        new = new[torch.arange(new.shape[0]), logits_at.to(new.device)].unsqueeze(1)
+    if new is not act:
+        sites["final_norm"].input = new
+    logits = sites["unembed"].output
+    return logits[:, 0] if logits_at is not None else logits

@@ -38,13 +38,18 @@ class Capability(str, Enum):
         WEIGHTS: ``Backend.weights()`` gives the weights analyses read (W_O per head, W_U, the final norm's scale).
         EDGE_GRAPH: :meth:`Backend.edge_runner` runs receiver-split passes (per-head q/k/v inputs, the MLP input and
             the logits input computed from a residual stream with chosen senders removed) for edge-level circuit
-            analyses (:class:`attnlab.circuits.graph.GraphRunner`).
+            analyses (:class:`attnlab.circuits.graph.GraphRunner`), one pass at a time, with attnlab's Python
+            callbacks inside the pass.
+        EDGE_PROGRAMS: whole edge-level analyses (EAP, EAP-IG, circuit evaluation and faithfulness: the programs of
+            :mod:`attnlab.edge_ops`) run where the model is, gradients included: on a remote server, one job per
+            analysis. Every backend with ``EDGE_GRAPH`` has it; a remote nnsight model has it without ``EDGE_GRAPH``.
     """
 
     PATCHING = "patching"
     GRADIENTS = "gradients"
     WEIGHTS = "weights"
     EDGE_GRAPH = "edge_graph"
+    EDGE_PROGRAMS = "edge_programs"
 
     @property
     def description(self) -> str:
@@ -58,6 +63,7 @@ _CAPABILITY_DESCRIPTIONS = {
     Capability.WEIGHTS: "reading weights: model.weights() (W_O per head, W_U, the final norm's scale)",
     Capability.EDGE_GRAPH: "receiver-split edge passes: per-head q/k/v, MLP and logits inputs with chosen senders "
                            "removed",
+    Capability.EDGE_PROGRAMS: "edge-level analyses run where the model is (EAP, EAP-IG, circuit evaluation)",
 }
 
 

@@ -31,6 +31,8 @@ from typing import Protocol
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from attnlab import edge_ops
+
 __all__ = ["EdgeCallbacks", "EdgeRunner"]
 
 
@@ -91,3 +93,28 @@ class EdgeRunner(ABC):
         Returns:
             Float[rows, d_vocab] logits at ``logits_at``, or Float[rows, pos, d_vocab] without it.
         """
+
+    def program(self, name: str, args: dict, *, progress=None):
+        """Run the edge-level program ``name`` of :mod:`attnlab.edge_ops` (``eap``, ``evaluate_circuits``,
+        ``sender_outputs`` ...) with this runner's passes, here, one :meth:`run` per pass.
+
+        A backend that runs the model elsewhere overrides this to run the whole program there (the nnsight backend:
+        one session, one job on a remote server).
+
+        Args:
+            name: the program (a function of :mod:`attnlab.edge_ops`).
+            args: its keyword arguments (plain tensors, a :class:`~attnlab.edge_ops.Layout`, the metric callable).
+            progress: a tqdm-like bar updated once per pass, or None.
+
+        Returns:
+            What the program returns.
+        """
+        fn = getattr(edge_ops, name)
+
+        def run_pass(tokens, callbacks, logits_at, grad):
+            logits = self.run(tokens, callbacks, logits_at=logits_at, grad=grad)
+            if progress is not None:
+                progress.update(1)
+            return logits
+
+        return fn(run_pass, **args)

@@ -29,7 +29,9 @@ Interventions overwrite activations in place, so every alias of the tensor sees 
 the residual branch and the norm read the same tensor). In transformers 5 decoder blocks return a plain tensor, so
 ``block.output`` *is* the residual stream (the old ``.output[0]`` idiom would take batch row 0).
 
-Capabilities: every nnsight model records and patches (``Capability.PATCHING``). A local model (``remote=False``)
+Capabilities: every nnsight model records and patches (``Capability.PATCHING``) and runs the edge-level programs
+of :mod:`attnlab.edge_ops` (``Capability.EDGE_PROGRAMS``: EAP, EAP-IG, circuit evaluation and faithfulness; remotely
+each analysis is one job, its gradients taken on the server). A local model (``remote=False``)
 also has ``GRADIENTS``, ``WEIGHTS`` and ``EDGE_GRAPH`` (:attr:`NNsightBackend.LOCAL_CAPABILITIES`): the trace body
 runs in this process, so values saved in it keep their autograd graph when the trace runs with autograd on
 (``run(..., grad=True)``: an activation that gets an intervention is cloned and the patched clone set back at its
@@ -37,7 +39,8 @@ site, except ``resid_mid``, patched in place because the residual branch reads t
 tensors on the forward path, not copies), the weights are here, and the receiver-split edge passes of
 :mod:`attnlab.backends.nnsight_graph` can call attnlab's Python callbacks inside the trace (Llama-family layouts;
 GPT-2's fused ``c_attn`` is refused). A remote model (or ``remote="local"``, which simulates one) has
-``PATCHING`` only; the other capabilities raise :class:`~attnlab.errors.CapabilityError` before any work.
+``PATCHING`` and ``EDGE_PROGRAMS`` only; the other capabilities raise :class:`~attnlab.errors.CapabilityError`
+before any work.
 
 Many passes, one job: :meth:`NNsightBackend.run_many` puts many :class:`~attnlab.backends.base.RunSpec` passes into
 one ``model.session()`` holding one ``model.trace()`` per pass. Locally each pass is its own session (results stream
@@ -55,7 +58,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from attnlab import metric_ops
+from attnlab import edge_ops, metric_ops
 from attnlab.backends import _nnsight_ops, nnsight_adapter
 from attnlab.backends.base import (
     Backend,
@@ -78,6 +81,7 @@ nnsight_adapter.check_version()
 # Functions called inside trace blocks must exist on the server, which has no attnlab: ship them by value.
 nnsight.register(_nnsight_ops)
 nnsight.register(metric_ops)
+nnsight.register(edge_ops)
 
 
 @dataclass(frozen=True)
@@ -170,9 +174,10 @@ class NNsightBackend(Backend):
             remote path), or a :class:`attnlab.remote.jobs.RemoteOptions` (run on a server).
     """
 
-    #: every nnsight model records and patches; a local one (``remote=False``) also has :data:`LOCAL_CAPABILITIES`
+    #: every nnsight model records and patches, and runs edge-level programs (EAP, EAP-IG, faithfulness: on a server
+    #: as one job); a local one (``remote=False``) also has :data:`LOCAL_CAPABILITIES`
     #: (set per instance): gradients and edge passes run the trace body in this process, and the weights are here
-    capabilities = frozenset({Capability.PATCHING})
+    capabilities = frozenset({Capability.PATCHING, Capability.EDGE_PROGRAMS})
     #: what a local model adds to :attr:`capabilities`
     LOCAL_CAPABILITIES = frozenset({Capability.GRADIENTS, Capability.WEIGHTS, Capability.EDGE_GRAPH})
 
@@ -218,15 +223,15 @@ class NNsightBackend(Backend):
 
     # -- capabilities ---------------------------------------------------------------------------------------------
     def edge_runner(self):
-        """A :class:`~attnlab.backends.nnsight_graph.NNsightEdgeRunner` over this (local) model.
+        """A :class:`~attnlab.backends.nnsight_graph.NNsightEdgeRunner` over this model: single passes locally,
+        whole programs (EAP, EAP-IG, circuit evaluation) locally and remotely.
 
         Raises:
-            CapabilityError: a remote model (also ``remote="local"``), or an attention layout the runner does not
-                support (GPT-2's fused ``c_attn``).
+            CapabilityError: an attention layout the runner does not support (GPT-2's fused ``c_attn``).
         """
         from attnlab.backends.nnsight_graph import NNsightEdgeRunner
 
-        self.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
+        self.require(Capability.EDGE_PROGRAMS, "edge-level circuit analyses")
         return NNsightEdgeRunner(self)
 
     def require(self, capability: Capability | str, analysis: str) -> None:
@@ -235,6 +240,13 @@ class NNsightBackend(Backend):
         if cap in self.capabilities or self.remote is False:
             super().require(cap, analysis)
             return
+        if cap is Capability.EDGE_GRAPH:
+            raise CapabilityError(cap, f"{analysis} makes single receiver-split passes with attnlab's Python callbacks "
+                                       f"inside the trace, which only a local model can run; {self.info.name} runs "
+                                       "remotely (or simulates it). Edge attribution (eap_scores: EAP, EAP-IG) and "
+                                       "circuit evaluation (faithfulness, faithfulness_curve, circuit_metrics) run "
+                                       "remotely as one job each; run this analysis on a local model",
+                                  backend=self.info.backend)
         if cap is Capability.WEIGHTS:
             raise CapabilityError(cap, f"{analysis} needs the model's weights, but {self.info.name} runs remotely "
                                        "(or simulates it): its weights stay on the server; run this analysis on a "

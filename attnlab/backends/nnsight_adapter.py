@@ -19,6 +19,7 @@ import nnsight
 from nnsight.intervention.backends import remote as _remote
 from nnsight.intervention.backends.local import LocalSimulationBackend
 from nnsight.intervention.backends.remote import RemoteBackend
+from nnsight.intervention.serialization import CustomCloudUnpickler
 from nnsight.schema.config import CONFIG
 from nnsight.schema.response import Status
 
@@ -31,6 +32,7 @@ __all__ = [
     "PRIVATE_NAMES",
     "REMOTE_BACKEND_METHODS",
     "RemoteBackend",
+    "ServerUnpickler",
     "Status",
     "check_version",
     "http_timeouts",
@@ -54,6 +56,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("nnsight.tracing.tracer", "dec"),
     ("nnsight.tracing.tracer", "_saves"),
     ("nnsight.schema.request", "RequestModel"),
+    ("nnsight.intervention.serialization", "CustomCloudUnpickler"),
 )
 
 #: ``RemoteBackend`` methods that :class:`attnlab.remote.jobs.DeadlineRemoteBackend` overrides or calls, with the
@@ -113,6 +116,37 @@ def local_simulation(nn_model):
     return LocalSimulationBackend(nn_model)
 
 
+class ServerUnpickler(CustomCloudUnpickler):
+    """nnsight's request unpickler, refusing every attnlab name: a server has torch and nnsight, not attnlab.
+
+    What attnlab ships must travel *by value* (``nnsight.register``: :mod:`attnlab.metric_ops`,
+    :mod:`attnlab.edge_ops`, :mod:`attnlab.backends._nnsight_ops`). A server that shares the client's process (the
+    test suite's loopback server) could otherwise import attnlab and hide a request that an NDIF worker would
+    reject; with this unpickler it fails the same way.
+    """
+
+    def find_class(self, module: str, name: str):
+        _refuse(module, name)
+        found = super().find_class(module, name)
+        if module.startswith("cloudpickle") and name == "subimport":  # a module object pickled by reference
+
+            def subimport(module_name: str):
+                _refuse(module_name, None)
+                return found(module_name)
+
+            return subimport
+        return found
+
+
+def _refuse(module: str, name: str | None) -> None:
+    if module == "attnlab" or module.startswith("attnlab."):
+        import pickle
+
+        what = module if name is None else f"{module}.{name}"
+        raise pickle.UnpicklingError(f"the request refers to {what} by name; a server has no attnlab (ship the "
+                                     "module by value with nnsight.register)")
+
+
 def server_execute(nn_model, blob: bytes, *, compress: bool, env) -> dict:
     """Execute one remote request the way an NDIF worker does; return the values the trace saved, by name.
 
@@ -120,8 +154,6 @@ def server_execute(nn_model, blob: bytes, *, compress: bool, env) -> dict:
     the client's environment, run the trace's code with nnsight's save bookkeeping, and collect the saved locals.
     """
     import linecache
-
-    import torch
 
     request_model = importlib.import_module("nnsight.schema.request").RequestModel
     tracer_module = importlib.import_module("nnsight.tracing.tracer")
@@ -131,7 +163,7 @@ def server_execute(nn_model, blob: bytes, *, compress: bool, env) -> dict:
     snapshot = dict(linecache.cache)
     filename = saved_line = None
     try:
-        tracer = request_model.deserialize(blob, persistent, compress=compress)
+        tracer = request_model.deserialize(blob, persistent, compress=compress, unpickler=ServerUnpickler)
         filename = tracer.info.frame.f_code.co_filename
         saved_line = snapshot.get(filename)
     finally:
@@ -143,8 +175,9 @@ def server_execute(nn_model, blob: bytes, *, compress: bool, env) -> dict:
     nn_model._remoteable_set_env(env)
     tracer_module.inc()
     try:
-        with torch.no_grad():
-            tracer.execute(tracer.info.code)
+        # autograd on, as on an NDIF worker (its parameters are frozen with requires_grad_(False) instead): a
+        # request that makes a tensor require grad (attnlab's gradient passes) can differentiate; others track nothing
+        tracer.execute(tracer.info.code)
         saves = tracer_module._saves()
         return {k: v for k, v in tracer.info.frame.f_locals.items() if id(v) in saves}
     finally:

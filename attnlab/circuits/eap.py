@@ -40,9 +40,11 @@ Metrics and the clean reference:
     each batch's clean run at alpha = 1, the same pass the gradient is taken on. Accuracy has no gradient and is
     refused before any pass.
 
-Gradients need autograd through the model and receiver-split passes (``Capability.GRADIENTS`` and ``EDGE_GRAPH``):
-the TransformerLens backend and the local nnsight backend have both (equal within 1e-4, tests); a remote nnsight model
-does not yet and is refused before any pass; see :class:`~attnlab.circuits.graph.GraphRunner` for how each
+Where it runs: the whole analysis is one program (:func:`attnlab.edge_ops.eap`) that the backend runs where the
+model is (``Capability.EDGE_PROGRAMS``): here on the TransformerLens backend and the local nnsight backend (equal
+within 1e-4, tests), and on a remote nnsight model as *one job*, in which the server makes the corrupted and gradient
+passes, takes the gradients and reduces them to the ``[n_senders, n_receivers]`` scores, the only large thing that
+travels back. Remote runs take built-in metrics. See :class:`~attnlab.circuits.graph.GraphRunner` for how each
 receiver's input is split.
 """
 
@@ -111,9 +113,8 @@ class EdgeScores:
 
 
 def _check_gradients(model: Backend) -> None:
-    model.require(Capability.GRADIENTS, "edge attribution patching (gradients through the model; the "
-                  "gradient-free exact baseline is attnlab.circuits.acdc on a small graph)")
-    model.require(Capability.EDGE_GRAPH, "edge attribution patching")
+    model.require(Capability.EDGE_PROGRAMS, "edge attribution patching (receiver-split passes and gradients where "
+                  "the model runs; the gradient-free exact baseline is attnlab.circuits.acdc on a small graph)")
 
 
 def eap_scores(
@@ -132,7 +133,8 @@ def eap_scores(
     """Score every edge of the model's graph by EAP or EAP-IG (see the module docstring for the formulas).
 
     Args:
-        model: a model whose backend has gradients and edge passes (TransformerLens, or nnsight locally).
+        model: a model whose backend runs edge-level programs (TransformerLens; nnsight, locally or remotely: one
+            job).
         dataset: clean/corrupted pairs (the metric is read at END).
         method: ``"eap"`` (Syed et al. 2023) or ``"eap-ig"`` (Hanna et al. 2024).
         steps: EAP-IG integration steps (>= 1; ignored by EAP). ``steps=1`` gives EAP's scores.
@@ -141,7 +143,8 @@ def eap_scores(
             corrupted prompt's own run, as in Syed et al. and Hanna et al.) or ``"mean"`` (the mean over the
             corrupted prompts per position and template, the ablation :func:`~attnlab.circuits.evaluate.faithfulness`
             applies by default; EAP-IG then integrates from the mean input embeddings).
-        memory_budget_mb: refuse to start when one pass is estimated to need more (MiB); None = no check.
+        memory_budget_mb: refuse to start when one pass is estimated to need more (MiB); None = no check. Local
+            runs only: a remote server has memory of its own.
         graph: the graph to score (default the model's full graph).
         progress: show a progress bar over passes.
         metric: M: ``"logit_diff"`` (default; logits), ``"kl_div"`` (KL(clean || run) at END, nats; use EAP-IG, see
@@ -152,7 +155,7 @@ def eap_scores(
         :class:`EdgeScores` with Float[n_senders, n_receivers] scores in the metric's units.
 
     Raises:
-        CapabilityError: the backend lacks ``Capability.GRADIENTS`` or ``EDGE_GRAPH`` (nnsight).
+        CapabilityError: the backend lacks ``Capability.EDGE_PROGRAMS`` (or a fused q/k/v layout on nnsight).
         CircuitError: unknown method or ablation, ``steps`` < 1, ``batch_size`` < 1.
         MetricError: the metric is not differentiable (accuracy; before any pass), or a custom metric returns the
             wrong shape, non-finite or detached values (on the first batch's baseline runs, before any backward
@@ -176,8 +179,41 @@ def eap_scores(
     n_steps = 1 if method == "eap" else steps
     n, n_pos = len(dataset), dataset.n_pos
     batch_size = min(batch_size, n)
+    runner = GraphRunner(model, graph, need=Capability.EDGE_PROGRAMS)
+    if runner.local:  # a remote server has memory of its own
+        _check_budget(model, method, n, n_pos, batch_size, runner.graph, metric, memory_budget_mb)
+    g = runner.graph
+    t0 = time.perf_counter()
+    chunks = split_rows(n, batch_size)
+    index, keys = template_groups(dataset)
+    check = None
+    if not metric.builtin:  # a custom metric is checked on the first batch, before any backward pass
+        def check(kind: str, value: Tensor) -> None:
+            if kind == "corrupted":
+                _check_metric(metric, runner, dataset, chunks[0][1], value)
+            else:
+                metric.check_gradient(value, analysis)
+    bar = progress_bar(total=len(chunks) * (n_steps + 1), desc=method.upper(), disable=not progress or not runner.local)
+    try:  # every pass where the model is: here, or one job on a remote server
+        out = runner.program(
+            "eap", clean=dataset.clean_tokens, corrupted=dataset.corrupted_tokens, end=dataset.end,
+            answers=dataset.answers, metric=metric, needs_reference=metric.needs_reference, n_steps=n_steps,
+            batch_size=batch_size, ablation=ablation, index=index, n_groups=len(keys), check=check, progress=bar)
+    finally:
+        bar.close()
+    scores, clean_vals, corrupt_vals = out["scores"], out["clean"], out["corrupted"]
+    return EdgeScores(
+        graph=g, scores=scores, method=method, steps=n_steps,
+        clean_metric=float(clean_vals.mean()), corrupted_metric=float(corrupt_vals.mean()),
+        task={**dataset.describe(), "ablation": ablation}, seconds=time.perf_counter() - t0, metric=metric.to_dict(),
+    )
+
+
+def _check_budget(model: Backend, method: str, n: int, n_pos: int, batch_size: int, graph: Graph, metric,
+                  memory_budget_mb) -> None:
+    """Refuse an EAP run whose passes are estimated to need more than ``memory_budget_mb`` (MiB)."""
     # one gradient pass, plus every prompt's corrupted sender outputs (kept from the first phase to the second)
-    kept_mb = 4 * n * n_pos * (graph or Graph.from_info(model.info)).n_senders * model.info.d_model / 2**20
+    kept_mb = 4 * n * n_pos * graph.n_senders * model.info.d_model / 2**20
     if metric.needs_reference:  # the corrupted logits at END wait for their clean reference
         kept_mb += 4 * n * model.info.d_vocab / 2**20
     need = estimate_memory_mb(model.info, batch_size, n_pos, mode="gradient") + kept_mb
@@ -187,77 +223,6 @@ def eap_scores(
                  memory_budget_mb,
                  f"pass batch_size={max(fits, 1)} (fits the budget) or a larger memory_budget_mb="
                  if fits >= 1 else "a single prompt does not fit: raise memory_budget_mb= or use a smaller graph")
-    runner = GraphRunner(model, graph)
-    g = runner.graph
-    scores = torch.zeros(g.n_senders, g.n_receivers)
-    groups = g.layer_groups()
-    t0 = time.perf_counter()
-    chunks = split_rows(n, batch_size)
-    clean_vals, corrupt_vals = [], []
-    corrupt_logits = {}  # Float[b, d_vocab] per chunk, kept until the chunk's clean reference exists (KL)
-    bar = progress_bar(total=len(chunks) * (n_steps + 1), desc=method.upper(), disable=not progress)
-    reference = {}
-    try:
-        for i0, i1 in chunks:  # the corrupted runs: sender outputs a_s(corrupted) and the corrupted metric
-            corr = runner.run(dataset.corrupted_tokens[i0:i1], record=True, logits_at=dataset.end[i0:i1])
-            if i0 == 0:
-                _check_metric(metric, runner, dataset, i1, corr.logits)
-            if metric.needs_reference:
-                corrupt_logits[i0] = corr.logits
-            else:
-                corrupt_vals.append(metric(corr.logits, dataset.answers[i0:i1]))
-            reference[i0] = corr.senders
-            bar.update(1)
-        if ablation == "mean":
-            acts = torch.cat([reference[i0] for i0, _ in chunks])
-            index, keys = template_groups(dataset)
-            means = torch.stack([acts[index == k].mean(0) for k in range(len(keys))])
-            reference = {i0: means[index[i0:i1]] for i0, i1 in chunks}
-            del acts
-        for i0, i1 in chunks:
-            clean = dataset.clean_tokens[i0:i1]
-            end, answers = dataset.end[i0:i1], dataset.answers[i0:i1]
-            a_ref = reference.pop(i0)
-            grads: dict = {}
-            a_clean = None
-            for k in range(n_steps, 0, -1):  # alpha = 1 first: the clean run, which also records a_clean
-                alpha = k / n_steps
-                embed = None
-                if k != n_steps:
-                    e_clean, e_corr = a_clean[:, :, 0], a_ref[:, :, 0]
-                    embed = e_corr + alpha * (e_clean - e_corr)
-                out = runner.run(clean, capture=True, record=k == n_steps, logits_at=end, input_embed=embed)
-                if k == n_steps:  # the clean run: the reference (KL) is this pass's own distribution
-                    a_clean = out.senders
-                    ref = metric.reference(out.logits)
-                    values = metric.check_gradient(metric(out.logits, answers, ref), analysis)
-                    clean_vals.append(values.detach())
-                    if metric.needs_reference:
-                        corrupt_vals.append(metric(corrupt_logits.pop(i0), answers, ref))
-                else:
-                    values = metric(out.logits, answers, ref)
-                keys = list(out.inputs)
-                gs = torch.autograd.grad(values.sum() / n, [out.inputs[key] for key in keys])
-                for key, gr in zip(keys, gs):
-                    grads[key] = gr / n_steps if key not in grads else grads[key] + gr / n_steps
-                del out
-                bar.update(1)
-            delta = (a_ref - a_clean).permute(2, 0, 1, 3).reshape(g.n_senders, -1)  # [S, b*pos*D]
-            for layer, kind, r_idx in groups:
-                gr = grads[(layer, kind)]
-                if gr.ndim == 3:
-                    gr = gr[:, :, None]
-                gr = gr.permute(2, 0, 1, 3).reshape(len(r_idx), -1)  # [R, b*pos*D]
-                m = g.prefix[r_idx[0]]
-                scores[:m, r_idx] += delta[:m] @ gr.T
-    finally:
-        bar.close()
-    scores = scores * g.valid
-    return EdgeScores(
-        graph=g, scores=scores, method=method, steps=n_steps,
-        clean_metric=float(torch.cat(clean_vals).mean()), corrupted_metric=float(torch.cat(corrupt_vals).mean()),
-        task={**dataset.describe(), "ablation": ablation}, seconds=time.perf_counter() - t0, metric=metric.to_dict(),
-    )
 
 
 def _check_metric(metric, runner: GraphRunner, dataset: PatchingDataset, i1: int, corrupted_logits: Tensor) -> None:

@@ -38,7 +38,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from attnlab.backends.base import Backend
+from attnlab.backends.base import Backend, Capability
 from attnlab.circuits.circuit import Circuit
 from attnlab.circuits.graph import (
     AblationSource,
@@ -50,6 +50,7 @@ from attnlab.circuits.graph import (
     estimate_memory_mb,
     mean_source,
     split_rows,
+    template_groups,
 )
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import METRICS, MIN_BASELINE_GAP, Metric, MetricLike, get_metric
@@ -79,6 +80,7 @@ def resolve_source(runner: GraphRunner, dataset: PatchingDataset, source) -> Abl
         CircuitError: anything else.
     """
     if isinstance(source, AblationSource):
+        _check_source(source, dataset)
         return source
     if source == "mean":
         return mean_source(runner, dataset)
@@ -116,7 +118,7 @@ def clean_reference(
     metric = get_metric(metric)
     if metric.builtin and not metric.needs_reference:
         return None
-    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    runner = _runner(model)
     if not metric.needs_reference:
         _check_custom(runner, dataset, metric, None, batch_size)
         return None
@@ -174,10 +176,14 @@ def circuit_metrics(
         MemoryBudgetError: one variant of ``batch_size`` prompts does not fit the budget.
         MetricError: an unknown or broken metric (before any ablated pass); a reference of the wrong shape.
     """
-    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    runner = _runner(model)
     metric = get_metric(metric)
     kept = _check_kept(runner.graph, kept)
     _pass_plan(runner, dataset, batch_size, memory_budget_mb)
+    if not runner.local:  # the server computes the reference and the source in the job itself
+        _check_source_name(source)
+        return _circuit_metrics(runner, dataset, kept, source, metric, reference, batch_size, memory_budget_mb,
+                                progress)
     if reference is None:
         reference = clean_reference(runner, dataset, metric, batch_size=batch_size)
     elif not metric.builtin:  # a reference was given: check the custom metric on the first batch all the same
@@ -195,10 +201,15 @@ def _check_kept(g: Graph, kept: Tensor) -> Tensor:
     return kept
 
 
-def _circuit_metrics(runner: GraphRunner, dataset: PatchingDataset, kept: Tensor, src: AblationSource,
+def _circuit_metrics(runner: GraphRunner, dataset: PatchingDataset, kept: Tensor, src: "AblationSource | str",
                      metric: Metric, reference: Tensor | None, batch_size: int, memory_budget_mb: float | int,
                      progress: bool) -> Tensor:
-    """:func:`circuit_metrics` with everything resolved and checked: Float[n_variants, batch]."""
+    """:func:`circuit_metrics` with everything resolved and checked: Float[n_variants, batch].
+
+    ``src`` is an :class:`AblationSource` (computed here) or, for a remote model, ``"mean"`` / ``"corrupted"``: the
+    server then computes the source (and the clean reference a metric needs, when ``reference`` is None) in the same
+    job as the ablated passes (:func:`attnlab.edge_ops.evaluate_circuits`).
+    """
     from attnlab.progress import progress_bar
 
     g = runner.graph
@@ -210,21 +221,28 @@ def _circuit_metrics(runner: GraphRunner, dataset: PatchingDataset, kept: Tensor
                           f"(got {tuple(reference.shape)}); build it with clean_reference(model, dataset, metric)")
     batch_size, n_var = _pass_plan(runner, dataset, batch_size, memory_budget_mb)
     ablate = g.valid[None] & ~kept.bool()
-    out = torch.empty(kept.shape[0], n)
-    chunks = [(v0, v1, i0, i1) for v0, v1 in split_rows(kept.shape[0], n_var) for i0, i1 in split_rows(n, batch_size)]
-    bar = progress_bar(total=len(chunks), desc="circuits", disable=not progress)
-    try:
-        for v0, v1, i0, i1 in chunks:
-            rows = torch.arange(i0, i1)
-            res = runner.run(dataset.clean_tokens[i0:i1], ablate=ablate[v0:v1], source=src, source_rows=rows,
-                             logits_at=dataset.end[i0:i1])
-            ref = None if reference is None else reference[i0:i1]
-            values = metric(res.logits, dataset.answers[i0:i1], ref)  # tiles answers and reference over variants
-            out[v0:v1, i0:i1] = values.reshape(v1 - v0, i1 - i0)
-            bar.update(1)
+    args = dict(clean=dataset.clean_tokens, corrupted=dataset.corrupted_tokens, end=dataset.end,
+                answers=dataset.answers, ablate=ablate, metric=metric, needs_reference=metric.needs_reference,
+                batch_size=batch_size, n_var=n_var, reference=reference)
+    if isinstance(src, AblationSource):
+        _check_source(src, dataset)
+        args.update(values=src.values, value_index=src.index)
+    else:
+        index, keys = template_groups(dataset)
+        args.update(source_kind=src, index=index, n_groups=len(keys))
+    n_passes = len(split_rows(kept.shape[0], n_var)) * len(split_rows(n, batch_size))
+    bar = progress_bar(total=n_passes, desc="circuits", disable=not progress or not runner.local)
+    try:  # every pass where the model is: here, or one job on a remote server
+        return runner.program("evaluate_circuits", progress=bar, **args)
     finally:
         bar.close()
-    return out
+
+
+def _check_source(src: AblationSource, dataset: PatchingDataset) -> None:
+    """Raise CircuitError unless ``src`` has one group per prompt of ``dataset`` and its positions."""
+    if src.index.shape[0] != len(dataset) or src.values.shape[1] != dataset.n_pos:
+        raise CircuitError(f"the ablation source covers {src.index.shape[0]} prompts of {src.values.shape[1]} "
+                           f"tokens; the dataset has {len(dataset)} of {dataset.n_pos}: build it from the same dataset")
 
 
 def _pass_plan(runner: GraphRunner, dataset: PatchingDataset, batch_size: int,
@@ -237,8 +255,9 @@ def _pass_plan(runner: GraphRunner, dataset: PatchingDataset, batch_size: int,
     n, n_pos = len(dataset), dataset.n_pos
     batch_size = min(batch_size, n)
     one = estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=1)
-    check_budget("one circuit evaluation pass", one, memory_budget_mb,
-                 "pass a smaller batch_size= or a larger memory_budget_mb=")
+    if runner.local:  # a remote server has memory of its own (the budget still sets the circuits per pass)
+        check_budget("one circuit evaluation pass", one, memory_budget_mb,
+                     "pass a smaller batch_size= or a larger memory_budget_mb=")
     per_var = max(1.0, one - estimate_memory_mb(runner.info, batch_size, n_pos, n_variants=0))
     return batch_size, max(1, int((memory_budget_mb - one) // per_var) + 1)
 
@@ -247,11 +266,29 @@ def _prepare(model, dataset: PatchingDataset, metric: MetricLike, source, batch_
              memory_budget_mb: float | int):
     """(runner, metric, clean reference, ablation source): the budget, then the metric, checked before the
     source's passes."""
-    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    runner = _runner(model)
     _pass_plan(runner, dataset, batch_size, memory_budget_mb)
     metric = get_metric(metric)
+    if not runner.local:  # the server computes the reference and the source in the job itself
+        _check_source_name(source)
+        return runner, metric, None, source
     reference = clean_reference(runner, dataset, metric, batch_size=batch_size)
     return runner, metric, reference, resolve_source(runner, dataset, source)
+
+
+def _source_kind(src) -> str:
+    return src if isinstance(src, str) else src.kind
+
+
+def _runner(model) -> GraphRunner:
+    """A :class:`GraphRunner` for circuit evaluation (which runs as a program: also on a remote model)."""
+    return model if isinstance(model, GraphRunner) else GraphRunner(model, need=Capability.EDGE_PROGRAMS)
+
+
+def _check_source_name(source) -> None:
+    """Raise CircuitError unless ``source`` is ``"mean"``, ``"corrupted"`` or an :class:`AblationSource`."""
+    if not isinstance(source, AblationSource) and source not in ("mean", "corrupted"):
+        raise CircuitError(f"'source' must be 'mean', 'corrupted' or an AblationSource (got {source!r})")
 
 
 def _bootstrap_ratio(num: Tensor, den: Tensor, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -329,7 +366,7 @@ def faithfulness(
             ablated pass).
         CircuitError: a circuit of another model.
     """
-    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    runner = _runner(model)
     g = runner.graph
     kept = circuit.mask(g) if isinstance(circuit, Circuit) else circuit.bool()
     masks = _check_kept(g, torch.stack([g.valid, torch.zeros_like(g.valid), kept]))
@@ -340,7 +377,7 @@ def faithfulness(
     ci = _bootstrap_ratio(c - abl, full - abl)
     n_heads = len(circuit.heads) if isinstance(circuit, Circuit) else len(_heads_of_mask(g, kept))
     return FaithfulnessResult(f, ci, float(c.mean()), float(full.mean()), float(abl.mean()),
-                              {"circuit": c, "full": full, "ablated": abl}, int(kept.sum()), n_heads, src.kind,
+                              {"circuit": c, "full": full, "ablated": abl}, int(kept.sum()), n_heads, _source_kind(src),
                               metric.to_dict())
 
 
@@ -399,7 +436,7 @@ def faithfulness_curve(
         CircuitError: a size out of range.
         MetricError: as :func:`faithfulness`.
     """
-    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    runner = _runner(model)
     g = runner.graph
     ranked = scores.edge_scores()
     sizes = [int(s) for s in sizes]
@@ -478,7 +515,7 @@ def minimality(
     """
     if not isinstance(tol, (int, float)) or not 0 <= tol < 1:
         raise CircuitError(f"'tol' must be in [0, 1) (got {tol!r})")
-    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    runner = _runner(model)
     g = runner.graph
     kept = circuit.mask(g)
     nodes = [n for n in circuit.nodes if n in g._sender_index and n != "input"]
@@ -534,7 +571,7 @@ def completeness(
         CircuitError: an unknown node name.
         MetricError: an unknown or broken metric (before any ablated pass).
     """
-    runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
+    runner = _runner(model)
     g = runner.graph
     kept = circuit.mask(g)
     if sets is None:

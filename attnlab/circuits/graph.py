@@ -51,7 +51,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from attnlab import memory
+from attnlab import edge_ops, memory
 from attnlab.backends.base import Backend, Capability, ModelInfo
 from attnlab.errors import CapabilityError, CircuitError, MemoryBudgetError
 from attnlab.tasks.base import PatchingDataset
@@ -260,6 +260,15 @@ class Graph:
         start = 1 + layer * stride
         return start, start + self.info.n_heads
 
+    def layout(self) -> edge_ops.Layout:
+        """The graph as plain data (:class:`attnlab.edge_ops.Layout`), for the edge-level programs that run where
+        the model is."""
+        L = self.info.n_layers
+        return edge_ops.Layout(
+            n_senders=self.n_senders, n_layers=L, d_model=self.info.d_model, groups=self.layer_groups(),
+            prefix=self.prefix, head_senders=[self.sender_slice(layer) for layer in range(L)],
+            mlp_senders=[self._sender_index.get(f"MLP{layer}") for layer in range(L)])
+
 
 def estimate_memory_mb(info: ModelInfo, n_prompts: int, n_pos: int, *, mode: str = "ablate",
                        n_variants: int = 1) -> float:
@@ -378,150 +387,47 @@ class GraphRun:
     inputs: dict = field(default_factory=dict)
 
 
-@dataclass
-class _PassPlan:
-    """A validated :meth:`GraphRunner.run` request: the masks to apply and how the batch is laid out.
-
-    Attributes:
-        masks: Bool[n_variants or 1, n_senders, n_receivers] edges to ablate, or None when nothing is ablated.
-        n_var: variants stacked in the batch (rows = n_var * batch).
-        batch, n_pos: prompts and tokens per prompt.
-        source: Float[n_senders, batch, pos, d_model] the ablation source per prompt, or None.
-    """
-
-    masks: Tensor | None
-    n_var: int
-    batch: int
-    n_pos: int
-    source: Tensor | None
-
-    @property
-    def rows(self) -> int:
-        """Rows of the stacked batch."""
-        return self.n_var * self.batch
-
-
-class _EdgeAblation:
-    """The correction algebra of one pass: the :class:`~attnlab.backends.edges.EdgeCallbacks` a backend's
-    :class:`~attnlab.backends.edges.EdgeRunner` calls.
-
-    A receiver's input is the residual stream it would normally read minus, for every ablated edge ``s->r``,
-    ``a_s(this run) - a_s(source)``. Sender outputs are written as they are computed into buffers laid out
-    [n_senders, rows, pos, d_model], so that the correction of a group of receivers is one matrix product of a
-    contiguous prefix of senders with the group's mask columns.
-    """
-
-    def __init__(self, graph: Graph, plan: _PassPlan, *, record: bool, capture: bool,
-                 input_embed: Tensor | None) -> None:
-        self.graph, self.plan = graph, plan
-        self.capture, self.input_embed = capture, input_embed
-        self.records_senders = record or plan.masks is not None
-        shape = (graph.n_senders, plan.rows, plan.n_pos, graph.info.d_model)
-        self.acts = torch.zeros(shape) if record else None
-        self.deltas = torch.zeros(shape) if plan.masks is not None else None
-        self.inputs: dict = {}
-        self._groups = {(layer, kind): r_idx for layer, kind, r_idx in graph.layer_groups()}
-
-    # -- sender buffers -----------------------------------------------------------------------------------------
-    def _write(self, s0: int, s1: int, value: Tensor) -> None:
-        """Record senders [s0, s1) from value Float[rows, pos, s1 - s0, d_model]."""
-        p, D = self.plan, self.graph.info.d_model
-        v = value.detach().permute(2, 0, 1, 3)  # [n, rows, pos, D]
-        if self.acts is not None:
-            self.acts[s0:s1] = v
-        if self.deltas is not None:
-            self.deltas[s0:s1] = (v.reshape(s1 - s0, p.n_var, p.batch, p.n_pos, D)
-                                  - p.source[s0:s1, None]).reshape(s1 - s0, p.rows, p.n_pos, D)
-
-    def _correction(self, r_idx: list[int]) -> Tensor | None:
-        """Float[rows, pos, len(r_idx), d_model]: sum over ablated edges of the sender deltas, or None."""
-        masks, p = self.plan.masks, self.plan
-        if masks is None:
-            return None
-        n = self.graph.prefix[r_idx[0]]
-        m = masks[:, :n, r_idx]  # [variants or 1, n, R]
-        if not m.any():
-            return None
-        R, D = len(r_idx), self.graph.info.d_model
-        d = self.deltas[:n]
-        if masks.shape[0] == 1:
-            out = (m[0].T.float() @ d.reshape(n, -1)).reshape(R, p.rows, p.n_pos, D)
-        else:
-            dv = d.reshape(n, p.n_var, p.batch * p.n_pos * D)
-            out = torch.stack([m[v].T.float() @ dv[:, v] for v in range(p.n_var)], 1)
-            out = out.reshape(R, p.rows, p.n_pos, D)
-        return out.permute(1, 2, 0, 3)
-
-    def _stream_receiver(self, key: tuple[int, str], act: Tensor) -> Tensor:
-        """An MLP or logits receiver: its input with its own autograd copy and the ablated senders removed."""
-        corr = self._correction(self._groups[key])
-        if self.capture:
-            act = _grad_copy(act)
-            self.inputs[key] = act
-        if corr is not None:
-            act = act - corr[:, :, 0].to(act.dtype)
-        return act
-
-    # -- EdgeCallbacks ------------------------------------------------------------------------------------------
-    def resid_pre(self, layer: int, resid: Tensor) -> Tensor:
-        if layer == 0:
-            if self.input_embed is not None:
-                resid = self.input_embed.to(resid.dtype).repeat(self.plan.n_var, 1, 1)
-            if self.records_senders:
-                self._write(0, 1, resid[:, :, None])
-        return resid
-
-    def head_input(self, layer: int, kind: str, resid: Tensor) -> Tensor | None:
-        r_idx = self._groups[(layer, kind)]
-        corr = self._correction(r_idx)
-        if corr is None and not self.capture:
-            return None
-        x = resid[:, :, None, :].expand(-1, -1, len(r_idx), -1)
-        if self.capture:
-            x = _grad_copy(x)
-            self.inputs[(layer, kind)] = x
-        if corr is not None:
-            x = x - corr.to(x.dtype)
-        return x
-
-    def head_outputs(self, layer: int, outputs: Tensor) -> None:
-        self._write(*self.graph.sender_slice(layer), outputs)
-
-    def mlp_input(self, layer: int, act: Tensor) -> Tensor:
-        return self._stream_receiver((layer, "mlp"), act)
-
-    def mlp_output(self, layer: int, act: Tensor) -> None:
-        s = self.graph.sender_index(f"MLP{layer}")
-        self._write(s, s + 1, act[:, :, None])
-
-    def logits_input(self, act: Tensor) -> Tensor:
-        return self._stream_receiver((self.graph.info.n_layers, "logits"), act)
-
-
 class GraphRunner:
     """Runs a model as a graph of edges, ablating any set of edges exactly.
 
-    The correction algebra is here; the receiver-split pass itself is the backend's
-    (:meth:`~attnlab.backends.base.Backend.edge_runner`, :mod:`attnlab.backends.edges`).
+    The correction algebra is :class:`attnlab.edge_ops.EdgeAblation`; the receiver-split pass itself is the
+    backend's (:meth:`~attnlab.backends.base.Backend.edge_runner`, :mod:`attnlab.backends.edges`). Whole analyses
+    (EAP, EAP-IG, circuit evaluation) run as programs (:meth:`program`): where the model is, in one job on a remote
+    server.
 
     Args:
-        model: a :class:`~attnlab.backends.Backend` with ``Capability.EDGE_GRAPH`` (TransformerLens).
+        model: a :class:`~attnlab.backends.Backend` with ``Capability.EDGE_GRAPH`` (single passes from here:
+            TransformerLens, nnsight locally), or, with ``need=Capability.EDGE_PROGRAMS``, a backend that runs
+            whole edge-level programs (also a remote nnsight model).
         graph: the graph (default :meth:`Graph.from_info` of the model).
+        need: the capability the analysis needs (``EDGE_GRAPH`` for analyses that make single passes: ACDC, path
+            patching; ``EDGE_PROGRAMS`` for EAP, EAP-IG and the circuit evaluations).
 
     Raises:
-        CapabilityError: the backend lacks ``Capability.EDGE_GRAPH`` (nnsight has no per-receiver hooks and, for
-            remote runs, no gradients), or the attention has no separate q/k/v projections.
+        CapabilityError: the backend lacks ``need``, or the attention has no separate q/k/v projections.
         CircuitError: the graph is of another model.
     """
 
-    def __init__(self, model: Backend, graph: Graph | None = None) -> None:
-        model.require(Capability.EDGE_GRAPH, "edge-level circuit analyses")
+    def __init__(self, model: Backend, graph: Graph | None = None, *,
+                 need: Capability = Capability.EDGE_GRAPH) -> None:
+        model.require(need, "edge-level circuit analyses")
         self.model = model
         self.info = model.info
         self.graph = graph or Graph.from_info(model.info)
         if not same_architecture(self.graph.info, model.info):
             raise CircuitError(f"graph is for {self.graph.info.name}, model is {model.info.name}")
         self.edges = model.edge_runner()
+        self.layout = self.graph.layout()
+
+    @property
+    def local(self) -> bool:
+        """Whether single passes (:meth:`run`) can be made from here (False: a remote model, programs only)."""
+        return Capability.EDGE_GRAPH in self.model.capabilities
+
+    def program(self, name: str, *, progress=None, **args):
+        """Run the edge-level program ``name`` of :mod:`attnlab.edge_ops` on this graph, where the model is (one job
+        on a remote server). ``progress``: a tqdm-like bar updated once per pass (locally), or None."""
+        return self.edges.program(name, {"layout": self.layout, **args}, progress=progress)
 
     # -- recording ------------------------------------------------------------------------------------------
     def sender_outputs(self, tokens: Int[Tensor, "batch pos"], *, batch_size: int = 16
@@ -535,10 +441,7 @@ class GraphRunner:
         Returns:
             Float[batch, pos, n_senders, d_model]: the embeddings, each head's ``z_h W_O^h`` and each MLP's output.
         """
-        chunks = []
-        for i in range(0, tokens.shape[0], batch_size):
-            chunks.append(self.run(tokens[i:i + batch_size], record=True).senders)
-        return torch.cat(chunks)
+        return self.program("sender_outputs", tokens=tokens, batch_size=batch_size)
 
     # -- the pass -------------------------------------------------------------------------------------------
     def run(
@@ -574,17 +477,21 @@ class GraphRunner:
 
         Raises:
             CircuitError: ``ablate`` of the wrong shape, ablating edges that are not in the graph, or no source.
+            CapabilityError: a remote model (single passes call attnlab's callbacks inside the trace; use the
+                analyses that run as programs).
         """
-        plan = self._plan(tokens, ablate, source, source_rows)
-        ablation = _EdgeAblation(self.graph, plan, record=record, capture=capture, input_embed=input_embed)
-        logits = self.edges.run(tokens.repeat(plan.n_var, 1), ablation, grad=capture,
-                                logits_at=None if logits_at is None else logits_at.repeat(plan.n_var))
+        masks, n_var, src = self._plan(tokens, ablate, source, source_rows)
+        ablation = edge_ops.EdgeAblation(self.layout, masks, src, n_var, *tokens.shape, record=record,
+                                         capture=capture, input_embed=input_embed)
+        logits = self.edges.run(tokens.repeat(n_var, 1), ablation, grad=capture,
+                                logits_at=None if logits_at is None else logits_at.repeat(n_var))
         senders = None if ablation.acts is None else ablation.acts.permute(1, 2, 0, 3)
         return GraphRun(logits=logits, senders=senders, inputs=ablation.inputs)
 
     def _plan(self, tokens: Tensor, ablate: Tensor | None, source: AblationSource | None,
-              source_rows: Tensor | None) -> _PassPlan:
-        """Validate a :meth:`run` request and lay out its batch (see :class:`_PassPlan`)."""
+              source_rows: Tensor | None) -> tuple[Tensor | None, int, Tensor | None]:
+        """Validate a :meth:`run` request: (Bool[n_var or 1, S, R] masks or None, variants stacked,
+        Float[S, batch, pos, D] the ablation source per prompt or None)."""
         g = self.graph
         batch, n_pos = tokens.shape
         n_var, masks = 1, None
@@ -608,13 +515,7 @@ class GraphRunner:
                 raise CircuitError(f"the ablation source gives {tuple(src.shape[:2])} (prompts, positions) for "
                                    f"prompts of shape {(batch, n_pos)}; build it from the same dataset")
             src = src.permute(2, 0, 1, 3).contiguous()  # [S, batch, pos, D]
-        return _PassPlan(masks, n_var, batch, n_pos, src)
-
-
-def _grad_copy(x: Tensor) -> Tensor:
-    """A copy of ``x`` that is a separate autograd node (so its gradient is this receiver's alone)."""
-    x = x.clone()
-    return x if x.requires_grad else x.requires_grad_(True)
+        return masks, n_var, src
 
 
 def check_budget(what: str, needed_mb: float, budget_mb: float | int | None, hint: str) -> None:
@@ -634,5 +535,4 @@ def check_budget(what: str, needed_mb: float, budget_mb: float | int | None, hin
 
 def split_rows(n: int, size: int) -> Sequence[tuple[int, int]]:
     """[(start, stop)] chunks of ``range(n)`` of at most ``size``."""
-    size = max(1, int(size))
-    return [(i, min(n, i + size)) for i in range(0, n, size)]
+    return edge_ops.split_rows(n, size)

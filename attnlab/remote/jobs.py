@@ -272,18 +272,44 @@ class JobRunner:
             self.progress.close()
         self.kept.clear()  # every pass delivered: nothing left to resume
 
+    def run_session(self, execute, description: str):
+        """One piece of work that is a whole session (an edge-level program: EAP-IG, faithfulness) as one job.
+
+        Args:
+            execute: ``execute(nn_backend) -> result``, running the session with nnsight backend ``nn_backend``.
+            description: what the job does, for the progress display.
+
+        Returns:
+            The session's result.
+
+        Raises:
+            RemoteError: the job failed (a subclass says how; nothing is kept: the job is the whole analysis).
+        """
+        self.progress = JobProgress(1, description, self.options.progress)
+        try:
+            return self._submit(execute, 0, 1)
+        finally:
+            self.progress.close()
+
     # -- internals ----------------------------------------------------------------------------------------------
     def _job(self, chunk: list, index: int, total: int | None = None) -> None:
-        """Run one chunk as one remote job and keep its outputs; on failure raise a RemoteError subclass."""
+        """Run one chunk of passes as one remote job and keep its outputs; on failure raise a RemoteError subclass."""
+        backend = self.backend
+        passes = [p for _, p, _ in chunk]
+        raw = self._submit(lambda nn_backend: backend._execute(passes, backend=nn_backend), index, len(passes), total)
+        for (_, p, fp), out in zip(chunk, backend._outputs(passes, raw)):
+            self.kept[fp] = out
+
+    def _submit(self, execute, index: int, n_passes: int, total: int | None = None):
+        """Run ``execute(nn_backend)`` as one remote job under the deadline; return its raw result."""
         backend, opts = self.backend, self.options
         host = resolve_host(opts.host)
-        passes = [p for _, p, _ in chunk]
-        self.progress.start_job(index, len(passes))
+        self.progress.start_job(index, n_passes)
         nn_backend = DeadlineRemoteBackend(
             backend.nn.to_model_key(), host=host, api_key=api_key(), env=remote_env(backend.nn),
             blocking=opts.blocking, deadline=time.monotonic() + opts.timeout_s, on_status=self.progress.status)
         try:
-            raw = backend._execute(passes, backend=nn_backend)
+            raw = execute(nn_backend)
             if not opts.blocking:
                 raw = self._wait(nn_backend)
         except BaseException as exc:
@@ -293,9 +319,8 @@ class JobRunner:
                 raise
             raise self._translate(exc, nn_backend, host, total) from None
         self.job_ids.append(nn_backend.job_id)
-        for (_, p, fp), out in zip(chunk, backend._outputs(passes, raw)):
-            self.kept[fp] = out
         self.progress.job_done()
+        return raw
 
     def _wait(self, nn_backend: DeadlineRemoteBackend):
         """Poll a non-blocking job until it completes (or the deadline passes)."""

@@ -203,5 +203,7 @@ def browser_page(browser: Browser, lab: LabServer) -> Iterator[Page]:
     try:
         yield page
     finally:
-        context.close()
+        # Kernels first, while the page's websockets are open: closing the page first leaves
+        # the server writing kernel messages to closed sockets (tornado's write-after-close race).
         lab.shutdown_kernels()
+        context.close()

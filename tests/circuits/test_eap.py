@@ -134,14 +134,14 @@ def test_eap_ig_averages_gradients_along_the_embedding_path(tiny, pairs, eap):
     assert ig2.score(edge) != pytest.approx(eap.score(edge), rel=1e-3)
 
 
-def test_backend_without_gradients_is_refused(tiny, pairs):
-    nnsight_like = copy.copy(tiny)  # a Backend whose info says nnsight (no model is loaded)
-    nnsight_like.info = ModelInfo(**{**tiny.info.to_dict(), "backend": "nnsight"})
-    nnsight_like.capabilities = frozenset({Capability.PATCHING})
-    with pytest.raises(GradientNotSupportedError, match="'gradients' capability.*'nnsight' backend.*transformer_lens") \
-            as caught:
-        eap_scores(nnsight_like, pairs, progress=False)
-    assert caught.value.capability is Capability.GRADIENTS and isinstance(caught.value, CapabilityError)
+def test_backend_without_edge_programs_is_refused(tiny, pairs):
+    patch_only = copy.copy(tiny)  # a Backend whose info says nnsight and that can only patch (no model is loaded)
+    patch_only.info = ModelInfo(**{**tiny.info.to_dict(), "backend": "nnsight"})
+    patch_only.capabilities = frozenset({Capability.PATCHING})
+    with pytest.raises(GradientNotSupportedError,
+                       match="'edge_programs' capability.*'nnsight' backend.*transformer_lens") as caught:
+        eap_scores(patch_only, pairs, progress=False)
+    assert caught.value.capability is Capability.EDGE_PROGRAMS and isinstance(caught.value, CapabilityError)
 
 
 def test_memory_budget_is_checked_before_any_work(tiny, pairs):

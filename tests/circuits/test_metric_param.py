@@ -272,7 +272,9 @@ def test_circuit_evaluation_with_prob_and_kl_equals_runs_built_another_way(small
 
     f = faithfulness(small, pairs, input_only, source="corrupted", metric="prob")
     expected = float((prob(only).mean() - prob(corrupted).mean()) / (prob(clean).mean() - prob(corrupted).mean()))
-    assert f.faithfulness == pytest.approx(expected, rel=1e-4)
+    # input->logits alone barely moves the probability on this model (expected ~0 up to float32 rounding of the
+    # numerator, which depends on the thread count): an absolute tolerance of 1e-5 on a ratio of order 1
+    assert f.faithfulness == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert f.full_metric == pytest.approx(float(prob(clean).mean()), rel=1e-5)
     assert f.metric["name"] == "prob"
 

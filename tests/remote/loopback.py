@@ -340,6 +340,7 @@ def embedded_server(api_keys, **kwargs) -> LoopbackServer:
     path = str(embedded_checkpoint())
     tokenizer = AutoTokenizer.from_pretrained(path)
     hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    hf_model.requires_grad_(False)  # as NDIF's workers do: gradients flow only from what a request marks
     _ID_CACHE[path] = EMBEDDED_REPO_ID
     model = nnsight.TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
     return LoopbackServer(model, repo_id=EMBEDDED_REPO_ID, api_keys=api_keys, **kwargs)
