@@ -58,8 +58,8 @@ def test_require_raises_one_error_naming_capability_backend_and_remedy(tiny):
 
 @pytest.mark.parametrize("missing,call", [
     (Capability.GRADIENTS, lambda m, ds: attribution_sweep(m, ds, "heads")),
-    (Capability.GRADIENTS, lambda m, ds: eap_scores(m, ds, progress=False)),
-    (Capability.EDGE_GRAPH, lambda m, ds: eap_scores(m, ds, progress=False)),
+    # EAP runs as a program where the model is (gradients taken there): it needs EDGE_PROGRAMS
+    (Capability.EDGE_PROGRAMS, lambda m, ds: eap_scores(m, ds, progress=False)),
     (Capability.EDGE_GRAPH, lambda m, ds: GraphRunner(m)),
 ])
 def test_analyses_refuse_a_missing_capability_before_work(tiny, missing, call):
