@@ -339,8 +339,9 @@ def corrupted_source(runner: "GraphRunner", dataset: PatchingDataset, *, batch_s
     This is patching: an ablated edge carries the sender's output on the corrupted prompt (ACDC's default;
     Conmy et al. 2023, section 2).
     """
-    values = runner.sender_outputs(dataset.corrupted_tokens, batch_size=batch_size)
-    return AblationSource(values, torch.arange(len(dataset)), "corrupted", {"n_prompts": len(dataset)})
+    values, index = runner.program("ablation_source", corrupted=dataset.corrupted_tokens, kind="corrupted",
+                                   index=None, n_groups=len(dataset), batch_size=batch_size)
+    return AblationSource(values, index, "corrupted", {"n_prompts": len(dataset)})
 
 
 def mean_source(runner: "GraphRunner", dataset: PatchingDataset, *, per_template: bool = True,
@@ -359,12 +360,12 @@ def mean_source(runner: "GraphRunner", dataset: PatchingDataset, *, per_template
     Returns:
         An :class:`AblationSource` of kind ``"mean"`` with one group per template.
     """
-    acts = runner.sender_outputs(dataset.corrupted_tokens, batch_size=batch_size)
     if per_template:
         index, keys = template_groups(dataset)
     else:
         index, keys = torch.zeros(len(dataset), dtype=torch.long), ["all"]
-    values = torch.stack([acts[index == g].mean(0) for g in range(len(keys))])
+    values, index = runner.program("ablation_source", corrupted=dataset.corrupted_tokens, kind="mean", index=index,
+                                   n_groups=len(keys), batch_size=batch_size)
     return AblationSource(values, index, "mean", {"groups": keys, "n_prompts": len(dataset),
                                                  "per_template": per_template})
 
