@@ -46,6 +46,9 @@ __all__ = ["NNsightEdgeRunner"]
 
 #: the programs that differentiate (run with autograd on)
 _GRAD_PROGRAMS = frozenset({"eap"})
+# what a remote job's progress bar calls each program of attnlab.edge_ops
+_PROGRAM_LABELS = {"evaluate_circuits": "circuit evaluation", "ablation_source": "mean ablation values",
+                   "sender_outputs": "sender outputs"}
 
 
 def _path(obj, path: str):
@@ -145,8 +148,11 @@ class NNsightEdgeRunner(EdgeRunner):
                 return self._session(name, args, None, progress)
         if self.backend._jobs is None:  # remote="local": nnsight's in-process simulation of the remote path
             return self._session(name, args, nnsight_adapter.local_simulation(self.nn), None)
+        what = _PROGRAM_LABELS.get(name, name)
+        if name == "eap":
+            what = "EAP-IG" if args.get("n_steps", 1) > 1 else "EAP"
         return self.backend._jobs.run_session(lambda nn_backend: self._session(name, args, nn_backend, None),
-                                              f"{name} on {self.info.name}")
+                                              f"{what} on {self.info.name} (one job)")
 
     def _session(self, name: str, args: dict, backend, progress):
         """The session block a server re-executes: it may call only torch, functools and the shipped modules

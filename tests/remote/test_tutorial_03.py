@@ -10,7 +10,7 @@ import math
 import nbformat
 import pytest
 
-from attnlab.render.contract import HEATMAP_MIME
+from attnlab.render.contract import CIRCUIT_MIME, HEATMAP_MIME
 from tests.tutorial_fixtures import TUTORIAL_TEST_TIMEOUT_S, TUTORIALS, execute_tutorial
 
 NB03 = TUTORIALS / "03_remote_large_models.ipynb"
@@ -48,8 +48,9 @@ def test_tutorial_03_executes_against_the_loopback_server(loopback, api_key, mon
     values = [v for row in payload["values"] for v in row]
     assert len(values) == 270 and all(v is not None and math.isfinite(v) for v in values)
     assert max(abs(v) for v in values) > 0.05
-    # per sweep: two baselines + the patched passes in one job (the metric is reduced on the server)
-    assert loopback.n_requests - before == 6
+    # per sweep: two baselines + the patched passes in one job (the metric is reduced on the server); EAP-IG over
+    # every edge is one job, the faithfulness of its circuit one more
+    assert loopback.n_requests - before == 3 + 3 + 1 + 1
     (kl_cell,) = [c for c in cells if 'metric="kl_div"' in c.source]
     printed = "".join(o.get("text", "") for o in kl_cell.outputs)
     assert "KL sweep: 3 jobs" in printed and "reduced on the server: True" in printed
@@ -58,4 +59,14 @@ def test_tutorial_03_executes_against_the_loopback_server(loopback, api_key, mon
     assert kl_payload["row_labels"] == [f"L{layer}" for layer in range(24, 30)]
     assert "KL divergence" in kl_payload["value_label"]
     assert max(abs(v) for row in kl_payload["values"] for v in row) > 0.05
+    (eap_cell,) = [c for c in cells if "eap_scores(model, dataset" in c.source]
+    printed = "".join(o.get("text", "") for o in eap_cell.outputs)
+    assert "EAP-IG over 70,651 edges (301 senders x 481 receivers): 1 job" in printed, printed
+    (faith_cell,) = [c for c in cells if "faithfulness(model, dataset, circuit)" in c.source]
+    printed = "".join(o.get("text", "") for o in faith_cell.outputs)
+    assert "faithfulness of the top 300 edges" in printed and "), 1 job" in printed, printed
+    faith = float(printed.split("edges (")[1].split(": ")[1].split(" ")[0])
+    assert 0.05 < faith < 1.5, printed  # a real circuit: better than ablating everything, not a degenerate one
+    (circuit_bundle,) = [o.data for o in faith_cell.outputs if o.output_type == "execute_result"]
+    assert len(circuit_bundle[CIRCUIT_MIME]["edges"]) == 300
     assert "identical values: True" in "".join(o.get("text", "") for c in cells for o in c.outputs)
