@@ -10,22 +10,101 @@ intervention is cloned first and the clone, patched, is what the model reads nex
 site), so no tensor autograd has saved is changed; recordings are the tensors on the forward path themselves, so
 ``torch.autograd.grad(metric, recorded)`` works.
 
-An intervention travels as ``(kind, rows, positions, heads, values)`` and means ``act[rows, positions, heads] =
-values`` with ``None`` for "all positions" / "all heads" (see :class:`attnlab.backends.base.Intervention`).
+The wire form. What one forward pass of a sweep needs travels as one :class:`WirePass`: an immutable, typed record
+of tensors, ints and strings (never attnlab objects, which do not exist on a server). Its parts:
+
+- a :class:`PatchOp`, ``(kind, rows, positions, heads, values)``, means ``act[rows, positions, heads] = values`` with
+  ``None`` for "all positions" / "all heads" (see :class:`attnlab.backends.base.Intervention`);
+- a :class:`RecordOp`, ``(index, kind, head, position)``, records one site (``index`` is its place in the pass's
+  site list, so the client maps recordings back to :class:`~attnlab.sites.Site` objects);
+- a :class:`MetricOp`, ``(name, answers, reference)``, reduces the logits to a built-in metric inside the trace.
+
+The client builds them (:meth:`attnlab.backends.nnsight.NNsightBackend.plan`); the trace block reads their fields by
+name. These classes are shipped by value with the module, so a server rebuilds them without attnlab.
 """
+
+from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["apply_intervention", "edge_pass", "handle", "handle_grad", "narrow_activation", "output", "split_heads"]
+__all__ = ["MetricOp", "PatchOp", "RecordOp", "WirePass", "apply_intervention", "edge_pass", "handle",
+           "handle_grad", "narrow_activation", "output", "split_heads"]
 
 
-def apply_intervention(act: torch.Tensor, iv: tuple) -> None:
+class PatchOp(NamedTuple):
+    """One intervention: ``act[rows, positions, heads] = values`` at activations of ``kind``.
+
+    Fields: ``kind`` (a :class:`~attnlab.sites.SiteKind` value); ``rows`` Int[n]; ``positions`` Int[n] or None (all
+    positions); ``heads`` Int[n] or None (all heads); ``values`` Float[n, ...] (the entries written, in the site's
+    dtype after casting).
+    """
+
+    kind: str
+    rows: torch.Tensor
+    positions: Optional[torch.Tensor]
+    heads: Optional[torch.Tensor]
+    values: torch.Tensor
+
+
+class RecordOp(NamedTuple):
+    """One site to record: activations of ``kind`` narrowed to ``head`` and/or ``position`` (None: the whole axis);
+    the recording is returned under ``index``."""
+
+    index: int
+    kind: str
+    head: Optional[int]
+    position: Optional[int]
+
+
+class MetricOp(NamedTuple):
+    """A built-in metric reduced inside the trace (:func:`attnlab.metric_ops.evaluate`): ``name``, ``answers``
+    Int[batch, 2] (correct, distractor) and ``reference`` Float[batch, d_vocab] (the clean log-probabilities) or None."""
+
+    name: str
+    answers: torch.Tensor
+    reference: Optional[torch.Tensor]
+
+
+class WirePass(NamedTuple):
+    """One forward pass as it travels to a server (or to the local trace block): immutable, typed, plain data.
+
+    Fields:
+        tokens: Int[batch, pos] token ids (the batch is ``batch`` rows; with ``repeat`` > 1, ``repeat`` copies of the
+            base prompts' rows are run).
+        start: the first block computed; blocks before it are skipped and ``resid`` enters block ``start``.
+        resid: Float[base_batch, pos, d_model], the recorded residual stream entering ``start`` (None when
+            ``start == 0``); repeated ``repeat`` times on the server, so it travels once.
+        repeat: how many times ``resid`` is repeated along the batch (1: as is).
+        stop: stop before this block and return the residual stream entering it (None: run to the logits).
+        patches: layer -> the :class:`PatchOp` s of that block, applied in order.
+        records: layer -> the :class:`RecordOp` s of that block.
+        logits_at: Int[batch] the one position unembedded per row (None: every position).
+        metric: a :class:`MetricOp` (None: return logits).
+        grad: keep the autograd graph (local runs only).
+        lo, hi: the blocks the trace visits, ``lo <= L < hi`` (the others are untouched).
+    """
+
+    tokens: torch.Tensor
+    start: int
+    resid: Optional[torch.Tensor]
+    repeat: int
+    stop: Optional[int]
+    patches: dict
+    records: dict
+    logits_at: Optional[torch.Tensor]
+    metric: Optional[MetricOp]
+    grad: bool
+    lo: int
+    hi: int
+
+
+def apply_intervention(act: torch.Tensor, iv: PatchOp) -> None:
     """Overwrite entries of ``act`` in place: ``act[rows, positions, heads] = values``.
 
     In place, so that the tensor the model passes on (and every alias of it, such as the residual branch of a
     pre-norm block) carries the new values. ``act`` has its head axis (if any) at 2: ``[batch, pos, head, ...]``.
     """
-    _kind, rows, positions, heads, values = iv
+    rows, positions, heads, values = iv.rows, iv.positions, iv.heads, iv.values
     values = values.to(device=act.device, dtype=act.dtype)
     rows = rows.to(act.device)
     if positions is None and heads is not None:
@@ -48,27 +127,27 @@ def split_heads(act: torch.Tensor, n_heads: int) -> torch.Tensor:
     return act.view(act.shape[0], act.shape[1], n_heads, act.shape[2] // n_heads)
 
 
-def handle(act, kind: str, ivs: list, want: list, recorded: dict) -> None:
+def handle(act, kind: str, ivs: tuple, want: tuple, recorded: dict) -> None:
     """Apply the interventions of ``kind`` to ``act`` (in order, in place), then record the wanted sites of ``kind``.
 
     Args:
         act: the activation (a tuple's first element is taken: older transformers blocks return tuples).
         kind: the activation kind ``act`` is.
-        ivs: intervention tuples of this block, any kind.
-        want: ``(index, kind, head, position)`` of the sites to record in this block, any kind.
+        ivs: the :class:`PatchOp` s of this block, any kind.
+        want: the :class:`RecordOp` s of this block, any kind.
         recorded: receives ``index -> narrowed copy``.
     """
     if isinstance(act, tuple):
         act = act[0]
     for iv in ivs:
-        if iv[0] == kind:
+        if iv.kind == kind:
             apply_intervention(act, iv)
-    for index, k, head, position in want:
-        if k == kind:
-            recorded[index] = narrow_activation(act, k, head, position)
+    for r in want:
+        if r.kind == kind:
+            recorded[r.index] = narrow_activation(act, kind, r.head, r.position)
 
 
-def handle_grad(act, kind: str, ivs: list, want: list, recorded: dict, in_place: bool = False):
+def handle_grad(act, kind: str, ivs: tuple, want: tuple, recorded: dict, in_place: bool = False):
     """:func:`handle` keeping autograd: return the tensor the model should read on from this site.
 
     With interventions of ``kind``, ``act`` is cloned and the clone patched (``in_place=False``), or ``act`` itself is
@@ -86,14 +165,14 @@ def handle_grad(act, kind: str, ivs: list, want: list, recorded: dict, in_place:
     """
     if isinstance(act, tuple):
         act = act[0]
-    mine = [iv for iv in ivs if iv[0] == kind]
+    mine = [iv for iv in ivs if iv.kind == kind]
     if mine and not in_place:
         act = act.clone()
     for iv in mine:
         apply_intervention(act, iv)
-    for index, k, head, position in want:
-        if k == kind:
-            recorded[index] = _narrow(act, k, head, position)
+    for r in want:
+        if r.kind == kind:
+            recorded[r.index] = _narrow(act, kind, r.head, r.position)
     return act
 
 

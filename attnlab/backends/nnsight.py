@@ -163,6 +163,25 @@ def model_info_from_config(config, *, name: str, source: str, family: str) -> Mo
     )
 
 
+@dataclass(frozen=True)
+class PlannedPass:
+    """One validated pass: its wire form, which is all that reaches the trace block (here or on a server), and the
+    :class:`~attnlab.sites.Site` objects its recordings map back to (they stay here).
+
+    Attributes:
+        wire: the :class:`attnlab.backends._nnsight_ops.WirePass`.
+        sites: the recorded sites; the recording ``wire.records[...].index == i`` is ``sites[i]``.
+    """
+
+    wire: _nnsight_ops.WirePass
+    sites: tuple[Site, ...]
+
+    def starting_at(self, layer: int, resid: Tensor, repeat: int) -> "PlannedPass":
+        """The same pass started at block ``layer`` from ``resid`` (Float[base_batch, pos, d_model], repeated
+        ``repeat`` times on the server), so the blocks before it are skipped and the base rows travel once."""
+        return PlannedPass(self.wire._replace(start=layer, resid=resid.detach(), repeat=repeat, lo=0), self.sites)
+
+
 class NNsightBackend(Backend):
     """A Hugging Face causal LM run through nnsight, locally or on a remote NDIF-protocol server.
 
@@ -324,8 +343,8 @@ class NNsightBackend(Backend):
         grad: bool = False,
         reduce: Reduction | None = None,
     ) -> RunOutput:
-        pass_ = self._pass_data(tokens, resid=resid, start_layer=start_layer, stop_layer=stop_layer, cache=cache,
-                                interventions=interventions, logits_at=logits_at, grad=grad, reduce=reduce)
+        pass_ = self._plan(tokens, resid=resid, start_layer=start_layer, stop_layer=stop_layer, cache=cache,
+                           interventions=interventions, logits_at=logits_at, grad=grad, reduce=reduce)
         if self._jobs is not None:
             return self._jobs.run_one(pass_)
         return self._outputs([pass_], self._execute([pass_]))[0]
@@ -341,13 +360,13 @@ class NNsightBackend(Backend):
             yield from self._jobs.run_many(specs)
             return
         for spec in specs:
-            pass_ = self._pass_data(**spec.run_kwargs(use_start_layer=True))
+            pass_ = self._plan(**spec.run_kwargs(use_start_layer=True))
             yield spec.key, self._outputs([pass_], self._execute([pass_]))[0]
 
     # -- internals ------------------------------------------------------------------------------------------------
-    def _pass_data(self, tokens=None, *, resid=None, start_layer=0, stop_layer=None, cache=(), interventions=(),
-                   logits_at=None, grad=False, reduce=None) -> dict:
-        """Validate one pass and describe it as plain data (what a trace block, local or remote, reads)."""
+    def _plan(self, tokens=None, *, resid=None, start_layer=0, stop_layer=None, cache=(), interventions=(),
+              logits_at=None, grad=False, reduce=None) -> "PlannedPass":
+        """Validate one pass and describe it in its wire form (what a trace block, local or remote, reads)."""
         n_layers = self.info.n_layers
         if grad:
             self.require(Capability.GRADIENTS, "run(..., grad=True)")
@@ -359,35 +378,36 @@ class NNsightBackend(Backend):
             if site.kind is SiteKind.PATTERN and self.attn_implementation != "eager":
                 raise BackendError(f"attention patterns need eager attention; this model runs "
                                    f"{self.attn_implementation!r} attention")
-        ivs: dict[int, list] = {}
+        patches: dict[int, list] = {}
         for iv in interventions:
-            ivs.setdefault(iv.layer, []).append(
-                (iv.kind.value, iv.rows.long(), None if iv.positions is None else iv.positions.long(),
-                 None if iv.heads is None else iv.heads.long(), iv.values.detach()))
-        want: dict[int, list] = {}
+            patches.setdefault(iv.layer, []).append(_nnsight_ops.PatchOp(
+                iv.kind.value, iv.rows.long(), None if iv.positions is None else iv.positions.long(),
+                None if iv.heads is None else iv.heads.long(), iv.values.detach()))
+        records: dict[int, list] = {}
         for i, site in enumerate(sites):
-            want.setdefault(site.layer, []).append((i, site.kind.value, site.head, site.position))
-        touched = set(ivs) | set(want)
+            records.setdefault(site.layer, []).append(
+                _nnsight_ops.RecordOp(i, site.kind.value, site.head, site.position))
+        touched = set(patches) | set(records)
         if start_layer > 0:
             touched.add(start_layer - 1)
-        return {
-            "tokens": tokens.long(),
-            "start": start_layer,
-            "resid": None if start_layer == 0 else resid.detach(),
-            "rep": 1,
-            "stop": stop_layer if stop_layer is not None and stop_layer < n_layers else None,
-            "ivs": ivs,
-            "cache": want,
-            "logits_at": None if logits_at is None else logits_at.long(),
-            # a built-in metric reduced inside the trace: (name, answers [batch, 2], reference [batch, d_vocab] | None)
-            "reduce": None if reduce is None else (reduce.metric, reduce.answers.long(), reduce.reference),
-            "grad": bool(grad),
-            "lo": 0 if start_layer > 0 else min(touched, default=0),
-            "hi": max(touched, default=-1) + 1,
-            "sites": sites,
-        }
+        wire = _nnsight_ops.WirePass(
+            tokens=tokens.long(),
+            start=start_layer,
+            resid=None if start_layer == 0 else resid.detach(),
+            repeat=1,
+            stop=stop_layer if stop_layer is not None and stop_layer < n_layers else None,
+            patches={layer: tuple(ops) for layer, ops in patches.items()},
+            records={layer: tuple(ops) for layer, ops in records.items()},
+            logits_at=None if logits_at is None else logits_at.long(),
+            metric=None if reduce is None else _nnsight_ops.MetricOp(reduce.metric, reduce.answers.long(),
+                                                                     reduce.reference),
+            grad=bool(grad),
+            lo=0 if start_layer > 0 else min(touched, default=0),
+            hi=max(touched, default=-1) + 1,
+        )
+        return PlannedPass(wire, tuple(sites))
 
-    def _execute(self, passes: list[dict], backend=None):
+    def _execute(self, passes: "list[PlannedPass]", backend=None):
         """Run ``passes`` in one nnsight session (one trace per pass) and return the raw per-pass results.
 
         ``backend`` is None (run here) or an nnsight backend (remote job, local simulation). The block below is what
@@ -399,28 +419,28 @@ class NNsightBackend(Backend):
         n_heads, n_kv = self.info.n_heads, self.info.n_kv_heads
         fused = self.family.qkv is not None
         ops, mops = _nnsight_ops, metric_ops
-        # sites travel as plain tuples (attnlab types do not exist on a server)
-        jobs = [{k: v for k, v in p.items() if k != "sites"} for p in passes]
+        # only the wire form travels (attnlab's Site objects do not exist on a server)
+        jobs = [p.wire for p in passes]
         if backend is None and self.remote == "local":
             backend = nnsight_adapter.local_simulation(model)
-        grad = any(p["grad"] for p in jobs)
+        grad = any(p.grad for p in jobs)
         results = None
         with (torch.enable_grad() if grad else torch.no_grad()), model.session(backend=backend):
             results = []
             for p in jobs:
-                with model.trace(p["tokens"]) as tracer:
+                with model.trace(p.tokens) as tracer:
                     recorded = {}
-                    g = p["grad"]
-                    if p["start"] > 0:
-                        start_resid = p["resid"] if p["rep"] == 1 else p["resid"].repeat(p["rep"], 1, 1)
-                    for L in range(p["lo"], p["hi"]):
+                    g = p.grad
+                    if p.start > 0:
+                        start_resid = p.resid if p.repeat == 1 else p.resid.repeat(p.repeat, 1, 1)
+                    for L in range(p.lo, p.hi):
                         e = E[L]
-                        if L < p["start"]:
+                        if L < p.start:
                             e["block"].skip(start_resid)
                             continue
-                        ivs = p["ivs"].get(L, [])
-                        want = p["cache"].get(L, [])
-                        kinds = {iv[0] for iv in ivs} | {w[1] for w in want}
+                        ivs = p.patches.get(L, ())
+                        want = p.records.get(L, ())
+                        kinds = {iv.kind for iv in ivs} | {w.kind for w in want}
                         if g:  # autograd kept: patched clones are set back at their sites (_nnsight_ops)
                             if "resid_pre" in kinds:
                                 act = e["block"].input
@@ -492,19 +512,19 @@ class NNsightBackend(Backend):
                         if "resid_post" in kinds:
                             ops.handle(e["block"].output, "resid_post", ivs, want, recorded)
                     out = {"cache": recorded, "logits": None, "resid": None}
-                    if p["stop"] is not None:
-                        out["resid"] = ops.output(E[p["stop"]]["block"].input, g)
+                    if p.stop is not None:
+                        out["resid"] = ops.output(E[p.stop]["block"].input, g)
                         results.append(out)
                         tracer.stop()
                     else:
-                        if p["logits_at"] is not None:
+                        if p.logits_at is not None:
                             h = final_norm.input
-                            final_norm.input = h[torch.arange(h.shape[0]), p["logits_at"]].unsqueeze(1)
+                            final_norm.input = h[torch.arange(h.shape[0]), p.logits_at].unsqueeze(1)
                         logits = unembed.output
-                        if p["reduce"] is not None:  # one number per row travels back, not d_vocab logits
-                            name, answers, reference = p["reduce"]
-                            out["metric"] = ops.output(mops.evaluate(name, logits[:, 0], answers, reference), g)
-                        elif p["logits_at"] is not None:
+                        if p.metric is not None:  # one number per row travels back, not d_vocab logits
+                            m = p.metric
+                            out["metric"] = ops.output(mops.evaluate(m.name, logits[:, 0], m.answers, m.reference), g)
+                        elif p.logits_at is not None:
                             out["logits"] = ops.output(logits[:, 0], g)
                         else:
                             out["logits"] = ops.output(logits, g)
@@ -512,14 +532,14 @@ class NNsightBackend(Backend):
             nnsight.save(results)
         return results
 
-    def _outputs(self, passes: list[dict], raw: list[dict]) -> list[RunOutput]:
+    def _outputs(self, passes: "list[PlannedPass]", raw: list[dict]) -> list[RunOutput]:
         """Turn raw per-pass results back into :class:`RunOutput` objects keyed by :class:`Site`."""
         if raw is None or len(raw) != len(passes):
             raise BackendError(f"the nnsight session returned {0 if raw is None else len(raw)} results for "
                                f"{len(passes)} passes")
         outputs = []
         for p, r in zip(passes, raw):
-            cache = {site: r["cache"][i] for i, site in enumerate(p["sites"])}
+            cache = {site: r["cache"][i] for i, site in enumerate(p.sites)}
             outputs.append(RunOutput(logits=r["logits"], cache=cache, resid=r["resid"], metric=r.get("metric")))
         return outputs
 

@@ -153,8 +153,9 @@ class DeadlineRemoteBackend(RemoteBackend):
             connection.close()
 
 
-def fingerprint(pass_: dict) -> str:
-    """A digest of everything that determines a pass's output (tokens, interventions, sites, start, stop ...)."""
+def fingerprint(pass_) -> str:
+    """A digest of everything that determines a pass's output: its wire form (tokens, interventions, sites, start,
+    stop ...) and the sites its recordings map to. ``pass_`` is a :class:`~attnlab.backends.nnsight.PlannedPass`."""
     import torch
 
     h = hashlib.blake2b(digest_size=20)
@@ -169,6 +170,8 @@ def fingerprint(pass_: dict) -> str:
                 feed(k)
                 feed(x[k])
             h.update(b"}")
+        elif isinstance(x, tuple) and hasattr(x, "_fields"):  # the wire form's named tuples: field names count
+            feed(dict(zip(x._fields, x)))
         elif isinstance(x, (list, tuple)):
             h.update(b"[")
             for item in x:
@@ -177,36 +180,36 @@ def fingerprint(pass_: dict) -> str:
         else:
             h.update(repr(x).encode())
 
-    feed({k: v for k, v in pass_.items() if k != "sites"})
-    feed([(s.kind.value, s.layer, s.head, s.position) for s in pass_["sites"]])
+    feed(pass_.wire)
+    feed([(s.kind.value, s.layer, s.head, s.position) for s in pass_.sites])
     return h.hexdigest()
 
 
-def _pass_bytes(p: dict, info, shared: set | None = None) -> int:
-    """Request plus result bytes of one pass (float32).
+def _pass_bytes(pass_, info, shared: set | None = None) -> int:
+    """Request plus result bytes of one pass (a :class:`~attnlab.backends.nnsight.PlannedPass`; float32).
 
     ``shared`` holds the ids of tensors already counted in the same job: a tensor that many passes of a job read
     (the clean reference distribution of a reduced metric) is serialised once per job, so it is counted once."""
-    rows, pos = p["tokens"].shape
-    n = p["tokens"].numel() * 8
-    for ivs in p["ivs"].values():
-        n += sum(iv[-1].numel() * 4 + iv[1].numel() * 24 for iv in ivs)
-    if p["resid"] is not None:
-        n += p["resid"].numel() * 4
-    reduce = p.get("reduce")
-    if reduce is not None:
-        n += rows * 4 + reduce[1].numel() * 8
-        reference = reduce[2]
+    p = pass_.wire
+    rows, pos = p.tokens.shape
+    n = p.tokens.numel() * 8
+    for ops in p.patches.values():
+        n += sum(op.values.numel() * 4 + op.rows.numel() * 24 for op in ops)
+    if p.resid is not None:
+        n += p.resid.numel() * 4
+    if p.metric is not None:
+        n += rows * 4 + p.metric.answers.numel() * 8
+        reference = p.metric.reference
         if reference is not None and (shared is None or id(reference) not in shared):
             n += reference.numel() * 4
             if shared is not None:
                 shared.add(id(reference))
-    elif p["stop"] is None:
-        n += rows * info.d_vocab * 4 * (1 if p["logits_at"] is not None else pos)
+    elif p.stop is None:
+        n += rows * info.d_vocab * 4 * (1 if p.logits_at is not None else pos)
     else:
         n += rows * pos * info.d_model * 4
-    for want in p["cache"].values():
-        n += len(want) * rows * pos * max(info.d_model, info.n_heads * info.d_head, info.n_heads * pos) * 4
+    for records in p.records.values():
+        n += len(records) * rows * pos * max(info.d_model, info.n_heads * info.d_head, info.n_heads * pos) * 4
     return n
 
 
@@ -224,7 +227,7 @@ class JobRunner:
         self.progress: JobProgress | None = None
 
     # -- public -------------------------------------------------------------------------------------------------
-    def run_one(self, pass_: dict):
+    def run_one(self, pass_):
         """One pass (a baseline run) as one job, or from the kept passes."""
         fp = fingerprint(pass_)
         if fp not in self.kept:
@@ -239,10 +242,10 @@ class JobRunner:
         """Yield ``(key, RunOutput)`` for every spec: kept passes at once, the rest chunk by chunk."""
         items = []
         for spec in specs:
-            p = self.backend._pass_data(**spec.run_kwargs(use_start_layer=False))
+            p = self.backend._plan(**spec.run_kwargs(use_start_layer=False))
             if spec.start_layer > 0 and spec.resid is not None:
                 # skip the blocks before start_layer: ship the base residual once, the server repeats it
-                p.update(start=spec.start_layer, resid=spec.resid.detach(), rep=spec.repeat, lo=0)
+                p = p.starting_at(spec.start_layer, spec.resid, spec.repeat)
             items.append((spec.key, p, fingerprint(p)))
         budget = self.options.job_budget_mb * 2**20
         chunks, chunk, size, shared = [], [], 0, set()
