@@ -19,7 +19,7 @@ of tensors, ints and strings (never attnlab objects, which do not exist on a ser
   site list, so the client maps recordings back to :class:`~attnlab.sites.Site` objects);
 - a :class:`MetricOp`, ``(name, answers, reference)``, reduces the logits to a built-in metric inside the trace.
 
-The client builds them (:meth:`attnlab.backends.nnsight.NNsightBackend.plan`); the trace block reads their fields by
+The client builds them (``NNsightBackend._plan``, as a ``PlannedPass``); the trace block reads their fields by
 name. These classes are shipped by value with the module, so a server rebuilds them without attnlab.
 """
 
