@@ -238,52 +238,117 @@ const COMPONENT_HINT: Record<string, string> = {
   mlp_out: 'click a cell for its per-prompt effect and the logit lens'
 };
 
-function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
-  const doc = el.ownerDocument;
-  injectCss(doc);
-  el.replaceChildren();
-  const root = htmlEl(doc, 'div', 'attnlab-explorer', el);
-  const title = htmlEl(doc, 'div', 'attnlab-explorer-title', root);
+/** The run settings' inputs, named as the `controls` trait's keys. */
+interface ControlInputs {
+  task: HTMLSelectElement;
+  n_prompts: HTMLInputElement;
+  seed: HTMLInputElement;
+  corruption: HTMLSelectElement;
+  component: HTMLSelectElement;
+  direction: HTMLSelectElement;
+  metric: HTMLSelectElement;
+}
 
-  // Controls.
+/** The widget's elements that the trait renderers update. */
+interface ExplorerDom {
+  root: HTMLElement;
+  title: HTMLElement;
+  inputs: ControlInputs;
+  runBtn: HTMLButtonElement;
+  cancelBtn: HTMLButtonElement;
+  bar: HTMLProgressElement;
+  statusText: HTMLElement;
+  baselines: HTMLElement;
+  historySel: HTMLSelectElement;
+  showBtn: HTMLButtonElement;
+  exportBtn: HTMLButtonElement;
+  plot: HTMLElement;
+  panel: HTMLElement;
+  circuitBox: HTMLElement;
+}
+
+/** Front-end state kept between trait changes. */
+interface ExplorerState {
+  /** The status message last shown (a new one clears the panel's pending mark). */
+  lastMessage: string;
+  /** The heatmap drawn, to mark the kernel's selection on it. */
+  handle: HeatmapHandle | null;
+  /** The attention pattern's destination position (null: END), and the head and prompt it was chosen for. */
+  dest: number | null;
+  destFor: string;
+}
+
+interface ExplorerView {
+  model: WidgetModel;
+  dom: ExplorerDom;
+  state: ExplorerState;
+}
+
+/** A labelled control appended to `form`. */
+function field<T extends HTMLElement>(form: HTMLElement, label: string, input: T): T {
+  const l = htmlEl(form.ownerDocument, 'label', 'attnlab-control', form, label + ' ');
+  l.appendChild(input);
+  return input;
+}
+
+function mkSelect(doc: Document, name: string): HTMLSelectElement {
+  const s = doc.createElement('select');
+  s.name = name;
+  return s;
+}
+
+function mkNumber(doc: Document, name: string, min: number): HTMLInputElement {
+  const i = doc.createElement('input');
+  i.type = 'number';
+  i.name = name;
+  i.min = String(min);
+  i.step = '1';
+  return i;
+}
+
+/** Replace the options of `sel` (labels set as text) and choose `value`. */
+function setOptions(sel: HTMLSelectElement, items: { value: string; label: string }[], value: string): void {
+  const doc = sel.ownerDocument;
+  sel.replaceChildren();
+  for (const it of items) {
+    const o = doc.createElement('option');
+    o.value = it.value;
+    o.textContent = it.label;
+    sel.appendChild(o);
+  }
+  sel.value = value;
+}
+
+/** The control bar: one input per run setting, then Run and Cancel. */
+function buildControls(doc: Document, root: HTMLElement): Pick<ExplorerDom, 'inputs' | 'runBtn' | 'cancelBtn'> {
   const form = htmlEl(doc, 'div', 'attnlab-controls', root);
-  const field = (label: string, input: HTMLElement) => {
-    const l = htmlEl(doc, 'label', 'attnlab-control', form, label + ' ');
-    l.appendChild(input);
-    return input;
-  };
-  const mkSelect = (name: string) => {
-    const s = doc.createElement('select');
-    s.name = name;
-    return s;
-  };
-  const mkNumber = (name: string, min: number) => {
-    const i = doc.createElement('input');
-    i.type = 'number';
-    i.name = name;
-    i.min = String(min);
-    i.step = '1';
-    return i;
-  };
-  const inputs = {
-    task: field('task', mkSelect('task')) as HTMLSelectElement,
-    n_prompts: field('prompts', mkNumber('n_prompts', 1)) as HTMLInputElement,
-    seed: field('seed', mkNumber('seed', 0)) as HTMLInputElement,
-    corruption: field('corruption', mkSelect('corruption')) as HTMLSelectElement,
-    component: field('component', mkSelect('component')) as HTMLSelectElement,
-    direction: field('direction', mkSelect('direction')) as HTMLSelectElement,
-    metric: field('metric', mkSelect('metric')) as HTMLSelectElement
+  const inputs: ControlInputs = {
+    task: field(form, 'task', mkSelect(doc, 'task')),
+    n_prompts: field(form, 'prompts', mkNumber(doc, 'n_prompts', 1)),
+    seed: field(form, 'seed', mkNumber(doc, 'seed', 0)),
+    corruption: field(form, 'corruption', mkSelect(doc, 'corruption')),
+    component: field(form, 'component', mkSelect(doc, 'component')),
+    direction: field(form, 'direction', mkSelect(doc, 'direction')),
+    metric: field(form, 'metric', mkSelect(doc, 'metric'))
   };
   const runBtn = htmlEl(doc, 'button', 'attnlab-run', form, 'Run') as HTMLButtonElement;
   const cancelBtn = htmlEl(doc, 'button', 'attnlab-cancel', form, 'Cancel') as HTMLButtonElement;
+  return { inputs, runBtn, cancelBtn };
+}
 
+/** The progress bar and status line, then the baselines line. */
+function buildStatus(doc: Document, root: HTMLElement): Pick<ExplorerDom, 'bar' | 'statusText' | 'baselines'> {
   const statusRow = htmlEl(doc, 'div', 'attnlab-status', root);
   const bar = doc.createElement('progress');
   bar.className = 'attnlab-progress';
   statusRow.appendChild(bar);
   const statusText = htmlEl(doc, 'span', 'attnlab-status-text', statusRow);
   const baselines = htmlEl(doc, 'div', 'attnlab-baselines', root);
+  return { bar, statusText, baselines };
+}
 
+/** The run-history chooser with its Show and Export buttons. */
+function buildHistory(doc: Document, root: HTMLElement): Pick<ExplorerDom, 'historySel' | 'showBtn' | 'exportBtn'> {
   const historyRow = htmlEl(doc, 'div', 'attnlab-history', root);
   htmlEl(doc, 'span', '', historyRow, 'runs ');
   const historySel = doc.createElement('select');
@@ -291,37 +356,26 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   historyRow.appendChild(historySel);
   const showBtn = htmlEl(doc, 'button', 'attnlab-show-run', historyRow, 'Show') as HTMLButtonElement;
   const exportBtn = htmlEl(doc, 'button', 'attnlab-export-run', historyRow, 'Export JSON') as HTMLButtonElement;
+  return { historySel, showBtn, exportBtn };
+}
 
+/** The whole widget, empty: the trait renderers fill it. */
+function buildDom(doc: Document, el: HTMLElement): ExplorerDom {
+  const root = htmlEl(doc, 'div', 'attnlab-explorer', el);
+  const title = htmlEl(doc, 'div', 'attnlab-explorer-title', root);
+  const controls = buildControls(doc, root);
+  const status = buildStatus(doc, root);
+  const history = buildHistory(doc, root);
   const main = htmlEl(doc, 'div', 'attnlab-explorer-main', root);
   const plot = htmlEl(doc, 'div', 'attnlab-explorer-plot', main);
   const panel = htmlEl(doc, 'div', 'attnlab-explorer-detail', main);
   const circuitBox = htmlEl(doc, 'div', 'attnlab-explorer-circuit', root);
+  return { root, title, ...controls, ...status, ...history, plot, panel, circuitBox };
+}
 
-  const options = (sel: HTMLSelectElement, items: { value: string; label: string }[], value: string) => {
-    sel.replaceChildren();
-    for (const it of items) {
-      const o = doc.createElement('option');
-      o.value = it.value;
-      o.textContent = it.label;
-      sel.appendChild(o);
-    }
-    sel.value = value;
-  };
-
-  const renderControls = () => {
-    const c = model.get('controls') ?? {};
-    const opts = model.get('options') ?? {};
-    title.textContent = `attnlab Explorer · ${model.get('model_name')}`;
-    options(inputs.task, opts.tasks ?? [], c.task);
-    options(inputs.corruption, ((opts.corruptions ?? {})[c.task] ?? []).map((v: string) => ({ value: v, label: v })), c.corruption);
-    options(inputs.component, opts.components ?? [], c.component);
-    options(inputs.direction, (opts.directions ?? []).map((v: string) => ({ value: v, label: v })), c.direction);
-    options(inputs.metric, opts.metrics ?? [], c.metric);
-    inputs.n_prompts.max = String(opts.max_prompts ?? 512);
-    inputs.n_prompts.value = String(c.n_prompts);
-    inputs.seed.value = String(c.seed);
-  };
-  const formValues = () => ({
+/** The settings as chosen in the form, as the kernel's `controls` message expects them. */
+function formValues(inputs: ControlInputs): Record<string, string | number> {
+  return {
     task: inputs.task.value,
     n_prompts: Number(inputs.n_prompts.value),
     seed: Number(inputs.seed.value),
@@ -329,176 +383,244 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     component: inputs.component.value,
     direction: inputs.direction.value,
     metric: inputs.metric.value
-  });
-  for (const input of Object.values(inputs)) {
-    input.addEventListener('change', () => model.send({ type: 'controls', controls: formValues() }));
+  };
+}
+
+/** Plain options from a list of strings (value = label). */
+const plain = (xs: string[]): { value: string; label: string }[] => xs.map(v => ({ value: v, label: v }));
+
+// ---- Trait renderers: each reads the traits it shows and updates its part of the widget.
+
+function renderControls({ model, dom }: ExplorerView): void {
+  const c = model.get('controls') ?? {};
+  const opts = model.get('options') ?? {};
+  const { inputs } = dom;
+  dom.title.textContent = `attnlab Explorer · ${model.get('model_name')}`;
+  setOptions(inputs.task, opts.tasks ?? [], c.task);
+  setOptions(inputs.corruption, plain((opts.corruptions ?? {})[c.task] ?? []), c.corruption);
+  setOptions(inputs.component, opts.components ?? [], c.component);
+  setOptions(inputs.direction, plain(opts.directions ?? []), c.direction);
+  setOptions(inputs.metric, opts.metrics ?? [], c.metric);
+  inputs.n_prompts.max = String(opts.max_prompts ?? 512);
+  inputs.n_prompts.value = String(c.n_prompts);
+  inputs.seed.value = String(c.seed);
+}
+
+/** The status line: `status`, then the pass count while running, then the message. */
+function statusLine(status: string, done: number, total: number, msg: string): string {
+  const running = status === 'running';
+  return `${status}${running && total ? ` · pass ${done}/${total}` : ''}${msg ? ' · ' + msg : ''}`;
+}
+
+function renderStatus({ model, dom, state }: ExplorerView): void {
+  const status: string = model.get('status');
+  const [done, total] = model.get('progress') ?? [0, 0];
+  const { bar, statusText } = dom;
+  dom.root.setAttribute('data-status', status);
+  const running = status === 'running';
+  dom.runBtn.disabled = running;
+  dom.cancelBtn.disabled = !running;
+  if (running && total > 0) {
+    bar.max = total;
+    bar.value = done;
+  } else if (running) {
+    bar.removeAttribute('value'); // indeterminate while the dataset and baselines are prepared
+  } else {
+    bar.max = 1;
+    bar.value = status === 'done' ? 1 : 0;
   }
-  runBtn.addEventListener('click', () => model.send({ type: 'run', controls: formValues() }));
-  cancelBtn.addEventListener('click', () => model.send({ type: 'cancel' }));
+  const msg: string = model.get('message') ?? '';
+  statusText.textContent = statusLine(status, done, total, msg);
+  statusText.classList.toggle('attnlab-error-text', status === 'error');
+  if (msg && msg !== state.lastMessage) {
+    dom.panel.removeAttribute('data-pending'); // e.g. a rejected selection: nothing more will arrive
+  }
+  state.lastMessage = msg;
+}
 
-  let lastMessage = '';
-  const renderStatus = () => {
-    const status: string = model.get('status');
-    const [done, total] = model.get('progress') ?? [0, 0];
-    root.setAttribute('data-status', status);
-    const running = status === 'running';
-    runBtn.disabled = running;
-    cancelBtn.disabled = !running;
-    if (running && total > 0) {
-      bar.max = total;
-      bar.value = done;
-    } else if (running) {
-      bar.removeAttribute('value'); // indeterminate while the dataset and baselines are prepared
-    } else {
-      bar.max = 1;
-      bar.value = status === 'done' ? 1 : 0;
-    }
-    const msg: string = model.get('message') ?? '';
-    statusText.textContent = `${status}${running && total ? ` · pass ${done}/${total}` : ''}${msg ? ' · ' + msg : ''}`;
-    statusText.classList.toggle('attnlab-error-text', status === 'error');
-    if (msg && msg !== lastMessage) {
-      panel.removeAttribute('data-pending'); // e.g. a rejected selection: nothing more will arrive
-    }
-    lastMessage = msg;
-  };
+/** The baselines line, or a prompt to run when there is no run yet. */
+function baselinesLine(b: { clean?: number; corrupted?: number; label?: string }): string {
+  return b.clean === undefined
+    ? 'no run yet: choose the settings and press Run'
+    : `clean ${b.label ?? 'logit difference (logits)'} ${fmt(b.clean)} · corrupted ${fmt(b.corrupted)}` +
+        ' (mean over prompts)';
+}
 
-  const renderBaselines = () => {
-    const b = model.get('baselines') ?? {};
-    baselines.textContent =
-      b.clean === undefined
-        ? 'no run yet: choose the settings and press Run'
-        : `clean ${b.label ?? 'logit difference (logits)'} ${fmt(b.clean)} · corrupted ${fmt(b.corrupted)} (mean over prompts)`;
-  };
+function renderBaselines({ model, dom }: ExplorerView): void {
+  dom.baselines.textContent = baselinesLine(model.get('baselines') ?? {});
+}
 
-  const renderHistory = () => {
-    const runs: { index: number; label: string }[] = model.get('run_history') ?? [];
-    options(historySel, runs.map(r => ({ value: String(r.index), label: `#${r.index} · ${r.label}` })), String(model.get('current_run')));
-    showBtn.disabled = exportBtn.disabled = runs.length === 0;
-  };
-  showBtn.addEventListener('click', () => model.send({ type: 'show_run', index: Number(historySel.value) }));
-  exportBtn.addEventListener('click', () => model.send({ type: 'export', index: Number(historySel.value) }));
+function renderHistory({ model, dom }: ExplorerView): void {
+  const runs: { index: number; label: string }[] = model.get('run_history') ?? [];
+  const items = runs.map(r => ({ value: String(r.index), label: `#${r.index} · ${r.label}` }));
+  setOptions(dom.historySel, items, String(model.get('current_run')));
+  dom.showBtn.disabled = dom.exportBtn.disabled = runs.length === 0;
+}
 
-  let handle: HeatmapHandle | null = null;
-  const renderPlot = () => {
-    const payload = model.get('heatmap') as HeatmapPayload;
-    if (!payload || !payload.values) {
-      plot.replaceChildren();
-      htmlEl(doc, 'div', 'attnlab-note', plot, 'The result heatmap appears here after a run.');
-      handle = null;
-      return;
-    }
-    handle = renderHeatmap(plot, payload);
-    const hint = COMPONENT_HINT[(model.get('controls') ?? {}).component] ?? '';
-    htmlEl(doc, 'div', 'attnlab-note', plot, hint);
-    renderSelection();
-  };
-  plot.addEventListener(CELL_CLICK_EVENT, (ev: Event) => {
+function renderPlot(view: ExplorerView): void {
+  const { model, dom, state } = view;
+  const doc = dom.plot.ownerDocument;
+  const payload = model.get('heatmap') as HeatmapPayload;
+  if (!payload || !payload.values) {
+    dom.plot.replaceChildren();
+    htmlEl(doc, 'div', 'attnlab-note', dom.plot, 'The result heatmap appears here after a run.');
+    state.handle = null;
+    return;
+  }
+  state.handle = renderHeatmap(dom.plot, payload);
+  const hint = COMPONENT_HINT[(model.get('controls') ?? {}).component] ?? '';
+  htmlEl(doc, 'div', 'attnlab-note', dom.plot, hint);
+  renderSelection(view);
+}
+
+function renderSelection({ model, dom, state }: ExplorerView): void {
+  const cell: number[] = model.get('selected_cell') ?? [];
+  state.handle?.select(cell.length === 2 ? cell[0] : null, cell[1]);
+  dom.root.setAttribute('data-selected', model.get('selected_name') ?? '');
+}
+
+function renderDetail(view: ExplorerView): void {
+  const { model, dom, state } = view;
+  const { panel } = dom;
+  const doc = panel.ownerDocument;
+  const detail = model.get('detail_payload') ?? {};
+  panel.replaceChildren();
+  panel.removeAttribute('data-pending');
+  if (!detail.kind) {
+    panel.setAttribute('data-kind', 'none');
+    panel.removeAttribute('data-name');
+    const note = 'Select a cell of the heatmap (click, or arrow keys and Enter) to see its detail here.';
+    htmlEl(doc, 'div', 'attnlab-note', panel, note);
+    return;
+  }
+  panel.setAttribute('data-kind', detail.kind);
+  panel.setAttribute('data-name', detail.name);
+  const key = `${detail.name}|${detail.prompt?.index}`;
+  if (key !== state.destFor) {
+    state.dest = null; // a new head or prompt looks from END again
+    state.destFor = key;
+  }
+  if (detail.kind === 'head') {
+    headDetail(panel, detail, {
+      dest: state.dest,
+      setDest: d => {
+        state.dest = d;
+        renderDetail(view);
+      },
+      prompts: model.get('prompts') ?? [],
+      prompt: model.get('detail_prompt') ?? 0,
+      onPrompt: i => model.send({ type: 'prompt', index: i })
+    });
+  } else if (detail.kind === 'cell') {
+    cellDetail(panel, detail);
+  } else {
+    htmlEl(doc, 'div', 'attnlab-note', panel, `${detail.name}: ${detail.message ?? ''}`);
+  }
+}
+
+function renderCircuitView({ model, dom }: ExplorerView): void {
+  const { circuitBox } = dom;
+  const doc = circuitBox.ownerDocument;
+  const payload = model.get('circuit') as CircuitPayload;
+  circuitBox.replaceChildren();
+  if (payload && (payload as any).kind) {
+    htmlEl(doc, 'div', 'attnlab-note', circuitBox, 'click a head of the circuit to open its detail panel above');
+    const host = htmlEl(doc, 'div', '', circuitBox);
+    renderCircuit(host, payload);
+  }
+}
+
+// ---- User input: each becomes a custom message to the kernel.
+
+function bindControls({ model, dom }: ExplorerView): void {
+  const { inputs, historySel } = dom;
+  for (const input of Object.values(inputs) as HTMLElement[]) {
+    input.addEventListener('change', () => model.send({ type: 'controls', controls: formValues(inputs) }));
+  }
+  dom.runBtn.addEventListener('click', () => model.send({ type: 'run', controls: formValues(inputs) }));
+  dom.cancelBtn.addEventListener('click', () => model.send({ type: 'cancel' }));
+  dom.showBtn.addEventListener('click', () => model.send({ type: 'show_run', index: Number(historySel.value) }));
+  dom.exportBtn.addEventListener('click', () => model.send({ type: 'export', index: Number(historySel.value) }));
+}
+
+/** A heatmap cell or a circuit head selects; the detail panel is dimmed until the kernel's answer arrives. */
+function bindSelection({ model, dom }: ExplorerView): void {
+  dom.plot.addEventListener(CELL_CLICK_EVENT, (ev: Event) => {
     const d = (ev as CustomEvent).detail;
     const cur: number[] = model.get('selected_cell') ?? [];
     if (cur[0] !== d.row || cur[1] !== d.col) {
-      panel.setAttribute('data-pending', 'true'); // dimmed until the kernel's answer arrives
+      dom.panel.setAttribute('data-pending', 'true'); // dimmed until the kernel's answer arrives
     }
     model.send({ type: 'select', row: d.row, col: d.col });
   });
-
-  const renderSelection = () => {
-    const cell: number[] = model.get('selected_cell') ?? [];
-    handle?.select(cell.length === 2 ? cell[0] : null, cell[1]);
-    root.setAttribute('data-selected', model.get('selected_name') ?? '');
-  };
-
-  let dest: number | null = null;
-  let destFor = '';
-  const renderDetail = () => {
-    const detail = model.get('detail_payload') ?? {};
-    panel.replaceChildren();
-    panel.removeAttribute('data-pending');
-    if (!detail.kind) {
-      panel.setAttribute('data-kind', 'none');
-      panel.removeAttribute('data-name');
-      htmlEl(doc, 'div', 'attnlab-note', panel, 'Select a cell of the heatmap (click, or arrow keys and Enter) to see its detail here.');
-      return;
-    }
-    panel.setAttribute('data-kind', detail.kind);
-    panel.setAttribute('data-name', detail.name);
-    const key = `${detail.name}|${detail.prompt?.index}`;
-    if (key !== destFor) {
-      dest = null; // a new head or prompt looks from END again
-      destFor = key;
-    }
-    if (detail.kind === 'head') {
-      headDetail(panel, detail, {
-        dest,
-        setDest: d => {
-          dest = d;
-          renderDetail();
-        },
-        prompts: model.get('prompts') ?? [],
-        prompt: model.get('detail_prompt') ?? 0,
-        onPrompt: i => model.send({ type: 'prompt', index: i })
-      });
-    } else if (detail.kind === 'cell') {
-      cellDetail(panel, detail);
-    } else {
-      htmlEl(doc, 'div', 'attnlab-note', panel, `${detail.name}: ${detail.message ?? ''}`);
-    }
-  };
-
-  const renderCircuitView = () => {
-    const payload = model.get('circuit') as CircuitPayload;
-    circuitBox.replaceChildren();
-    if (payload && (payload as any).kind) {
-      htmlEl(doc, 'div', 'attnlab-note', circuitBox, 'click a head of the circuit to open its detail panel above');
-      const host = htmlEl(doc, 'div', '', circuitBox);
-      renderCircuit(host, payload);
-    }
-  };
-  circuitBox.addEventListener(NODE_CLICK_EVENT, (ev: Event) => {
+  dom.circuitBox.addEventListener(NODE_CLICK_EVENT, (ev: Event) => {
     const d = (ev as CustomEvent).detail;
     if (d && typeof d.head === 'number' && typeof d.layer === 'number') {
-      panel.setAttribute('data-pending', 'true');
+      dom.panel.setAttribute('data-pending', 'true');
       model.send({ type: 'select_head', layer: d.layer, head: d.head });
     }
   });
+}
 
-  const onCustom = (msg: any) => {
-    if (msg && msg.type === 'export') {
-      const blob = new Blob([msg.content], { type: 'application/json' });
-      const a = doc.createElement('a');
-      a.href = URL.createObjectURL(blob);
-      a.download = msg.filename;
-      a.click();
-      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-    }
-  };
+/** The kernel's answer to Export JSON: download its content as a file. */
+function onCustomMessage(doc: Document, msg: any): void {
+  if (msg && msg.type === 'export') {
+    const blob = new Blob([msg.content], { type: 'application/json' });
+    const a = doc.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = msg.filename;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }
+}
 
-  const handlers: [string, () => void][] = [
-    ['change:controls', renderControls],
-    ['change:options', renderControls],
-    ['change:status', renderStatus],
-    ['change:message', renderStatus],
-    ['change:progress', renderStatus],
-    ['change:baselines', renderBaselines],
-    ['change:run_history', renderHistory],
-    ['change:current_run', renderHistory],
-    ['change:heatmap', renderPlot],
-    ['change:selected_cell', renderSelection],
-    ['change:selected_name', renderSelection],
-    ['change:detail_payload', renderDetail],
-    ['change:prompts', renderDetail],
-    ['change:circuit', renderCircuitView]
+/** Which renderer each trait change runs. */
+function traitHandlers(view: ExplorerView): [string, () => void][] {
+  const run = (fn: (v: ExplorerView) => void) => () => fn(view);
+  const controls = run(renderControls);
+  const status = run(renderStatus);
+  const history = run(renderHistory);
+  const selection = run(renderSelection);
+  const detail = run(renderDetail);
+  return [
+    ['change:controls', controls],
+    ['change:options', controls],
+    ['change:status', status],
+    ['change:message', status],
+    ['change:progress', status],
+    ['change:baselines', run(renderBaselines)],
+    ['change:run_history', history],
+    ['change:current_run', history],
+    ['change:heatmap', run(renderPlot)],
+    ['change:selected_cell', selection],
+    ['change:selected_name', selection],
+    ['change:detail_payload', detail],
+    ['change:prompts', detail],
+    ['change:circuit', run(renderCircuitView)]
   ];
+}
+
+function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
+  const doc = el.ownerDocument;
+  injectCss(doc);
+  el.replaceChildren();
+  const view: ExplorerView = {
+    model,
+    dom: buildDom(doc, el),
+    state: { lastMessage: '', handle: null, dest: null, destFor: '' }
+  };
+  bindControls(view);
+  bindSelection(view);
+  const handlers = traitHandlers(view);
+  const onCustom = (msg: any) => onCustomMessage(doc, msg);
   for (const [ev, fn] of handlers) {
     model.on(ev, fn);
   }
   model.on('msg:custom', onCustom);
-  renderControls();
-  renderStatus();
-  renderBaselines();
-  renderHistory();
-  renderPlot();
-  renderDetail();
-  renderCircuitView();
+  const initial = [renderControls, renderStatus, renderBaselines, renderHistory, renderPlot, renderDetail, renderCircuitView];
+  for (const fn of initial) {
+    fn(view);
+  }
 
   return () => {
     for (const [ev, fn] of handlers) {

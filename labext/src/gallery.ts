@@ -163,12 +163,8 @@ function drawPrefixCurve(doc: Document, parent: Element, lengths: number[], valu
   });
 }
 
-/** Draw the details of one head into `panel` (replacing its content). */
-function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: number, head: number): void {
-  const doc = panel.ownerDocument;
-  panel.replaceChildren();
-  const nHeads = payload.head_labels.length;
-  const info: HeadGalleryHead | undefined = payload.heads[layer * nHeads + head];
+/** The head's name and its score of every kind (± the standard deviation where the payload has one). */
+function drawScores(doc: Document, panel: HTMLElement, payload: HeadGalleryPayload, layer: number, head: number): void {
   const name = `${payload.layer_labels[layer] ?? `L${layer}`}${payload.head_labels[head] ?? `H${head}`}`;
   const title = htmlEl(doc, 'div', 'attnlab-gallery-detail-title', panel, name);
   title.style.fontWeight = '600';
@@ -180,9 +176,10 @@ function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: nu
     const label = payload.kind_labels[k] ?? payload.kinds[k];
     htmlEl(doc, 'div', 'attnlab-gallery-score', scores, `${label} score ${fmt(v)}${sd === null ? '' : ` ± ${fmt(sd)}`}`);
   });
-  if (!info) {
-    return;
-  }
+}
+
+/** The ablation effects (with the unablated losses) and the direct logit attribution to the copied token. */
+function drawEffects(doc: Document, panel: HTMLElement, payload: HeadGalleryPayload, info: HeadGalleryHead): void {
   const abl = htmlEl(doc, 'div', 'attnlab-gallery-ablation', panel);
   const methods = Object.keys(info.ablation ?? {});
   if (methods.length === 0) {
@@ -205,6 +202,10 @@ function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: nu
   if (info.copying !== null && info.copying !== undefined) {
     htmlEl(doc, 'div', 'attnlab-gallery-copying', panel, `direct logit attribution to the copied token: ${fmt(num(info.copying))}`);
   }
+}
+
+/** The attention pattern and the prefix-length curve, side by side, where the payload has them. */
+function drawPlots(doc: Document, panel: HTMLElement, payload: HeadGalleryPayload, info: HeadGalleryHead): void {
   const row = htmlEl(doc, 'div', 'attnlab-gallery-plots', panel);
   row.style.display = 'flex';
   row.style.flexWrap = 'wrap';
@@ -228,36 +229,88 @@ function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: nu
   }
 }
 
-/**
- * Draw `payload` into `host`, replacing whatever `host` held. See the module comment for the DOM it produces.
- */
-export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): void {
-  const doc = host.ownerDocument;
-  host.replaceChildren();
-  const root = htmlEl(doc, 'div', 'attnlab-gallery', host);
-  root.style.fontFamily = FONT;
-  root.style.fontSize = '12px';
-  root.style.padding = '4px 8px';
-  if (!payload || !Array.isArray(payload.scores) || !Array.isArray(payload.kinds)) {
-    htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed head-gallery payload.');
+/** Draw the details of one head into `panel` (replacing its content). */
+function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: number, head: number): void {
+  const doc = panel.ownerDocument;
+  panel.replaceChildren();
+  const nHeads = payload.head_labels.length;
+  const info: HeadGalleryHead | undefined = payload.heads[layer * nHeads + head];
+  drawScores(doc, panel, payload, layer, head);
+  if (!info) {
     return;
   }
+  drawEffects(doc, panel, payload, info);
+  drawPlots(doc, panel, payload, info);
+}
+
+// ---- The grid -----------------------------------------------------------------------------------------------
+
+/** Cell size and margins (px) of the layer x head grid. */
+export interface GalleryGridLayout {
+  cw: number;
+  ch: number;
+  /** Top left corner of the grid (room for the head labels above and the layer labels to the left). */
+  gx: number;
+  gy: number;
+  width: number;
+  height: number;
+  /** A layer label every `rowStride` rows (10px labels need 11px rows). */
+  rowStride: number;
+}
+
+export function galleryGridLayout(nLayers: number, nHeads: number): GalleryGridLayout {
+  const cw = Math.max(14, Math.min(28, Math.floor(360 / Math.max(nHeads, 1))));
+  const ch = Math.max(8, Math.min(20, Math.floor(600 / Math.max(nLayers, 1))));
+  const gx = 40;
+  const gy = 18;
+  const width = gx + nHeads * cw + 8;
+  const height = gy + nLayers * ch + 8;
+  const rowStride = ch >= 11 ? 1 : Math.ceil(11 / ch);
+  return { cw, ch, gx, gy, width, height, rowStride };
+}
+
+/** What the user changes: the score kind shown and the selected `[layer, head]`. */
+interface GalleryState {
+  kind: number;
+  selected: [number, number] | null;
+}
+
+/** The drawn gallery and what the event handlers share. */
+interface GalleryView {
+  host: HTMLElement;
+  payload: HeadGalleryPayload;
+  nLayers: number;
+  nHeads: number;
+  buttons: HTMLButtonElement[];
+  /** Row-major (`layer * nHeads + head`). */
+  cells: SVGRectElement[];
+  selBox: SVGRectElement;
+  panel: HTMLElement;
+  state: GalleryState;
+}
+
+/** Induction scores first when the payload has them; the payload's selected head, if it names one. */
+function initialState(payload: HeadGalleryPayload): GalleryState {
+  const kind = Math.max(0, payload.kinds.indexOf('induction'));
+  const selected: [number, number] | null =
+    payload.selected && payload.selected.length === 2 ? [payload.selected[0], payload.selected[1]] : null;
+  return { kind, selected };
+}
+
+function drawHeader(doc: Document, root: HTMLElement, payload: HeadGalleryPayload): void {
   const title = htmlEl(doc, 'div', 'attnlab-title', root, String(payload.title ?? ''));
   title.style.fontWeight = '600';
   title.style.fontSize = '15px';
   const sub = htmlEl(doc, 'div', 'attnlab-subtitle', root, String(payload.subtitle ?? ''));
   sub.style.color = 'var(--jp-ui-font-color2, #555)';
+}
 
-  const nLayers = payload.layer_labels.length;
-  const nHeads = payload.head_labels.length;
-  let kind = Math.max(0, payload.kinds.indexOf('induction'));
-  let selected: [number, number] | null =
-    payload.selected && payload.selected.length === 2 ? [payload.selected[0], payload.selected[1]] : null;
-
+/** One button per score kind. */
+function drawKindButtons(doc: Document, root: HTMLElement, payload: HeadGalleryPayload): HTMLButtonElement[] {
   const bar = htmlEl(doc, 'div', 'attnlab-gallery-kinds', root);
   bar.setAttribute('role', 'group');
   bar.style.margin = '6px 0';
-  const buttons: HTMLButtonElement[] = payload.kinds.map((k, i) => {
+  return payload.kinds.map((k, i) => {
     const b = doc.createElement('button');
     b.className = 'attnlab-gallery-kind';
     b.type = 'button';
@@ -267,7 +320,10 @@ export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): v
     bar.appendChild(b);
     return b;
   });
+}
 
+/** The grid's box and the detail panel beside it (below it when narrow). */
+function drawBody(doc: Document, root: HTMLElement): { gridBox: HTMLElement; panel: HTMLElement } {
   const body = htmlEl(doc, 'div', 'attnlab-gallery-body', root);
   body.style.display = 'flex';
   body.style.flexWrap = 'wrap';
@@ -276,28 +332,17 @@ export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): v
   const gridBox = htmlEl(doc, 'div', 'attnlab-gallery-grid', body);
   const panel = htmlEl(doc, 'div', 'attnlab-gallery-detail', body);
   panel.style.minWidth = '320px';
+  return { gridBox, panel };
+}
 
-  const cw = Math.max(14, Math.min(28, Math.floor(360 / Math.max(nHeads, 1))));
-  const ch = Math.max(8, Math.min(20, Math.floor(600 / Math.max(nLayers, 1))));
-  const gx = 40;
-  const gy = 18;
-  const width = gx + nHeads * cw + 8;
-  const height = gy + nLayers * ch + 8;
-  const svg = svgEl(doc, 'svg', {
-    class: 'attnlab-gallery-matrix',
-    width,
-    height,
-    viewBox: `0 0 ${width} ${height}`,
-    role: 'group',
-    'aria-label': 'heads by layer'
-  });
-  gridBox.appendChild(svg);
+/** Head labels above the grid, layer labels to its left. */
+function drawGridLabels(doc: Document, svg: Element, payload: HeadGalleryPayload, layout: GalleryGridLayout): void {
+  const { cw, ch, gx, gy } = layout;
   payload.head_labels.forEach((t, j) => {
     svgText(doc, svg, t, { x: gx + (j + 0.5) * cw, y: gy - 6, 'text-anchor': 'middle', 'font-size': 10 });
   });
-  const rowStride = ch >= 11 ? 1 : Math.ceil(11 / ch);
   payload.layer_labels.forEach((t, i) => {
-    if (i % rowStride === 0) {
+    if (i % layout.rowStride === 0) {
       svgText(doc, svg, t, {
         x: gx - 4,
         y: gy + (i + 0.5) * ch,
@@ -307,6 +352,17 @@ export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): v
       });
     }
   });
+}
+
+/** One focusable `rect.attnlab-gallery-cell` per head (row-major, each with an empty title filled by paint). */
+function drawCells(
+  doc: Document,
+  svg: Element,
+  nLayers: number,
+  nHeads: number,
+  layout: GalleryGridLayout
+): SVGRectElement[] {
+  const { cw, ch, gx, gy } = layout;
   const cells: SVGRectElement[] = [];
   for (let i = 0; i < nLayers; i++) {
     for (let j = 0; j < nHeads; j++) {
@@ -332,92 +388,158 @@ export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): v
       cells.push(r);
     }
   }
+  return cells;
+}
+
+/** The grid: labels, cells and the (hidden) selection outline. */
+function drawGrid(
+  doc: Document,
+  gridBox: HTMLElement,
+  payload: HeadGalleryPayload,
+  nLayers: number,
+  nHeads: number
+): { svg: SVGSVGElement; cells: SVGRectElement[]; selBox: SVGRectElement } {
+  const layout = galleryGridLayout(nLayers, nHeads);
+  const { width, height } = layout;
+  const svg = svgEl(doc, 'svg', {
+    class: 'attnlab-gallery-matrix',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'group',
+    'aria-label': 'heads by layer'
+  });
+  gridBox.appendChild(svg);
+  drawGridLabels(doc, svg, payload, layout);
+  const cells = drawCells(doc, svg, nLayers, nHeads, layout);
   const selBox = svgEl(
     doc,
     'rect',
-    { width: cw, height: ch, fill: 'none', stroke: '#000', 'stroke-width': 2, visibility: 'hidden' },
+    { width: layout.cw, height: layout.ch, fill: 'none', stroke: '#000', 'stroke-width': 2, visibility: 'hidden' },
     svg
   );
+  return { svg, cells, selBox };
+}
 
-  const paint = () => {
-    buttons.forEach((b, i) => b.setAttribute('aria-pressed', i === kind ? 'true' : 'false'));
-    buttons.forEach((b, i) => (b.style.fontWeight = i === kind ? '700' : '400'));
-    const label = payload.kind_labels[kind] ?? payload.kinds[kind];
-    for (const r of cells) {
-      const i = Number(r.getAttribute('data-layer'));
-      const j = Number(r.getAttribute('data-head'));
-      const v = num(payload.scores[kind]?.[i]?.[j]);
-      r.setAttribute('fill', sequentialColor(v));
-      r.setAttribute('data-value', v === null ? 'null' : String(v));
-      const t = r.firstChild as SVGTitleElement;
-      t.textContent = `${payload.layer_labels[i]}${payload.head_labels[j]} ${label} score: ${fmt(v, 4)}`;
-    }
-  };
-  const select = (layer: number, head: number, notify: boolean) => {
-    selected = [layer, head];
-    for (const r of cells) {
-      const on = Number(r.getAttribute('data-layer')) === layer && Number(r.getAttribute('data-head')) === head;
-      if (on) {
-        r.setAttribute('aria-pressed', 'true');
-        selBox.setAttribute('x', r.getAttribute('x') ?? '0');
-        selBox.setAttribute('y', r.getAttribute('y') ?? '0');
-        selBox.setAttribute('visibility', 'visible');
-      } else {
-        r.removeAttribute('aria-pressed');
-      }
-    }
-    renderDetail(panel, payload, layer, head);
-    if (notify) {
-      const detail: HeadGalleryClickDetail = { layer, head };
-      host.dispatchEvent(new CustomEvent(HEAD_CLICK_EVENT, { detail, bubbles: true, composed: true }));
-    }
-  };
+// ---- State updates and interaction --------------------------------------------------------------------------
 
-  buttons.forEach((b, i) =>
+/** Press the chosen kind's button and colour the cells by that kind's scores. */
+function paint(view: GalleryView): void {
+  const { payload, buttons } = view;
+  const kind = view.state.kind;
+  buttons.forEach((b, i) => b.setAttribute('aria-pressed', i === kind ? 'true' : 'false'));
+  buttons.forEach((b, i) => (b.style.fontWeight = i === kind ? '700' : '400'));
+  const label = payload.kind_labels[kind] ?? payload.kinds[kind];
+  for (const r of view.cells) {
+    const i = Number(r.getAttribute('data-layer'));
+    const j = Number(r.getAttribute('data-head'));
+    const v = num(payload.scores[kind]?.[i]?.[j]);
+    r.setAttribute('fill', sequentialColor(v));
+    r.setAttribute('data-value', v === null ? 'null' : String(v));
+    const t = r.firstChild as SVGTitleElement;
+    t.textContent = `${payload.layer_labels[i]}${payload.head_labels[j]} ${label} score: ${fmt(v, 4)}`;
+  }
+}
+
+/** Select a head: outline its cell, redraw the panel and, with `notify`, dispatch the head-click event. */
+function select(view: GalleryView, layer: number, head: number, notify: boolean): void {
+  view.state.selected = [layer, head];
+  const { selBox } = view;
+  for (const r of view.cells) {
+    const on = Number(r.getAttribute('data-layer')) === layer && Number(r.getAttribute('data-head')) === head;
+    if (on) {
+      r.setAttribute('aria-pressed', 'true');
+      selBox.setAttribute('x', r.getAttribute('x') ?? '0');
+      selBox.setAttribute('y', r.getAttribute('y') ?? '0');
+      selBox.setAttribute('visibility', 'visible');
+    } else {
+      r.removeAttribute('aria-pressed');
+    }
+  }
+  renderDetail(view.panel, view.payload, layer, head);
+  if (notify) {
+    const detail: HeadGalleryClickDetail = { layer, head };
+    view.host.dispatchEvent(new CustomEvent(HEAD_CLICK_EVENT, { detail, bubbles: true, composed: true }));
+  }
+}
+
+function cellOf(target: EventTarget | null): SVGRectElement | null {
+  const el = target as Element | null;
+  return el && typeof el.closest === 'function' ? (el.closest('.attnlab-gallery-cell') as SVGRectElement | null) : null;
+}
+
+/** Enter/Space select the focused head; arrow keys move the focus (and the tab stop). */
+function onKeydown(view: GalleryView, ev: KeyboardEvent): void {
+  const c = cellOf(ev.target);
+  if (!c) {
+    return;
+  }
+  const { nLayers, nHeads } = view;
+  const i = Number(c.getAttribute('data-layer'));
+  const j = Number(c.getAttribute('data-head'));
+  const moves: Record<string, [number, number]> = {
+    ArrowUp: [i - 1, j],
+    ArrowDown: [i + 1, j],
+    ArrowLeft: [i, j - 1],
+    ArrowRight: [i, j + 1]
+  };
+  if (ev.key === 'Enter' || ev.key === ' ') {
+    ev.preventDefault();
+    select(view, i, j, true);
+  } else if (ev.key in moves) {
+    ev.preventDefault();
+    const [ni, nj] = moves[ev.key];
+    const next = view.cells[Math.max(0, Math.min(nLayers - 1, ni)) * nHeads + Math.max(0, Math.min(nHeads - 1, nj))];
+    c.setAttribute('tabindex', '-1');
+    next.setAttribute('tabindex', '0');
+    next.focus();
+  }
+}
+
+function bindEvents(view: GalleryView, svg: SVGSVGElement): void {
+  view.buttons.forEach((b, i) =>
     b.addEventListener('click', () => {
-      kind = i;
-      paint();
+      view.state.kind = i;
+      paint(view);
     })
   );
-  const cellOf = (target: EventTarget | null): SVGRectElement | null => {
-    const el = target as Element | null;
-    return el && typeof el.closest === 'function' ? (el.closest('.attnlab-gallery-cell') as SVGRectElement | null) : null;
-  };
   svg.addEventListener('click', ev => {
     const c = cellOf(ev.target);
     if (c) {
-      select(Number(c.getAttribute('data-layer')), Number(c.getAttribute('data-head')), true);
+      select(view, Number(c.getAttribute('data-layer')), Number(c.getAttribute('data-head')), true);
     }
   });
-  svg.addEventListener('keydown', ev => {
-    const c = cellOf(ev.target);
-    if (!c) {
-      return;
-    }
-    const i = Number(c.getAttribute('data-layer'));
-    const j = Number(c.getAttribute('data-head'));
-    const moves: Record<string, [number, number]> = {
-      ArrowUp: [i - 1, j],
-      ArrowDown: [i + 1, j],
-      ArrowLeft: [i, j - 1],
-      ArrowRight: [i, j + 1]
-    };
-    if (ev.key === 'Enter' || ev.key === ' ') {
-      ev.preventDefault();
-      select(i, j, true);
-    } else if (ev.key in moves) {
-      ev.preventDefault();
-      const [ni, nj] = moves[ev.key];
-      const next = cells[Math.max(0, Math.min(nLayers - 1, ni)) * nHeads + Math.max(0, Math.min(nHeads - 1, nj))];
-      c.setAttribute('tabindex', '-1');
-      next.setAttribute('tabindex', '0');
-      next.focus();
-    }
-  });
+  svg.addEventListener('keydown', ev => onKeydown(view, ev));
+}
 
-  paint();
+/**
+ * Draw `payload` into `host`, replacing whatever `host` held. See the module comment for the DOM it produces.
+ */
+export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): void {
+  const doc = host.ownerDocument;
+  host.replaceChildren();
+  const root = htmlEl(doc, 'div', 'attnlab-gallery', host);
+  root.style.fontFamily = FONT;
+  root.style.fontSize = '12px';
+  root.style.padding = '4px 8px';
+  if (!payload || !Array.isArray(payload.scores) || !Array.isArray(payload.kinds)) {
+    htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed head-gallery payload.');
+    return;
+  }
+  drawHeader(doc, root, payload);
+  const nLayers = payload.layer_labels.length;
+  const nHeads = payload.head_labels.length;
+  const state = initialState(payload);
+  const buttons = drawKindButtons(doc, root, payload);
+  const { gridBox, panel } = drawBody(doc, root);
+  const { svg, cells, selBox } = drawGrid(doc, gridBox, payload, nLayers, nHeads);
+  const view: GalleryView = { host, payload, nLayers, nHeads, buttons, cells, selBox, panel, state };
+  bindEvents(view, svg);
+
+  paint(view);
+  const selected = state.selected;
   if (selected && selected[0] < nLayers && selected[1] < nHeads) {
-    select(selected[0], selected[1], false);
+    select(view, selected[0], selected[1], false);
   } else {
     htmlEl(doc, 'div', 'attnlab-gallery-hint', panel, 'click a head to see its pattern, ablation and prefix curve');
   }

@@ -215,29 +215,53 @@ function renderLegend(
   }
 }
 
-/**
- * Draw `payload` into `host`, replacing whatever `host` held.
- *
- * Produces `div.attnlab-heatmap` with a header (title, subtitle, colour legend), an SVG matrix whose cells are
- * `rect.attnlab-cell[data-row][data-col][data-value]` (`data-value="null"` and class `attnlab-cell-missing` for
- * cells not computed), and a hover/focus tooltip `div.attnlab-tooltip`. Clicking a cell (or Enter/Space on a focused
- * cell) selects it and dispatches a bubbling `CustomEvent('attnlab-cell-click', {detail: {row, col, rowLabel,
- * colLabel, value}})` on `host`. Arrow keys move the focus between cells.
- *
- * Returns a handle whose `select(row, col)` marks a cell as selected from code (e.g. a selection made in the kernel)
- * without dispatching the click event; `select(null)` clears the selection.
- */
-export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): HeatmapHandle {
-  const doc = host.ownerDocument;
-  const uid = `attnlab-${++instances}`;
-  host.replaceChildren();
+// ---- Data and layout (pure) ---------------------------------------------------------------------------------
 
-  const root = htmlEl(doc, 'div', 'attnlab-heatmap', host);
-  if (!payload || !Array.isArray(payload.values)) {
-    htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed heatmap payload (no "values" matrix).');
-    return NO_HANDLE;
-  }
+/** What the drawing needs from a payload: its size, its labels as strings and the colour-scale limit. */
+export interface HeatmapData {
+  nRows: number;
+  nCols: number;
+  rowLabels: string[];
+  colLabels: string[];
+  /** `[nCols]` tokens, or null when the payload has none. */
+  tokens: string[] | null;
+  /** The payload's `zmax` when valid, else the largest |value| (1 for an all-zero or empty matrix). */
+  zmax: number;
+  /** Whether some cell was not computed. */
+  hasMissing: boolean;
+}
 
+/** Sizes and positions (px) of the matrix and its labels. */
+export interface HeatmapLayout {
+  /** Cell width and height. */
+  cw: number;
+  ch: number;
+  rotateColLabels: boolean;
+  /** Row labels: their font size, every how many rows one is drawn, and their width. */
+  rowFont: number;
+  rowStride: number;
+  rowLabelW: number;
+  /** Tokens as displayed (null without tokens), and whether they are rotated. */
+  shownTokens: string[] | null;
+  rotateTokens: boolean;
+  gridX: number;
+  gridY: number;
+  gridW: number;
+  gridH: number;
+  /** Height of a band of column labels; tall plots repeat them above the grid. */
+  colLabelsH: number;
+  repeatTop: boolean;
+  bottomLabelsY: number;
+  tokensY: number;
+  tokensH: number;
+  colTitleY: number;
+  colTitleH: number;
+  width: number;
+  height: number;
+}
+
+/** Size, labels and colour-scale limit of `payload` (rows of unequal length count as long as the longest). */
+export function heatmapData(payload: HeatmapPayload): HeatmapData {
   const nRows = payload.values.length;
   let nCols = Array.isArray(payload.col_labels) ? payload.col_labels.length : 0;
   for (const row of payload.values) {
@@ -245,9 +269,7 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
   }
   const rowLabels = Array.from({ length: nRows }, (_, i) => label(payload.row_labels, i));
   const colLabels = Array.from({ length: nCols }, (_, j) => label(payload.col_labels, j));
-  const tokens = payload.col_tokens
-    ? Array.from({ length: nCols }, (_, j) => label(payload.col_tokens, j))
-    : null;
+  const tokens = payload.col_tokens ? Array.from({ length: nCols }, (_, j) => label(payload.col_tokens, j)) : null;
 
   let absMax = 0;
   let hasMissing = false;
@@ -267,24 +289,16 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
       : absMax > 0
         ? absMax
         : 1;
+  return { nRows, nCols, rowLabels, colLabels, tokens, zmax, hasMissing };
+}
 
-  // Header: title, subtitle (HTML, so long lines wrap) and the colour legend.
-  const header = htmlEl(doc, 'div', 'attnlab-heatmap-header', root);
-  if (payload.title) {
-    htmlEl(doc, 'div', 'attnlab-title', header, String(payload.title));
-  }
-  if (payload.subtitle) {
-    htmlEl(doc, 'div', 'attnlab-subtitle', header, String(payload.subtitle));
-  }
-  renderLegend(doc, header, uid, zmax, String(payload.value_label ?? ''), hasMissing);
+function longest(xs: readonly string[]): string {
+  return xs.reduce((m, s) => (s.length > m.length ? s : m), '');
+}
 
-  if (nRows === 0 || nCols === 0) {
-    htmlEl(doc, 'div', 'attnlab-empty', root, 'empty matrix');
-    return NO_HANDLE;
-  }
-
-  // ---- Layout, chosen from the matrix dimensions and the label lengths.
-  const longest = (xs: readonly string[]) => xs.reduce((m, s) => (s.length > m.length ? s : m), '');
+/** The layout, chosen from the matrix dimensions and the label lengths. */
+export function heatmapLayout(payload: HeatmapPayload, data: HeatmapData): HeatmapLayout {
+  const { nRows, nCols, rowLabels, colLabels, tokens } = data;
   let cw = clamp(Math.floor(560 / nCols), 16, 40);
   const colLabelW = textWidth(longest(colLabels), LABEL_FONT);
   let rotateColLabels = colLabelW > cw - 6;
@@ -315,8 +329,78 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
   const height = Math.ceil(colTitleY + colTitleH + 6);
   const colTitleW = payload.col_title ? textWidth(String(payload.col_title), AXIS_FONT) : 0;
   const width = Math.ceil(Math.max(gridX + gridW + 12, gridX + gridW / 2 + colTitleW / 2 + 12));
+  return {
+    cw,
+    ch,
+    rotateColLabels,
+    rowFont,
+    rowStride,
+    rowLabelW,
+    shownTokens,
+    rotateTokens,
+    gridX,
+    gridY,
+    gridW,
+    gridH,
+    colLabelsH,
+    repeatTop,
+    bottomLabelsY,
+    tokensY,
+    tokensH,
+    colTitleY,
+    colTitleH,
+    width,
+    height
+  };
+}
 
-  // ---- The matrix.
+/**
+ * Where the tooltip goes, relative to the root: below right of the pointer `(px, py)`, flipped to the other side
+ * where it would overflow the root (`rootW` x `rootH`), never left of or above the root.
+ */
+export function tooltipPosition(
+  px: number,
+  py: number,
+  rootRect: { left: number; top: number },
+  rootW: number,
+  rootH: number,
+  tw: number,
+  th: number
+): { left: number; top: number } {
+  let left = px - rootRect.left + 14;
+  let top = py - rootRect.top + 14;
+  if (left + tw > rootW) {
+    left = px - rootRect.left - tw - 10;
+  }
+  if (top + th > rootH) {
+    top = py - rootRect.top - th - 10;
+  }
+  return { left: Math.max(0, left), top: Math.max(0, top) };
+}
+
+// ---- DOM builders -------------------------------------------------------------------------------------------
+
+/** Title, subtitle (HTML, so long lines wrap) and the colour legend. */
+function drawHeader(doc: Document, root: Element, payload: HeatmapPayload, uid: string, data: HeatmapData): void {
+  const header = htmlEl(doc, 'div', 'attnlab-heatmap-header', root);
+  if (payload.title) {
+    htmlEl(doc, 'div', 'attnlab-title', header, String(payload.title));
+  }
+  if (payload.subtitle) {
+    htmlEl(doc, 'div', 'attnlab-subtitle', header, String(payload.subtitle));
+  }
+  renderLegend(doc, header, uid, data.zmax, String(payload.value_label ?? ''), data.hasMissing);
+}
+
+/** The matrix's SVG in its scroll box, with the hatch pattern for cells not computed. */
+function drawMatrixSvg(
+  doc: Document,
+  root: Element,
+  payload: HeatmapPayload,
+  uid: string,
+  layout: HeatmapLayout
+): SVGSVGElement {
+  const { width, height } = layout;
   const scroll = htmlEl(doc, 'div', 'attnlab-heatmap-scroll', root);
   const svg = svgEl(doc, 'svg', {
     class: 'attnlab-matrix',
@@ -329,12 +413,24 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
   scroll.appendChild(svg);
   const defs = svgEl(doc, 'defs', {}, svg);
   hatchPattern(doc, defs, `${uid}-hatch`);
+  return svg;
+}
 
+/** One `rect.attnlab-cell` per cell (only the first is in the tab order) and the grid's border. */
+function drawCells(
+  doc: Document,
+  svg: Element,
+  payload: HeatmapPayload,
+  uid: string,
+  data: HeatmapData,
+  layout: HeatmapLayout
+): SVGRectElement[][] {
+  const { gridX, gridY, cw, ch } = layout;
   const cellsG = svgEl(doc, 'g', { class: 'attnlab-cells' }, svg);
   const cells: SVGRectElement[][] = [];
-  for (let i = 0; i < nRows; i++) {
+  for (let i = 0; i < data.nRows; i++) {
     const rowCells: SVGRectElement[] = [];
-    for (let j = 0; j < nCols; j++) {
+    for (let j = 0; j < data.nCols; j++) {
       const v = cellValue(payload, i, j);
       const rect = svgEl(
         doc,
@@ -345,7 +441,7 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
           y: gridY + i * ch,
           width: cw,
           height: ch,
-          fill: v === null ? `url(#${uid}-hatch)` : divergingColor(v, zmax),
+          fill: v === null ? `url(#${uid}-hatch)` : divergingColor(v, data.zmax),
           'data-row': i,
           'data-col': j,
           'data-value': v === null ? 'null' : String(v),
@@ -357,20 +453,41 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
     }
     cells.push(rowCells);
   }
-  svgEl(doc, 'rect', { x: gridX, y: gridY, width: gridW, height: gridH, class: 'attnlab-grid-border' }, svg);
+  const border = { x: gridX, y: gridY, width: layout.gridW, height: layout.gridH, class: 'attnlab-grid-border' };
+  svgEl(doc, 'rect', border, svg);
+  return cells;
+}
 
-  // Group separators: a thin line before each group start, through the row labels and across the grid.
-  for (const g of payload.row_groups ?? []) {
+/** Group separators: a thin line before each group start, through the row labels and across the grid. */
+function drawGroupSeparators(
+  doc: Document,
+  svg: Element,
+  groups: number[] | null,
+  nRows: number,
+  layout: HeatmapLayout
+): void {
+  const { gridX, gridY, gridW, ch, rowLabelW } = layout;
+  for (const g of groups ?? []) {
     if (Number.isInteger(g) && g > 0 && g < nRows) {
       const y = gridY + g * ch;
-      svgEl(doc, 'line', { x1: gridX - rowLabelW - 8, x2: gridX + gridW, y1: y, y2: y, class: 'attnlab-group-sep' }, svg);
+      const line = { x1: gridX - rowLabelW - 8, x2: gridX + gridW, y1: y, y2: y, class: 'attnlab-group-sep' };
+      svgEl(doc, 'line', line, svg);
     }
   }
+}
 
-  // Row labels and row title.
+/** Row labels (every `rowStride`-th row) and the rotated row title. */
+function drawRowLabels(
+  doc: Document,
+  svg: Element,
+  payload: HeatmapPayload,
+  data: HeatmapData,
+  layout: HeatmapLayout
+): void {
+  const { gridX, gridY, gridH, ch, rowFont } = layout;
   const rowG = svgEl(doc, 'g', { class: 'attnlab-row-labels' }, svg);
-  for (let i = 0; i < nRows; i += rowStride) {
-    svgText(doc, rowG, rowLabels[i], {
+  for (let i = 0; i < data.nRows; i += layout.rowStride) {
+    svgText(doc, rowG, data.rowLabels[i], {
       x: gridX - 6,
       y: gridY + (i + 0.5) * ch,
       'text-anchor': 'end',
@@ -387,193 +504,285 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
       class: 'attnlab-axis-title'
     });
   }
+}
 
-  // Column labels (below the grid, and above it too for tall plots), tokens, column title.
-  const drawColLabels = (top: number, cls: string) => {
-    const g = svgEl(doc, 'g', { class: cls }, svg);
-    colLabels.forEach((text, j) => {
-      const x = gridX + (j + 0.5) * cw;
-      if (rotateColLabels) {
-        svgText(doc, g, text, {
-          transform: `translate(${x}, ${top + 4}) rotate(-90)`,
+/** A band of column labels whose top is at `top`, rotated when they are too wide for their columns. */
+function drawColLabels(
+  doc: Document,
+  svg: Element,
+  labels: string[],
+  layout: HeatmapLayout,
+  top: number,
+  cls: string
+): void {
+  const g = svgEl(doc, 'g', { class: cls }, svg);
+  labels.forEach((text, j) => {
+    const x = layout.gridX + (j + 0.5) * layout.cw;
+    if (layout.rotateColLabels) {
+      svgText(doc, g, text, {
+        transform: `translate(${x}, ${top + 4}) rotate(-90)`,
+        'text-anchor': 'end',
+        'dominant-baseline': 'central',
+        class: 'attnlab-label'
+      });
+    } else {
+      svgText(doc, g, text, {
+        x,
+        y: top + layout.colLabelsH / 2,
+        'text-anchor': 'middle',
+        'dominant-baseline': 'central',
+        class: 'attnlab-label'
+      });
+    }
+  });
+}
+
+/** The tokens under the column labels, `text.attnlab-token[data-col]`. */
+function drawTokens(doc: Document, svg: Element, shownTokens: string[], layout: HeatmapLayout): void {
+  const { gridX, cw, tokensY, tokensH } = layout;
+  const g = svgEl(doc, 'g', { class: 'attnlab-col-tokens' }, svg);
+  shownTokens.forEach((text, j) => {
+    const x = gridX + (j + 0.5) * cw;
+    const attrs: Attrs = layout.rotateTokens
+      ? {
+          transform: `translate(${x}, ${tokensY + 2}) rotate(-90)`,
           'text-anchor': 'end',
-          'dominant-baseline': 'central',
-          class: 'attnlab-label'
-        });
-      } else {
-        svgText(doc, g, text, {
-          x,
-          y: top + colLabelsH / 2,
-          'text-anchor': 'middle',
-          'dominant-baseline': 'central',
-          class: 'attnlab-label'
-        });
-      }
-    });
-  };
-  drawColLabels(bottomLabelsY, 'attnlab-col-labels');
-  if (repeatTop) {
-    drawColLabels(2, 'attnlab-col-labels attnlab-col-labels-top');
+          'dominant-baseline': 'central'
+        }
+      : { x, y: tokensY + tokensH / 2, 'text-anchor': 'middle', 'dominant-baseline': 'central' };
+    const t = svgText(doc, g, text, { ...attrs, class: 'attnlab-token' });
+    t.setAttribute('data-col', String(j));
+  });
+}
+
+/** Column labels (below the grid, and above it too for tall plots), tokens and the column title. */
+function drawColumnAxis(
+  doc: Document,
+  svg: Element,
+  payload: HeatmapPayload,
+  data: HeatmapData,
+  layout: HeatmapLayout
+): void {
+  drawColLabels(doc, svg, data.colLabels, layout, layout.bottomLabelsY, 'attnlab-col-labels');
+  if (layout.repeatTop) {
+    drawColLabels(doc, svg, data.colLabels, layout, 2, 'attnlab-col-labels attnlab-col-labels-top');
   }
-  if (shownTokens) {
-    const g = svgEl(doc, 'g', { class: 'attnlab-col-tokens' }, svg);
-    shownTokens.forEach((text, j) => {
-      const x = gridX + (j + 0.5) * cw;
-      const attrs: Attrs = rotateTokens
-        ? {
-            transform: `translate(${x}, ${tokensY + 2}) rotate(-90)`,
-            'text-anchor': 'end',
-            'dominant-baseline': 'central'
-          }
-        : { x, y: tokensY + tokensH / 2, 'text-anchor': 'middle', 'dominant-baseline': 'central' };
-      const t = svgText(doc, g, text, { ...attrs, class: 'attnlab-token' });
-      t.setAttribute('data-col', String(j));
-    });
+  if (layout.shownTokens) {
+    drawTokens(doc, svg, layout.shownTokens, layout);
   }
   if (payload.col_title) {
     svgText(doc, svg, String(payload.col_title), {
-      x: gridX + gridW / 2,
-      y: colTitleY + colTitleH / 2,
+      x: layout.gridX + layout.gridW / 2,
+      y: layout.colTitleY + layout.colTitleH / 2,
       'text-anchor': 'middle',
       'dominant-baseline': 'central',
       class: 'attnlab-axis-title'
     });
   }
+}
 
-  // Hover and selection outlines are drawn on top (adjacent cells would hide a cell's own stroke).
-  const hoverBox = svgEl(doc, 'rect', { class: 'attnlab-hover-outline', width: cw, height: ch, visibility: 'hidden' }, svg);
-  const selectBox = svgEl(doc, 'rect', { class: 'attnlab-selected-outline', width: cw, height: ch, visibility: 'hidden' }, svg);
+/** A hover or selection outline, one cell in size, hidden until placed. */
+function outlineBox(doc: Document, svg: Element, cls: string, layout: HeatmapLayout): SVGRectElement {
+  return svgEl(doc, 'rect', { class: cls, width: layout.cw, height: layout.ch, visibility: 'hidden' }, svg);
+}
 
-  // ---- Interaction: one set of delegated listeners for all cells.
+function drawTooltip(doc: Document, root: Element, uid: string): HTMLElement {
   const tooltip = htmlEl(doc, 'div', 'attnlab-tooltip', root);
   tooltip.setAttribute('role', 'tooltip');
   tooltip.id = `${uid}-tooltip`;
   tooltip.hidden = true;
+  return tooltip;
+}
 
-  const cellOf = (target: EventTarget | null): SVGRectElement | null => {
-    const el = target as Element | null;
-    const cell = el && typeof el.closest === 'function' ? el.closest('.attnlab-cell') : null;
-    return cell as SVGRectElement | null;
-  };
-  const indexOf = (cell: Element): [number, number] => [
-    Number(cell.getAttribute('data-row')),
-    Number(cell.getAttribute('data-col'))
-  ];
-  const place = (box: SVGRectElement, cell: SVGRectElement) => {
-    box.setAttribute('x', cell.getAttribute('x') ?? '0');
-    box.setAttribute('y', cell.getAttribute('y') ?? '0');
-    box.setAttribute('visibility', 'visible');
-  };
+// ---- Interaction --------------------------------------------------------------------------------------------
 
-  const showTooltip = (cell: SVGRectElement, clientX?: number, clientY?: number) => {
-    const [i, j] = indexOf(cell);
-    tooltip.textContent = formatTooltip(payload, i, j);
-    tooltip.hidden = false;
-    place(hoverBox, cell);
-    const rootRect = root.getBoundingClientRect();
-    const cellRect = cell.getBoundingClientRect();
-    const px = clientX ?? cellRect.right;
-    const py = clientY ?? cellRect.bottom;
-    const tw = tooltip.offsetWidth;
-    const th = tooltip.offsetHeight;
-    let left = px - rootRect.left + 14;
-    let top = py - rootRect.top + 14;
-    if (left + tw > root.clientWidth) {
-      left = px - rootRect.left - tw - 10;
-    }
-    if (top + th > root.clientHeight) {
-      top = py - rootRect.top - th - 10;
-    }
-    tooltip.style.left = `${Math.max(0, left)}px`;
-    tooltip.style.top = `${Math.max(0, top)}px`;
-  };
-  const hideTooltip = () => {
-    tooltip.hidden = true;
-    hoverBox.setAttribute('visibility', 'hidden');
-  };
+/** The drawn matrix and what the event handlers share; `selected` is the one piece of state. */
+interface HeatmapView {
+  host: HTMLElement;
+  root: HTMLElement;
+  payload: HeatmapPayload;
+  data: HeatmapData;
+  cells: SVGRectElement[][];
+  tooltip: HTMLElement;
+  hoverBox: SVGRectElement;
+  selectBox: SVGRectElement;
+  selected: SVGRectElement | null;
+}
 
-  let selected: SVGRectElement | null = null;
-  const mark = (cell: SVGRectElement | null) => {
-    if (selected) {
-      selected.classList.remove('attnlab-cell-selected');
-      selected.removeAttribute('aria-selected');
-    }
-    selected = cell;
-    if (!cell) {
-      selectBox.setAttribute('visibility', 'hidden');
-      return;
-    }
-    cell.classList.add('attnlab-cell-selected');
-    cell.setAttribute('aria-selected', 'true');
-    place(selectBox, cell);
-  };
-  const select = (cell: SVGRectElement) => {
-    const [row, col] = indexOf(cell);
-    mark(cell);
-    const detail: HeatmapCellClickDetail = {
-      row,
-      col,
-      rowLabel: rowLabels[row],
-      colLabel: colLabels[col],
-      value: cellValue(payload, row, col)
-    };
-    host.dispatchEvent(new CustomEvent(CELL_CLICK_EVENT, { detail, bubbles: true, composed: true }));
-  };
+function cellOf(target: EventTarget | null): SVGRectElement | null {
+  const el = target as Element | null;
+  const cell = el && typeof el.closest === 'function' ? el.closest('.attnlab-cell') : null;
+  return cell as SVGRectElement | null;
+}
 
+function indexOf(cell: Element): [number, number] {
+  return [Number(cell.getAttribute('data-row')), Number(cell.getAttribute('data-col'))];
+}
+
+/** Move an outline onto `cell` and show it. */
+function placeBox(box: SVGRectElement, cell: SVGRectElement): void {
+  box.setAttribute('x', cell.getAttribute('x') ?? '0');
+  box.setAttribute('y', cell.getAttribute('y') ?? '0');
+  box.setAttribute('visibility', 'visible');
+}
+
+/** Show the tooltip of `cell` next to the pointer, or next to the cell's bottom right corner (keyboard focus). */
+function showTooltip(view: HeatmapView, cell: SVGRectElement, clientX?: number, clientY?: number): void {
+  const { tooltip, root } = view;
+  const [i, j] = indexOf(cell);
+  tooltip.textContent = formatTooltip(view.payload, i, j);
+  tooltip.hidden = false;
+  placeBox(view.hoverBox, cell);
+  const rootRect = root.getBoundingClientRect();
+  const cellRect = cell.getBoundingClientRect();
+  const px = clientX ?? cellRect.right;
+  const py = clientY ?? cellRect.bottom;
+  const tw = tooltip.offsetWidth;
+  const th = tooltip.offsetHeight;
+  const { left, top } = tooltipPosition(px, py, rootRect, root.clientWidth, root.clientHeight, tw, th);
+  tooltip.style.left = `${left}px`;
+  tooltip.style.top = `${top}px`;
+}
+
+function hideTooltip(view: HeatmapView): void {
+  view.tooltip.hidden = true;
+  view.hoverBox.setAttribute('visibility', 'hidden');
+}
+
+/** Mark `cell` as the selected one (null clears the selection); dispatches nothing. */
+function mark(view: HeatmapView, cell: SVGRectElement | null): void {
+  if (view.selected) {
+    view.selected.classList.remove('attnlab-cell-selected');
+    view.selected.removeAttribute('aria-selected');
+  }
+  view.selected = cell;
+  if (!cell) {
+    view.selectBox.setAttribute('visibility', 'hidden');
+    return;
+  }
+  cell.classList.add('attnlab-cell-selected');
+  cell.setAttribute('aria-selected', 'true');
+  placeBox(view.selectBox, cell);
+}
+
+/** Select `cell` and dispatch the cell-click event on the host. */
+function selectCell(view: HeatmapView, cell: SVGRectElement): void {
+  const [row, col] = indexOf(cell);
+  mark(view, cell);
+  const detail: HeatmapCellClickDetail = {
+    row,
+    col,
+    rowLabel: view.data.rowLabels[row],
+    colLabel: view.data.colLabels[col],
+    value: cellValue(view.payload, row, col)
+  };
+  view.host.dispatchEvent(new CustomEvent(CELL_CLICK_EVENT, { detail, bubbles: true, composed: true }));
+}
+
+/** Enter/Space select the focused cell; arrow keys, Home and End move the focus (and the tab stop). */
+function onKeydown(view: HeatmapView, ev: KeyboardEvent): void {
+  const cell = cellOf(ev.target);
+  if (!cell) {
+    return;
+  }
+  const { nRows, nCols } = view.data;
+  const [i, j] = indexOf(cell);
+  const moves: Record<string, [number, number]> = {
+    ArrowUp: [i - 1, j],
+    ArrowDown: [i + 1, j],
+    ArrowLeft: [i, j - 1],
+    ArrowRight: [i, j + 1],
+    Home: [i, 0],
+    End: [i, nCols - 1]
+  };
+  if (ev.key === 'Enter' || ev.key === ' ') {
+    ev.preventDefault();
+    selectCell(view, cell);
+  } else if (ev.key in moves) {
+    ev.preventDefault();
+    const [ni, nj] = moves[ev.key];
+    const next = view.cells[clamp(ni, 0, nRows - 1)][clamp(nj, 0, nCols - 1)];
+    cell.setAttribute('tabindex', '-1');
+    next.setAttribute('tabindex', '0');
+    next.focus();
+  }
+}
+
+/** One set of delegated listeners for all cells: hover and focus show the tooltip, click and keys select. */
+function bindEvents(view: HeatmapView, svg: SVGSVGElement): void {
+  const hide = () => hideTooltip(view);
   svg.addEventListener('mousemove', ev => {
     const cell = cellOf(ev.target);
     if (cell) {
-      showTooltip(cell, ev.clientX, ev.clientY);
+      showTooltip(view, cell, ev.clientX, ev.clientY);
     } else {
-      hideTooltip();
+      hide();
     }
   });
-  svg.addEventListener('mouseleave', hideTooltip);
+  svg.addEventListener('mouseleave', hide);
   svg.addEventListener('click', ev => {
     const cell = cellOf(ev.target);
     if (cell) {
-      select(cell);
+      selectCell(view, cell);
     }
   });
   svg.addEventListener('focusin', ev => {
     const cell = cellOf(ev.target);
     if (cell) {
-      cell.setAttribute('aria-describedby', tooltip.id);
-      showTooltip(cell);
+      cell.setAttribute('aria-describedby', view.tooltip.id);
+      showTooltip(view, cell);
     }
   });
-  svg.addEventListener('focusout', hideTooltip);
-  svg.addEventListener('keydown', ev => {
-    const cell = cellOf(ev.target);
-    if (!cell) {
-      return;
-    }
-    const [i, j] = indexOf(cell);
-    const moves: Record<string, [number, number]> = {
-      ArrowUp: [i - 1, j],
-      ArrowDown: [i + 1, j],
-      ArrowLeft: [i, j - 1],
-      ArrowRight: [i, j + 1],
-      Home: [i, 0],
-      End: [i, nCols - 1]
-    };
-    if (ev.key === 'Enter' || ev.key === ' ') {
-      ev.preventDefault();
-      select(cell);
-    } else if (ev.key in moves) {
-      ev.preventDefault();
-      const [ni, nj] = moves[ev.key];
-      const next = cells[clamp(ni, 0, nRows - 1)][clamp(nj, 0, nCols - 1)];
-      cell.setAttribute('tabindex', '-1');
-      next.setAttribute('tabindex', '0');
-      next.focus();
-    }
-  });
+  svg.addEventListener('focusout', hide);
+  svg.addEventListener('keydown', ev => onKeydown(view, ev));
+}
 
+/**
+ * Draw `payload` into `host`, replacing whatever `host` held.
+ *
+ * Produces `div.attnlab-heatmap` with a header (title, subtitle, colour legend), an SVG matrix whose cells are
+ * `rect.attnlab-cell[data-row][data-col][data-value]` (`data-value="null"` and class `attnlab-cell-missing` for
+ * cells not computed), and a hover/focus tooltip `div.attnlab-tooltip`. Clicking a cell (or Enter/Space on a focused
+ * cell) selects it and dispatches a bubbling `CustomEvent('attnlab-cell-click', {detail: {row, col, rowLabel,
+ * colLabel, value}})` on `host`. Arrow keys move the focus between cells.
+ *
+ * Returns a handle whose `select(row, col)` marks a cell as selected from code (e.g. a selection made in the kernel)
+ * without dispatching the click event; `select(null)` clears the selection.
+ */
+export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): HeatmapHandle {
+  const doc = host.ownerDocument;
+  const uid = `attnlab-${++instances}`;
+  host.replaceChildren();
+
+  const root = htmlEl(doc, 'div', 'attnlab-heatmap', host);
+  if (!payload || !Array.isArray(payload.values)) {
+    htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed heatmap payload (no "values" matrix).');
+    return NO_HANDLE;
+  }
+  const data = heatmapData(payload);
+  drawHeader(doc, root, payload, uid, data);
+  if (data.nRows === 0 || data.nCols === 0) {
+    htmlEl(doc, 'div', 'attnlab-empty', root, 'empty matrix');
+    return NO_HANDLE;
+  }
+
+  const layout = heatmapLayout(payload, data);
+  const svg = drawMatrixSvg(doc, root, payload, uid, layout);
+  const cells = drawCells(doc, svg, payload, uid, data, layout);
+  drawGroupSeparators(doc, svg, payload.row_groups, data.nRows, layout);
+  drawRowLabels(doc, svg, payload, data, layout);
+  drawColumnAxis(doc, svg, payload, data, layout);
+  // Hover and selection outlines are drawn on top (adjacent cells would hide a cell's own stroke).
+  const hoverBox = outlineBox(doc, svg, 'attnlab-hover-outline', layout);
+  const selectBox = outlineBox(doc, svg, 'attnlab-selected-outline', layout);
+  const tooltip = drawTooltip(doc, root, uid);
+
+  const view: HeatmapView = { host, root, payload, data, cells, tooltip, hoverBox, selectBox, selected: null };
+  bindEvents(view, svg);
   return {
     select: (row, col) => {
       const cell = row === null ? null : cells[row]?.[col ?? 0];
-      mark(cell ?? null);
+      mark(view, cell ?? null);
     }
   };
 }
