@@ -6,20 +6,25 @@ what was expected, what was got, and how to proceed.
 
 Every error class lives here (the modules that raise them re-export them under their old names): general input
 errors, backend limitations (:class:`CapabilityError`), analyses' errors (circuits, ablations, agreement), the
-Explorer's, and remote execution's (:class:`RemoteError` and its subclasses: each names what happened, what to do,
+Explorer's, saved files' (:class:`ResultFileError` and its subclasses: each names the file and what is wrong with
+it), and remote execution's (:class:`RemoteError` and its subclasses: each names what happened, what to do,
 and the job id where there is one; messages never contain the API key). This module imports nothing.
 """
 
 __all__ = [
     "AblationError",
     "AgreementError",
+    "AgreementFileError",
     "AttnlabError",
     "BackendError",
     "CapabilityError",
     "CircuitComparisonError",
+    "CircuitComparisonFileError",
     "CircuitError",
+    "CircuitFileError",
     "DatasetError",
     "ExplorerError",
+    "InsecureHostError",
     "MemoryBudgetError",
     "MetricError",
     "ModelNotAvailableError",
@@ -31,6 +36,8 @@ __all__ = [
     "RemoteServerError",
     "RemoteTimeoutError",
     "RemoteVersionError",
+    "ResultFileError",
+    "ResultFileNotFoundError",
     "SiteError",
     "TaskError",
     "TokenizationError",
@@ -115,6 +122,50 @@ class AblationError(AttnlabError, ValueError):
     """An ablation request is malformed: unknown method, missing or mismatched mean values."""
 
 
+# -- saved files --------------------------------------------------------------------------------------------------
+class ResultFileError(AttnlabError, ValueError):
+    """A saved record (a file, or a dictionary given to ``from_dict``) cannot be read or written: not JSON, empty,
+    binary, not attnlab's, another attnlab kind, a newer or older format version, missing or unexpected keys,
+    malformed contents; or a save that cannot be done (see :mod:`attnlab.serialisation`).
+
+    Attributes:
+        path: the file (a :class:`pathlib.Path`), or None for a dictionary.
+        expected: the format name expected (``"attnlab.result"``, ``"attnlab.circuit.v1"`` ...), or None.
+        found: the format name found in the record, where it had one, else None.
+    """
+
+    def __init__(self, message: str, *, path=None, expected: str | None = None, found: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.expected = expected
+        self.found = found
+
+    def __reduce__(self):  # keeps the attributes through pickling
+        return (_rebuild_result_file_error, (type(self), str(self), self.path, self.expected, self.found))
+
+
+def _rebuild_result_file_error(cls, message, path, expected, found):
+    return cls(message, path=path, expected=expected, found=found)
+
+
+class ResultFileNotFoundError(ResultFileError, FileNotFoundError):
+    """A file to load does not exist, or the folder to save into does not exist (a ``FileNotFoundError`` too)."""
+
+
+class CircuitFileError(ResultFileError, CircuitError):
+    """A saved circuit cannot be read or written (a :class:`ResultFileError` and a :class:`CircuitError`)."""
+
+
+class AgreementFileError(ResultFileError, AgreementError):
+    """A saved agreement report cannot be read or written (a :class:`ResultFileError` and an
+    :class:`AgreementError`)."""
+
+
+class CircuitComparisonFileError(ResultFileError, CircuitComparisonError):
+    """A saved circuit comparison cannot be read or written (a :class:`ResultFileError` and a
+    :class:`CircuitComparisonError`)."""
+
+
 # -- the Explorer -------------------------------------------------------------------------------------------------
 class ExplorerError(AttnlabError, ValueError):
     """An Explorer request is invalid: a control value out of range, a selection outside the result, no run yet."""
@@ -161,6 +212,12 @@ class RemoteTimeoutError(RemoteError, TimeoutError):
 
 class RemoteVersionError(RemoteError):
     """The server does not accept this client's nnsight version."""
+
+
+class InsecureHostError(RemoteError, PermissionError):
+    """A remote host attnlab will not talk to as given: plain ``http://`` to a host that is not this machine (whoever
+    answers there can run code in the kernel: nnsight unpickles the server's answers), or a URL carrying
+    credentials."""
 
 
 class ModelNotDeployedError(RemoteError, ModelNotAvailableError):

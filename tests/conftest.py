@@ -1,11 +1,15 @@
 """Shared fixtures. Tiers: unit tests use tiny random models (seconds); ``integration`` tests use the embedded
 SmolLM2-135M (one load per session, treated as read-only); ``browser`` and ``tutorial`` tests drive JupyterLab."""
 
+import os
+import secrets
+
 import pytest
 import torch
 
 from attnlab.models import load_model, tiny_model
 from attnlab.tasks.base import PatchingDataset
+from tests.remote.loopback import embedded_server, remote_model
 from tests.tutorial_fixtures import executed_tutorial_01  # noqa: F401  (one session fixture: tutorial 01 runs once)
 
 
@@ -50,3 +54,31 @@ def random_pair_dataset(model, *, batch=4, n_pos=8, changed=(4,), seed=0) -> Pat
 def tiny():
     """A 3-layer tiny model with grouped-query attention (4 query heads, 2 key/value heads)."""
     return tiny_model(n_layers=3, n_heads=4, n_kv_heads=2, seed=1)
+
+
+# -- the remote tier: a loopback NDIF-protocol server on 127.0.0.1 serving the embedded model ----------------------
+@pytest.fixture(scope="session")
+def api_key():
+    """A fresh random key, set as NDIF_API_KEY for the session (restored afterwards); tests check it never leaks."""
+    key = "ndif-test-" + secrets.token_hex(16)
+    old = os.environ.get("NDIF_API_KEY")
+    os.environ["NDIF_API_KEY"] = key
+    yield key
+    if old is None:
+        os.environ.pop("NDIF_API_KEY", None)
+    else:
+        os.environ["NDIF_API_KEY"] = old
+
+
+@pytest.fixture(scope="session")
+def loopback(api_key):
+    """The loopback server (faults reset by each test that sets them)."""
+    server = embedded_server({api_key}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nnsight_remote(loopback):
+    """The embedded model on the loopback server."""
+    return remote_model(loopback)

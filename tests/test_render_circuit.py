@@ -40,7 +40,8 @@ def make_circuit(model, name=None, edges=EDGES) -> Circuit:
 def test_edges_are_real_edges_of_the_tiny_graph(tiny) -> None:
     graph = Graph.from_info(tiny.info)
     for name, _ in EDGES:
-        graph.edge_index(name)  # raises on a malformed or impossible edge
+        s, r = graph.edge_index(name)  # raises on a malformed or impossible edge
+        assert bool(graph.valid[s, r]) and graph.edge_name(s, r) == name
 
 
 def test_payload_nodes_edges_signs_and_inputs(tiny) -> None:

@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 __all__ = [
+    "InsecureHostError",
     "ModelNotDeployedError",
     "RemoteAuthError",
     "RemoteConnectionError",
@@ -48,6 +49,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from attnlab.remote.errors import (
+        InsecureHostError,
         ModelNotDeployedError,
         RemoteAuthError,
         RemoteConnectionError,

@@ -6,6 +6,7 @@ Each names what happened, what to do, and the job id where there is one. Every c
 """
 
 from attnlab.errors import (
+    InsecureHostError,
     ModelNotDeployedError,
     RemoteAuthError,
     RemoteConnectionError,
@@ -17,6 +18,7 @@ from attnlab.errors import (
 )
 
 __all__ = [
+    "InsecureHostError",
     "ModelNotDeployedError",
     "RemoteAuthError",
     "RemoteConnectionError",

@@ -31,7 +31,7 @@ from attnlab.remote.errors import (
     RemoteTimeoutError,
     RemoteVersionError,
 )
-from attnlab.remote.keys import api_key, redact
+from attnlab.remote.keys import api_key, looks_like_a_key, redact, remember_secret
 from attnlab.remote.progress import JobProgress
 from attnlab.remote.deployments import resolve_host
 
@@ -49,6 +49,9 @@ class RemoteOptions:
         poll_interval_s: seconds between polls when not blocking.
         job_budget_mb: request plus result size of one job, in MiB; larger work is split into chunks.
         progress: show a progress bar and status line.
+        allow_insecure_http: accept a plain ``http://`` host that is not this machine. The server can run code in
+            this process (nnsight unpickles its answers), so without TLS so can anyone on the network path; off by
+            default (see :func:`attnlab.remote.deployments.resolve_host`).
     """
 
     host: str | None = None
@@ -57,12 +60,18 @@ class RemoteOptions:
     poll_interval_s: float = 2.0
     job_budget_mb: float = 256.0
     progress: bool = True
+    allow_insecure_http: bool = False
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "poll_interval_s", "job_budget_mb"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise AttnlabError(f"RemoteOptions.{name} must be a positive number (got {value!r})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise AttnlabError(f"RemoteOptions.{name} must be a positive number (got {_shown(value)})")
+        for name in ("blocking", "progress", "allow_insecure_http"):
+            if not isinstance(getattr(self, name), bool):
+                raise AttnlabError(f"RemoteOptions.{name} must be True or False (got {_shown(getattr(self, name))})")
+        if self.host is not None:
+            resolve_host(self.host, allow_insecure_http=self.allow_insecure_http)  # refuse a bad host now
 
     @classmethod
     def from_argument(cls, remote) -> "RemoteOptions":
@@ -73,7 +82,17 @@ class RemoteOptions:
             return cls()
         if isinstance(remote, str) and remote.startswith(("http://", "https://")):
             return cls(host=remote)
-        raise AttnlabError(f"'remote' must be False, True, 'local', a host URL or RemoteOptions (got {remote!r})")
+        raise AttnlabError(f"'remote' must be False, True, 'local', a host URL or RemoteOptions (got "
+                           f"{_shown(remote)}); an API key belongs in NDIF_API_KEY")
+
+
+def _shown(value) -> str:
+    """How an option's bad value appears in an error: a string that could be a key is described, never shown (and
+    is redacted from then on)."""
+    if looks_like_a_key(value):
+        remember_secret(value)
+        return f"a string of {len(value)} characters, not shown: it may be a key"
+    return redact(repr(value))
 
 
 class DeadlineRemoteBackend(RemoteBackend):
@@ -306,11 +325,12 @@ class JobRunner:
     def _submit(self, execute, index: int, n_passes: int, total: int | None = None):
         """Run ``execute(nn_backend)`` as one remote job under the deadline; return its raw result."""
         backend, opts = self.backend, self.options
-        host = resolve_host(opts.host)
+        host = resolve_host(opts.host, allow_insecure_http=opts.allow_insecure_http)
         self.progress.start_job(index, n_passes)
         nn_backend = DeadlineRemoteBackend(
             backend.nn.to_model_key(), host=host, api_key=api_key(), env=remote_env(backend.nn),
             blocking=opts.blocking, deadline=time.monotonic() + opts.timeout_s, on_status=self.progress.status)
+        failure = None
         try:
             raw = execute(nn_backend)
             if not opts.blocking:
@@ -320,7 +340,11 @@ class JobRunner:
                 self.job_ids.append(nn_backend.job_id)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            raise self._translate(exc, nn_backend, host, total) from None
+            failure = self._translate(exc, nn_backend, host, total)
+        if failure is not None:
+            # raised here, not in the except block: the original exception (whose text a server may have filled,
+            # key included) must not survive as the attnlab error's __context__
+            raise failure
         self.job_ids.append(nn_backend.job_id)
         self.progress.job_done()
         return raw

@@ -7,7 +7,7 @@ exception message: every text that reaches the user from a remote call goes thro
 
 import os
 
-__all__ = ["api_key", "redact"]
+__all__ = ["api_key", "looks_like_a_key", "redact", "remember_secret"]
 
 _SEEN: set[str] = set()
 _MASK = "<redacted>"
@@ -23,6 +23,20 @@ def api_key() -> str | None:
     if key:
         _SEEN.add(key)
     return key or None
+
+
+def remember_secret(value: str) -> None:
+    """Treat ``value`` as a secret from now on: :func:`redact` masks it wherever it appears (for a key put in the
+    wrong place: a URL's user info, the ``remote=`` argument, an option)."""
+    if isinstance(value, str) and len(value) >= 4:
+        _SEEN.add(value)
+
+
+def looks_like_a_key(value: object) -> bool:
+    """Whether a string passed where no key belongs could be one (long, no spaces, not a URL): it is then never
+    echoed back, and is redacted from then on."""
+    return (isinstance(value, str) and len(value) >= 16 and " " not in value
+            and not value.startswith(("http://", "https://")))
 
 
 def redact(text: object) -> str:

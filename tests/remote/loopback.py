@@ -16,9 +16,10 @@ Endpoints (nnsight 0.8.1's client, ``nnsight/intervention/backends/remote.py``):
 - ``GET /response/{id}``: latest status of a job (non-blocking clients poll it); COMPLETED carries a result URL.
 - ``GET /result/{id}``: the result blob. ``GET /status``: deployed models. ``GET /whoami``: the key's identity.
 
-Faults for tests: ``faults[n] = "stall" | "drop" | "fail"`` applies to the n-th accepted ``POST /request`` (1-based,
-see ``n_requests``): a stalled job stays RUNNING, a dropped one has its status connection closed once RUNNING, a
-failing one raises inside the job. ``accepted_versions`` rejects other client versions; ``api_keys`` other keys.
+Faults for tests: ``faults[n] = "stall" | "drop" | "fail" | "echo_key"`` applies to the n-th accepted ``POST /request``
+(1-based, see ``n_requests``): a stalled job stays RUNNING, a dropped one has its status connection closed once
+RUNNING, a failing one raises inside the job, and ``echo_key`` fails with an error that repeats the request's API key
+(a careless server: the client must not show it). ``accepted_versions`` rejects other client versions; ``api_keys`` other keys.
 Every loop is bounded: a stalled job gives up after ``max_job_s``, and the server stops itself after ``idle_stop_s``
 without a request. The log (``server.log``) records paths, form fields and header *names*, never header values.
 """
@@ -181,8 +182,8 @@ class LoopbackServer:
             message, binary = stored.model_dump_json(), False
         self._loop.call_soon_threadsafe(_send, socket, message, binary)
 
-    def _execute(self, job_id: str, request: RequestModel, blob: bytes, number: int) -> None:
-        """Run one job in the worker thread, the way an NDIF worker does."""
+    def _execute(self, job_id: str, request: RequestModel, blob: bytes, number: int, key: str = "") -> None:
+        """Run one job in the worker thread, the way an NDIF worker does (``key``: the request's, for ``echo_key``)."""
         sid = request.session_id
         fault = self.faults.pop(number, None)
         self._emit(job_id, sid, Status.QUEUED, "queued")
@@ -199,6 +200,8 @@ class LoopbackServer:
         try:
             if fault == "fail":
                 raise RuntimeError("injected failure: the server's GPU caught fire (test)")
+            if fault == "echo_key":
+                raise RuntimeError(f"injected failure: request from key {key} refused (test)")
             result = server_execute(self.model, blob, compress=request.compress, env=request.env)
             data = serialise_result(result, compress=request.compress)
         except Exception:
@@ -276,7 +279,7 @@ class _RequestHandler(_Handler):
         s._responses[job_id] = received.model_dump_json()
         self.set_header("Content-Type", "application/json")
         self.finish(received.model_dump_json())
-        s._executor.submit(s._execute, job_id, request, blob, s.n_requests)
+        s._executor.submit(s._execute, job_id, request, blob, s.n_requests, self.request.headers.get("ndif-api-key"))
 
 
 class _ResponseHandler(_Handler):
@@ -344,3 +347,12 @@ def embedded_server(api_keys, **kwargs) -> LoopbackServer:
     _ID_CACHE[path] = EMBEDDED_REPO_ID
     model = nnsight.TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
     return LoopbackServer(model, repo_id=EMBEDDED_REPO_ID, api_keys=api_keys, **kwargs)
+
+
+def remote_model(server, **options):
+    """The embedded model on ``server`` (progress off, short deadline unless given)."""
+    from attnlab.models import load_model
+    from attnlab.remote import RemoteOptions
+
+    options = {"timeout_s": 120.0, "progress": False, **options}
+    return load_model("smollm2-135m", backend="nnsight", remote=RemoteOptions(host=server.url, **options))

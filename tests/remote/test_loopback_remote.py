@@ -24,7 +24,7 @@ from attnlab.remote import (
     status,
 )
 
-from .conftest import remote_model
+from .loopback import remote_model
 
 pytestmark = pytest.mark.integration
 

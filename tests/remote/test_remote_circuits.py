@@ -11,7 +11,7 @@ from attnlab.errors import MetricError
 from attnlab.metrics import Metric
 from attnlab.remote import RemoteExecutionError
 
-from .conftest import remote_model
+from .loopback import remote_model
 from .test_loopback_remote import _no_key, _text
 
 pytestmark = pytest.mark.integration
