@@ -7,7 +7,6 @@ back exactly (float32 values survive the round trip bit for bit), and displays i
 (``application/vnd.attnlab.heatmap.v1+json``), with static HTML and plain-text fallbacks for other front ends.
 """
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +14,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from attnlab import serialisation
 from attnlab.errors import AttnlabError
 
 __all__ = ["PatchingResult"]
-
-_FORMAT = "attnlab.result"
-_FORMAT_VERSION = 1
 
 
 def _to_nested(t: Tensor) -> list:
@@ -151,9 +148,9 @@ class PatchingResult:
 
     # -- files -----------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """A JSON-serialisable dictionary (NaN as null)."""
+        """A JSON-serialisable dictionary (NaN as null): the ``attnlab.result`` record, format version 1."""
         return {
-            "format": _FORMAT, "format_version": _FORMAT_VERSION,
+            **serialisation.RESULT.header(),
             "analysis": self.analysis, "component": self.component, "direction": self.direction,
             "dims": list(self.dims), "values": _to_nested(self.values),
             "per_prompt": None if self.per_prompt is None else _to_nested(self.per_prompt),
@@ -165,32 +162,62 @@ class PatchingResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PatchingResult":
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            AttnlabError: not an attnlab result, or a newer format version.
-        """
-        if data.get("format") != _FORMAT:
-            raise AttnlabError("not an attnlab result file (missing 'format': 'attnlab.result')")
-        if data.get("format_version", 0) > _FORMAT_VERSION:
-            raise AttnlabError(f"result format version {data['format_version']} is newer than this attnlab "
-                               f"understands ({_FORMAT_VERSION}); upgrade attnlab")
-        kw = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    def _from_content(cls, kw: dict) -> "PatchingResult":
+        kw = dict(kw)
         kw["values"] = _from_nested(kw["values"])
         kw["per_prompt"] = None if kw["per_prompt"] is None else _from_nested(kw["per_prompt"])
         return cls(**kw)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "PatchingResult":
+        """Inverse of :meth:`to_dict`.
+
+        Args:
+            data: an ``attnlab.result`` record (as :meth:`to_dict` returns it).
+
+        Returns:
+            The :class:`PatchingResult`.
+
+        Raises:
+            ResultFileError: not an attnlab result (another attnlab kind: the message names its loader), a newer
+                format version, missing or unexpected keys, malformed values (see :mod:`attnlab.serialisation`).
+        """
+        return serialisation.from_record(data, serialisation.RESULT, cls._from_content)
+
     def save(self, path: str | Path) -> Path:
-        """Write the result to a JSON file (lossless for float32 values). Returns the path."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), allow_nan=False))
-        return path
+        """Write the result to a JSON file (lossless for float32 values), atomically: a failed save leaves an existing
+        file unchanged.
+
+        Args:
+            path: the file; its folder must exist.
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ResultFileNotFoundError: the folder does not exist.
+            ResultFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold (NaN in
+                ``baselines`` or ``settings``).
+        """
+        return serialisation.write_record(path, self.to_dict(), serialisation.RESULT)
 
     @classmethod
     def load(cls, path: str | Path) -> "PatchingResult":
-        """Read a result written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a result written by :meth:`save`.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The :class:`PatchingResult`.
+
+        Raises:
+            ResultFileNotFoundError: no file at ``path``.
+            ResultFileError: the file is empty, binary, not JSON (or truncated), not an attnlab result (another
+                attnlab kind: the message names its loader), a newer format version, has missing or unexpected
+                keys or malformed values; the message names the file.
+        """
+        return serialisation.load_record(path, serialisation.RESULT, cls._from_content)
 
     # -- display ---------------------------------------------------------------------------------------------------
     def heatmap_payload(self):

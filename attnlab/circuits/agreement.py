@@ -23,10 +23,12 @@ the logit difference by default; ``metric=`` of :func:`agreement_report`), as bo
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from attnlab import serialisation
 from attnlab.errors import AgreementError
 from attnlab.metrics import MetricLike
 from attnlab.results import PatchingResult
@@ -105,27 +107,70 @@ class AgreementReport:
         return df
 
     def to_dict(self) -> dict:
-        """JSON-serialisable (NaN correlations as None)."""
+        """JSON-serialisable (NaN correlations as None): the ``attnlab.agreement`` record, format version 1."""
         data = asdict(self)
         for key in ("spearman", "pearson", "top_k_recall"):
             if isinstance(data[key], float) and math.isnan(data[key]):
                 data[key] = None
-        return {"format": "attnlab.agreement", "format_version": 1, **data}
+        return {**serialisation.AGREEMENT.header(), **data}
+
+    @classmethod
+    def _from_content(cls, kw: dict) -> "AgreementReport":
+        kw = dict(kw)
+        for key in ("spearman", "pearson", "top_k_recall"):
+            if kw[key] is None:
+                kw[key] = math.nan
+        return cls(**kw)
 
     @classmethod
     def from_dict(cls, data: dict) -> "AgreementReport":
         """Inverse of :meth:`to_dict`.
 
+        Args:
+            data: an ``attnlab.agreement`` record.
+
+        Returns:
+            The :class:`AgreementReport`.
+
         Raises:
-            AgreementError: not an agreement report.
+            AgreementFileError: (an :class:`AgreementError`) not an agreement report (another attnlab kind: the
+                message names its loader), a newer format version, missing or unexpected keys.
         """
-        if data.get("format") != "attnlab.agreement":
-            raise AgreementError("not an attnlab agreement report (missing 'format': 'attnlab.agreement')")
-        kw = {k: v for k, v in data.items() if k not in ("format", "format_version")}
-        for key in ("spearman", "pearson", "top_k_recall"):
-            if kw[key] is None:
-                kw[key] = math.nan
-        return cls(**kw)
+        return serialisation.from_record(data, serialisation.AGREEMENT, cls._from_content)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the report as JSON to ``path``, atomically: a failed save leaves an existing file unchanged.
+
+        Args:
+            path: the file; its folder must exist.
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ResultFileNotFoundError: the folder does not exist.
+            AgreementFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold.
+        """
+        return serialisation.write_record(path, self.to_dict(), serialisation.AGREEMENT)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AgreementReport":
+        """Read a report written by :meth:`save`.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The :class:`AgreementReport`.
+
+        Raises:
+            ResultFileNotFoundError: no file at ``path``.
+            AgreementFileError: (an :class:`AgreementError` and a :class:`~attnlab.errors.ResultFileError`) the
+                file is empty, binary, not JSON (or truncated), not an agreement report (another attnlab kind: the
+                message names its loader), a newer format version, or has missing or unexpected keys; the message
+                names the file.
+        """
+        return serialisation.load_record(path, serialisation.AGREEMENT, cls._from_content)
 
     def __repr__(self) -> str:
         return (f"<AgreementReport {self.component} ({self.direction}), {self.n} cells: Spearman {self.spearman:.3f}, "

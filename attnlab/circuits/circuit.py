@@ -6,11 +6,11 @@ tests: everything outside it gets ablated. Nodes are derived from the edges: eve
 input of a grouped-query model, ``MLP{l}``, ``logits``).
 """
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnlab import serialisation
 from attnlab.circuits.graph import CircuitError, Graph
 
 __all__ = ["Circuit", "circuit_from_scores"]
@@ -109,9 +109,10 @@ class Circuit:
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict; :meth:`from_dict` inverts it exactly (floats round-trip through JSON)."""
+        """A JSON-serialisable dict (the ``attnlab.circuit.v1`` record); :meth:`from_dict` inverts it exactly (floats
+        round-trip through JSON)."""
         return {
-            "format": "attnlab.circuit.v1",
+            **serialisation.CIRCUIT.header(),
             "model": dict(self.model),
             "task": dict(self.task),
             "edges": [[name, float(score)] for name, score in self.edges],
@@ -120,27 +121,65 @@ class Circuit:
         }
 
     @classmethod
+    def _from_content(cls, d: dict) -> "Circuit":
+        edges = []
+        for entry in d["edges"]:
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str) \
+                    or isinstance(entry[1], bool) or not isinstance(entry[1], (int, float)):
+                raise CircuitError(f"'edges' must be [edge name, score] pairs (got {entry!r})")
+            edges.append((entry[0], float(entry[1])))
+        return cls(model=d["model"], task=d["task"], edges=edges, selection=d.get("selection", {}),
+                   provenance=d.get("provenance", {}))
+
+    @classmethod
     def from_dict(cls, d: dict) -> "Circuit":
         """Rebuild a circuit from :meth:`to_dict` output.
 
+        Args:
+            d: an ``attnlab.circuit.v1`` record.
+
+        Returns:
+            The :class:`Circuit`.
+
         Raises:
-            CircuitError: not an ``attnlab.circuit.v1`` dict.
+            CircuitFileError: (a :class:`CircuitError`) not an ``attnlab.circuit.v1`` record (another attnlab
+                kind: the message names its loader), a newer format, missing or unexpected keys, malformed edges.
         """
-        if not isinstance(d, dict) or d.get("format") != "attnlab.circuit.v1":
-            raise CircuitError("not a saved attnlab circuit (expected format 'attnlab.circuit.v1')")
-        return cls(model=d["model"], task=d["task"], edges=[(str(n), float(s)) for n, s in d["edges"]],
-                   selection=d.get("selection", {}), provenance=d.get("provenance", {}))
+        return serialisation.from_record(d, serialisation.CIRCUIT, cls._from_content)
 
     def save(self, path: str | Path) -> Path:
-        """Write the circuit as JSON to ``path``; returns the path."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        """Write the circuit as JSON to ``path``, atomically: a failed save leaves an existing file unchanged.
+
+        Args:
+            path: the file; its folder must exist.
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ResultFileNotFoundError: the folder does not exist.
+            CircuitFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold.
+        """
+        return serialisation.write_record(path, self.to_dict(), serialisation.CIRCUIT, indent=1, allow_nan=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "Circuit":
-        """Read a circuit saved by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a circuit saved by :meth:`save`.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The :class:`Circuit`.
+
+        Raises:
+            ResultFileNotFoundError: no file at ``path``.
+            CircuitFileError: (a :class:`CircuitError` and a :class:`~attnlab.errors.ResultFileError`) the file is
+                empty, binary, not JSON (or truncated), not an attnlab circuit (another attnlab kind: the message
+                names its loader), a newer format, has missing or unexpected keys or malformed edges; the message
+                names the file.
+        """
+        return serialisation.load_record(path, serialisation.CIRCUIT, cls._from_content)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """Jupyter display: labext's circuit view, a static HTML table elsewhere (:mod:`attnlab.render.circuit`)."""

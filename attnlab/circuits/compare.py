@@ -23,7 +23,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from attnlab import serialisation
 from attnlab.errors import CircuitComparisonError
 
 __all__ = ["CircuitComparison", "CircuitComparisonError", "circuit_heads", "compare_circuits"]
@@ -161,9 +163,10 @@ class CircuitComparison:
                 "shared": [_name(h) for h in self.shared]}
 
     def to_dict(self) -> dict:
-        """JSON-serialisable: the inputs (heads as ``"L9H9"``) plus :meth:`summary`."""
+        """JSON-serialisable: the inputs (heads as ``"L9H9"``) plus :meth:`summary` (the
+        ``attnlab.circuit_comparison`` record, format version 1)."""
         return {
-            "format": "attnlab.circuit_comparison", "format_version": 1,
+            **serialisation.CIRCUIT_COMPARISON.header(),
             "names": list(self.names),
             "heads_a": [_name(h) for h in self.heads_a], "heads_b": [_name(h) for h in self.heads_b],
             "roles_a": {_name(h): r for h, r in sorted(self.roles_a.items())},
@@ -172,17 +175,60 @@ class CircuitComparison:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CircuitComparison":
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            CircuitComparisonError: not a circuit-comparison dictionary.
-        """
-        if data.get("format") != "attnlab.circuit_comparison":
-            raise CircuitComparisonError("not an attnlab circuit comparison (missing 'format': "
-                                         "'attnlab.circuit_comparison')")
+    def _from_content(cls, data: dict) -> "CircuitComparison":
         return compare_circuits(data["heads_a"], data["heads_b"], names=tuple(data["names"]),
                                 roles_a=data.get("roles_a"), roles_b=data.get("roles_b"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CircuitComparison":
+        """Inverse of :meth:`to_dict` (the ``summary`` is recomputed, not read).
+
+        Args:
+            data: an ``attnlab.circuit_comparison`` record.
+
+        Returns:
+            The :class:`CircuitComparison`.
+
+        Raises:
+            CircuitComparisonFileError: (a :class:`CircuitComparisonError`) not a circuit-comparison record
+                (another attnlab kind: the message names its loader), a newer format version, missing or
+                unexpected keys, heads that are not ``"L9H9"`` names.
+        """
+        return serialisation.from_record(data, serialisation.CIRCUIT_COMPARISON, cls._from_content)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the comparison as JSON to ``path``, atomically: a failed save leaves an existing file unchanged.
+
+        Args:
+            path: the file; its folder must exist.
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ResultFileNotFoundError: the folder does not exist.
+            CircuitComparisonFileError: ``path`` is a folder or the file cannot be written.
+        """
+        return serialisation.write_record(path, self.to_dict(), serialisation.CIRCUIT_COMPARISON)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CircuitComparison":
+        """Read a comparison written by :meth:`save`.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The :class:`CircuitComparison`.
+
+        Raises:
+            ResultFileNotFoundError: no file at ``path``.
+            CircuitComparisonFileError: (a :class:`CircuitComparisonError` and a
+                :class:`~attnlab.errors.ResultFileError`) the file is empty, binary, not JSON (or truncated), not a
+                circuit comparison (another attnlab kind: the message names its loader), a newer format version, or
+                has missing or unexpected keys or malformed heads; the message names the file.
+        """
+        return serialisation.load_record(path, serialisation.CIRCUIT_COMPARISON, cls._from_content)
 
     def __repr__(self) -> str:
         na, nb = self.names

@@ -8,22 +8,19 @@ DataFrame, lists the top heads of each kind, saves to JSON and loads back exactl
 head gallery (``application/vnd.attnlab.headgallery.v1+json``) with static HTML and plain-text fallbacks.
 """
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from attnlab import serialisation
 from attnlab.errors import AttnlabError
 from attnlab.heads.prefix import PrefixCurves, classify_prefix
 from attnlab.heads.verification import HeadAblation
 from attnlab.results import _from_nested, _to_nested
 
 __all__ = ["HeadScores"]
-
-_FORMAT = "attnlab.headscores"
-_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -153,9 +150,9 @@ class HeadScores:
 
     # -- files -------------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """A JSON-serialisable dictionary (NaN as null)."""
+        """A JSON-serialisable dictionary (NaN as null): the ``attnlab.headscores`` record, format version 1."""
         return {
-            "format": _FORMAT, "format_version": _FORMAT_VERSION, "kinds": self.kinds,
+            **serialisation.HEADSCORES.header(), "kinds": self.kinds,
             "scores": _to_nested(self.scores), "per_sequence": _to_nested(self.per_sequence),
             "definition": self.definition, "example_tokens": self.example_tokens,
             "example_str_tokens": self.example_str_tokens,
@@ -167,38 +164,68 @@ class HeadScores:
         }
 
     @classmethod
+    def _from_content(cls, d: dict) -> "HeadScores":
+        nested = lambda key: None if d.get(key) is None else _from_nested(d[key])  # noqa: E731
+        return cls(
+            kinds=list(d["kinds"]), scores=_from_nested(d["scores"]), per_sequence=_from_nested(d["per_sequence"]),
+            definition=d["definition"], example_tokens=list(d.get("example_tokens", [])),
+            example_str_tokens=list(d.get("example_str_tokens", [])),
+            example_patterns=nested("example_patterns"),
+            model=d.get("model", {}), task=d.get("task", {}), settings=d.get("settings", {}),
+            ablation=None if d.get("ablation") is None else HeadAblation.from_dict(d["ablation"]),
+            prefix=None if d.get("prefix") is None else PrefixCurves.from_dict(d["prefix"]),
+            copying=nested("copying"),
+        )
+
+    @classmethod
     def from_dict(cls, d: dict) -> "HeadScores":
         """Inverse of :meth:`to_dict`.
 
+        Args:
+            d: an ``attnlab.headscores`` record (as :meth:`to_dict` returns it).
+
+        Returns:
+            The :class:`HeadScores`.
+
         Raises:
-            AttnlabError: not a head-scores file, or a newer format version.
+            ResultFileError: not a head-scores record (another attnlab kind: the message names its loader), a newer
+                format version, missing or unexpected keys, malformed values (see :mod:`attnlab.serialisation`).
         """
-        if d.get("format") != _FORMAT:
-            raise AttnlabError(f"not an attnlab head-scores file (missing 'format': {_FORMAT!r})")
-        if d.get("format_version", 0) > _FORMAT_VERSION:
-            raise AttnlabError(f"head-scores format version {d['format_version']} is newer than this attnlab "
-                               f"understands ({_FORMAT_VERSION}); upgrade attnlab")
-        return cls(
-            kinds=list(d["kinds"]), scores=_from_nested(d["scores"]), per_sequence=_from_nested(d["per_sequence"]),
-            definition=d["definition"], example_tokens=list(d["example_tokens"]),
-            example_str_tokens=list(d["example_str_tokens"]),
-            example_patterns=None if d["example_patterns"] is None else _from_nested(d["example_patterns"]),
-            model=d["model"], task=d["task"], settings=d["settings"],
-            ablation=None if d["ablation"] is None else HeadAblation.from_dict(d["ablation"]),
-            prefix=None if d["prefix"] is None else PrefixCurves.from_dict(d["prefix"]),
-            copying=None if d["copying"] is None else _from_nested(d["copying"]),
-        )
+        return serialisation.from_record(d, serialisation.HEADSCORES, cls._from_content)
 
     def save(self, path: str | Path) -> Path:
-        """Write to a JSON file (lossless for float32 values). Returns the path."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), allow_nan=False))
-        return path
+        """Write to a JSON file (lossless for float32 values), atomically: a failed save leaves an existing file
+        unchanged.
+
+        Args:
+            path: the file; its folder must exist.
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ResultFileNotFoundError: the folder does not exist.
+            ResultFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold.
+        """
+        return serialisation.write_record(path, self.to_dict(), serialisation.HEADSCORES)
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadScores":
-        """Read a file written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a file written by :meth:`save`.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The :class:`HeadScores`.
+
+        Raises:
+            ResultFileNotFoundError: no file at ``path``.
+            ResultFileError: the file is empty, binary, not JSON (or truncated), not a head-scores file (another
+                attnlab kind: the message names its loader), a newer format version, has missing or unexpected keys
+                or malformed values; the message names the file.
+        """
+        return serialisation.load_record(path, serialisation.HEADSCORES, cls._from_content)
 
     # -- display -----------------------------------------------------------------------------------------------------
     def gallery_payload(self):

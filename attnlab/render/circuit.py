@@ -21,6 +21,7 @@ import math
 import re
 from pathlib import Path
 
+from attnlab import serialisation
 from attnlab.errors import CircuitError
 from attnlab.render.contract import CIRCUIT_MIME, CircuitCurve, CircuitEdge, CircuitNode, CircuitPayload
 from attnlab.render.views import _renderer_js
@@ -115,16 +116,16 @@ def _text(v) -> str:
 
 
 def _circuit_record(circuit) -> dict:
-    """The ``attnlab.circuit.v1`` record of ``circuit`` (a :class:`~attnlab.circuits.Circuit` or its ``to_dict()``).
+    """The ``attnlab.circuit.v1`` record of ``circuit`` (a :class:`~attnlab.circuits.Circuit` or its ``to_dict()``),
+    checked by :func:`attnlab.serialisation.check_record`.
 
     The view reads the record's wire form only, so this module imports nothing from :mod:`attnlab.circuits`.
 
     Raises:
-        CircuitError: not an ``attnlab.circuit.v1`` record.
+        CircuitFileError: (a :class:`CircuitError`) not an ``attnlab.circuit.v1`` record.
     """
     record = circuit if isinstance(circuit, dict) else getattr(circuit, "to_dict", lambda: None)()
-    if not isinstance(record, dict) or record.get("format") != "attnlab.circuit.v1":
-        raise CircuitError("not a saved attnlab circuit (expected format 'attnlab.circuit.v1')")
+    serialisation.check_record(record, serialisation.CIRCUIT)
     return record
 
 
@@ -260,7 +261,7 @@ def circuit_standalone_html(circuit, *, curve=None, max_edges: int = 300, title:
         CircuitError: as :func:`circuit_payload`.
     """
     payload = circuit_payload(circuit, curve=curve, max_edges=max_edges, title=title)
-    data = json.dumps(payload, allow_nan=False).replace("</", "<\\/")  # a name "</script>" stays inside the JSON
+    data = serialisation.script_json(payload)  # a name "</script>" or "<!--" stays inside the JSON
     js = _renderer_js().replace("</script", "<\\/script")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(payload["title"])}</title>

@@ -8,10 +8,10 @@ Every string from a prompt is escaped: tokens are text, never HTML.
 """
 
 import html
-import json
 import math
 from importlib import resources
 
+from attnlab import serialisation
 from attnlab.render.contract import HEATMAP_MIME, HeatmapPayload
 
 __all__ = ["mime_bundle", "patching_heatmap", "standalone_html", "static_heatmap_html"]
@@ -154,7 +154,7 @@ def standalone_html(payload: HeatmapPayload, *, title: str | None = None) -> str
     Raises:
         AttnlabError: the built renderer is missing (a source checkout that was never built).
     """
-    data = json.dumps(payload, allow_nan=False).replace("</", "<\\/")  # a token "</script>" stays inside the JSON
+    data = serialisation.script_json(payload)  # a token "</script>" or "<!--" stays inside the JSON
     js = _renderer_js().replace("</script", "<\\/script")
     doc_title = html.escape(title or payload["title"])
     return f"""<!DOCTYPE html>
