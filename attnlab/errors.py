@@ -15,6 +15,7 @@ __all__ = [
     "AblationError",
     "AgreementError",
     "AgreementFileError",
+    "ArgumentTypeError",
     "AttnlabError",
     "BackendError",
     "CapabilityError",
@@ -58,6 +59,10 @@ class SiteError(AttnlabError, ValueError):
 
 class TokenizationError(AttnlabError, ValueError):
     """A word that must be a single token in the model's tokenizer is not."""
+
+
+class ArgumentTypeError(AttnlabError, TypeError):
+    """An argument of the wrong type: a model's name where a loaded model is expected, a list where a dataset is."""
 
 
 class DatasetError(AttnlabError, ValueError):

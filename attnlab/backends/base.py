@@ -345,6 +345,24 @@ def narrow(act: Tensor, site: Site) -> Tensor:
     return act
 
 
+def check_model(model, analysis: str = "this analysis") -> None:
+    """Raise unless ``model`` is a loaded model (a :class:`Backend`, what :func:`attnlab.load_model` returns, or an
+    object with its ``info`` and ``run``).
+
+    Raises:
+        ArgumentTypeError: ``model`` is a name ("load it with attnlab.load_model(name) first") or anything else.
+    """
+    if isinstance(model, Backend) or (hasattr(model, "info") and hasattr(model, "run")):
+        return  # a Backend, or a wrapper that behaves as one (tests' counting models, user proxies)
+    from attnlab.errors import ArgumentTypeError
+
+    if isinstance(model, str):
+        raise ArgumentTypeError(f"{analysis} needs a loaded model, got the string {model!r}; load it with "
+                                f"attnlab.load_model({model!r}) first and pass the loaded model")
+    raise ArgumentTypeError(f"{analysis} needs a loaded model, got a {type(model).__name__}; pass the model that "
+                            "attnlab.load_model returns")
+
+
 class Backend(ABC):
     """A loaded model, as every attnlab analysis sees it.
 
@@ -355,6 +373,28 @@ class Backend(ABC):
     info: ModelInfo
     #: the :class:`Capability` values this backend class implements (a class attribute per backend)
     capabilities: frozenset[Capability] = frozenset({Capability.PATCHING})
+
+    # -- identity -------------------------------------------------------------------------------------------------
+    @property
+    def tokenizer_fingerprint(self) -> str | None:
+        """A digest of what token ids mean to this model: its tokenizer's vocabulary (every string and its id) and its
+        BOS/EOS ids; None for a model without a tokenizer (tiny random models). Two models with the same fingerprint
+        read the same ids as the same strings, so a dataset built with one runs on the other. Cached."""
+        cached = self.__dict__.get("_tokenizer_fingerprint", False)
+        if cached is not False:
+            return cached
+        tok = getattr(self, "tokenizer", None)
+        digest = None
+        if tok is not None and hasattr(tok, "get_vocab"):
+            import hashlib
+            import json
+
+            vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+            specials = [getattr(tok, "bos_token_id", None), getattr(tok, "eos_token_id", None)]
+            blob = json.dumps([vocab, specials], ensure_ascii=False).encode()
+            digest = hashlib.blake2b(blob, digest_size=12).hexdigest()
+        self.__dict__["_tokenizer_fingerprint"] = digest
+        return digest
 
     # -- capabilities ---------------------------------------------------------------------------------------------
     def supports(self, capability: Capability | str) -> bool:

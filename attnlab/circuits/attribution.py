@@ -50,7 +50,7 @@ from attnlab.errors import BackendError, DatasetError, SiteError
 from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["ATTRIBUTION_COMPONENTS", "attribution_patching", "attribution_sweep"]
 
@@ -83,6 +83,7 @@ def check_layers(model: Backend, layers: Sequence[int] | None) -> list[int]:
 def _check_inputs(model: Backend, dataset: PatchingDataset, components: Sequence[str] | str, direction: str,
                   layers: Sequence[int] | None) -> tuple[list[str], list[int]]:
     """Validate everything before the first forward pass; return (components, layers)."""
+    check_dataset(model, dataset, analysis="attribution patching")
     model.require(Capability.GRADIENTS, "attribution patching (exact patching without gradients: run_sweep)")
     if isinstance(components, str):
         components = [components]

@@ -55,7 +55,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from attnlab.backends.base import Backend, Capability
+from attnlab.backends.base import Backend, Capability, check_model
 from attnlab.circuits.graph import (
     CircuitError,
     Graph,
@@ -67,7 +67,7 @@ from attnlab.circuits.graph import (
 )
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import METRICS, MetricLike, get_metric
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["EdgeScores", "eap_scores"]
 
@@ -113,6 +113,7 @@ class EdgeScores:
 
 
 def _check_gradients(model: Backend) -> None:
+    check_model(model, "edge attribution patching")
     model.require(Capability.EDGE_PROGRAMS, "edge attribution patching (receiver-split passes and gradients where "
                   "the model runs; the gradient-free exact baseline is attnlab.circuits.acdc on a small graph)")
 
@@ -175,6 +176,7 @@ def eap_scores(
     if ablation not in ("corrupted", "mean"):
         raise CircuitError(f"'ablation' must be 'corrupted' or 'mean' (got {ablation!r})")
     analysis = method.upper()
+    check_dataset(model, dataset, analysis=analysis)
     metric = get_metric(metric).require_differentiable(analysis)
     n_steps = 1 if method == "eap" else steps
     n, n_pos = len(dataset), dataset.n_pos

@@ -54,7 +54,7 @@ from attnlab.circuits.graph import (
 )
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import METRICS, MIN_BASELINE_GAP, Metric, MetricLike, get_metric
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = [
     "CompletenessResult",
@@ -265,6 +265,7 @@ def _prepare(model, dataset: PatchingDataset, metric: MetricLike, source, batch_
              memory_budget_mb: float | int):
     """(runner, metric, clean reference, ablation source): the budget, then the metric, checked before the
     source's passes."""
+    check_dataset(model.model if isinstance(model, GraphRunner) else model, dataset, analysis="circuit evaluation")
     runner = _runner(model)
     _pass_plan(runner, dataset, batch_size, memory_budget_mb)
     metric = get_metric(metric)
@@ -367,8 +368,8 @@ def faithfulness(
     """
     runner = _runner(model)
     g = runner.graph
-    kept = circuit.mask(g) if isinstance(circuit, Circuit) else circuit.bool()
-    masks = _check_kept(g, torch.stack([g.valid, torch.zeros_like(g.valid), kept]))
+    kept = _check_kept(g, circuit.mask(g) if isinstance(circuit, Circuit) else torch.as_tensor(circuit).bool())[0]
+    masks = torch.stack([g.valid, torch.zeros_like(g.valid), kept])
     runner, metric, reference, src = _prepare(runner, dataset, metric, source, batch_size, memory_budget_mb)
     full, abl, c = _circuit_metrics(runner, dataset, masks, src, metric, reference, batch_size, memory_budget_mb,
                                     False)

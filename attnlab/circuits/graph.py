@@ -52,7 +52,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from attnlab import edge_ops, memory
-from attnlab.backends.base import Backend, Capability, ModelInfo
+from attnlab.backends.base import Backend, Capability, ModelInfo, check_model
 from attnlab.errors import CapabilityError, CircuitError, MemoryBudgetError
 from attnlab.tasks.base import PatchingDataset
 
@@ -411,6 +411,7 @@ class GraphRunner:
 
     def __init__(self, model: Backend, graph: Graph | None = None, *,
                  need: Capability = Capability.EDGE_GRAPH) -> None:
+        check_model(model, "edge-level circuit analyses")
         model.require(need, "edge-level circuit analyses")
         self.model = model
         self.info = model.info

@@ -45,14 +45,14 @@ import torch
 from torch import Tensor
 
 from attnlab import memory
-from attnlab.backends.base import Backend, Intervention
+from attnlab.backends.base import Backend, Intervention, check_model
 from attnlab.circuits.attribution import check_layers
 from attnlab.errors import DatasetError, SiteError
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["PathPatchingScore", "head_inputs", "path_patch", "path_patching_sweep"]
 
@@ -161,13 +161,7 @@ def _check_receivers(model: Backend, receivers) -> tuple[list[Site], bool]:
 
 
 def _check_dataset(model: Backend, dataset: PatchingDataset, receiver_position: str | None) -> None:
-    info = model.info
-    if dataset.n_pos > info.n_ctx:
-        raise DatasetError(f"prompts are {dataset.n_pos} tokens but {info.name} has a context of {info.n_ctx}")
-    for name, toks in (("clean_tokens", dataset.clean_tokens), ("corrupted_tokens", dataset.corrupted_tokens),
-                       ("answers", dataset.answers)):
-        if int(toks.min()) < 0 or int(toks.max()) >= info.d_vocab:
-            raise DatasetError(f"{name} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")
+    check_dataset(model, dataset, analysis="path patching")
     if receiver_position is not None and receiver_position not in dataset.positions:
         raise DatasetError(f"'receiver_position' must be a named position of the dataset, one of "
                            f"{sorted(dataset.positions)} (got {receiver_position!r}), or None for all positions")
@@ -317,6 +311,7 @@ def path_patch(
         MetricError: bad direction, or equal clean and corrupted baselines; an unknown metric, or a custom metric
             returning the wrong shape or non-finite values (raised on the baseline runs, before any patched pass).
     """
+    check_model(model, "path patching")
     check_direction(direction)
     metric = get_metric(metric)
     heads = _check_senders(model, senders)
@@ -377,6 +372,7 @@ def path_patching_sweep(
     """
     from attnlab.progress import progress_bar
 
+    check_model(model, "path patching")
     check_direction(direction)
     metric = get_metric(metric)
     sites, to_logits = _check_receivers(model, receivers)

@@ -35,7 +35,7 @@ from attnlab.backends.base import Backend, ModelWeights
 from attnlab.errors import BackendError, SiteError
 from attnlab.metrics import Metric, MetricLike, get_metric, logit_diff
 from attnlab.sites import Site, SiteKind
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["RunCache", "cell_detail", "head_detail"]
 
@@ -82,6 +82,7 @@ class RunCache:
     """
 
     def __init__(self, model: Backend, dataset: PatchingDataset, *, metric: MetricLike = "logit_diff") -> None:
+        check_dataset(model, dataset, analysis="the Explorer")
         self.metric: Metric = get_metric(metric)
         n_layers = model.info.n_layers
         layers = range(n_layers)

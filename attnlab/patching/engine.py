@@ -40,12 +40,12 @@ from torch import Tensor
 
 from attnlab import memory
 from attnlab.backends.base import Backend, Intervention, Reduction, RunSpec
-from attnlab.errors import DatasetError, SiteError
+from attnlab.errors import SiteError
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Direction, Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
 from attnlab.sites import Site, SiteKind
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["COMPONENTS", "ComponentSpec", "run_sweep"]
 
@@ -122,7 +122,9 @@ def run_sweep(
 
     Raises:
         SiteError: unknown component, layer/head/position out of range.
-        DatasetError: the dataset does not fit the model (context length, vocabulary).
+        DatasetError: the dataset does not fit the model (context length, vocabulary), or was tokenised by another
+            tokenizer (:func:`attnlab.tasks.base.check_dataset`).
+        ArgumentTypeError: ``model`` is not a loaded model (a name: load it with attnlab.load_model first).
         MetricError: an unknown or broken metric (wrong shape, non-finite values), or clean and corrupted baselines
             that are equal; all checked on the two baseline runs, before any patched pass.
     """
@@ -173,12 +175,12 @@ class _Plan:
 
 def _plan(model, dataset, component, direction, metric, layers, heads, positions, memory_budget_mb) -> _Plan:
     """Validate, run the two baselines, check the metric on them, and find the variants that can change anything."""
+    _check_dataset(model, dataset)
     spec = COMPONENTS.get(component)
     if spec is None:
         raise SiteError(f"'component' must be one of {sorted(COMPONENTS)} (got {component!r})")
     check_direction(direction)
     info = model.info
-    _check_dataset(model, dataset)
     layers = _check_index("layers", layers, info.n_layers)
     heads = _check_index("heads", heads, info.n_heads) if spec.by_head else None
     positions = _check_index("positions", positions, dataset.n_pos) if spec.by_pos else None
@@ -382,10 +384,4 @@ def _check_index(name: str, values: Sequence[int] | None, limit: int) -> list[in
 
 
 def _check_dataset(model: Backend, dataset: PatchingDataset) -> None:
-    info = model.info
-    if dataset.n_pos > info.n_ctx:
-        raise DatasetError(f"prompts are {dataset.n_pos} tokens but {info.name} has a context of {info.n_ctx}")
-    for name, toks in (("clean_tokens", dataset.clean_tokens), ("corrupted_tokens", dataset.corrupted_tokens),
-                       ("answers", dataset.answers)):
-        if int(toks.min()) < 0 or int(toks.max()) >= info.d_vocab:
-            raise DatasetError(f"{name} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")
+    check_dataset(model, dataset, analysis="the patching sweep")

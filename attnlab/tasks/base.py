@@ -12,9 +12,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from attnlab.errors import DatasetError
+from attnlab.errors import ArgumentTypeError, DatasetError
 
-__all__ = ["PatchingDataset"]
+__all__ = ["PatchingDataset", "check_dataset"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,28 @@ class PatchingDataset:
             metadata={**self.metadata, "subset_of": len(self)},
         )
 
+    @property
+    def tokenizer_fingerprint(self) -> str | None:
+        """The :attr:`~attnlab.backends.base.Backend.tokenizer_fingerprint` of the model whose tokenizer built these
+        token ids (None: not recorded, e.g. random token ids)."""
+        return self.metadata.get("tokenizer_fingerprint")
+
+    def assume_tokenizer(self, model) -> "PatchingDataset":
+        """The same dataset, declared to be tokenised as ``model`` tokenises: the explicit override of the check
+        that a dataset runs only on a model that reads its token ids as the same strings (:func:`check_dataset`).
+
+        Use it only when the two tokenizers truly agree on these ids (for example, two fine-tunes that share a
+        vocabulary but whose tokenizer files differ in an unused special token). The original fingerprint is kept
+        in ``metadata["tokenizer_assumed_from"]``."""
+        return PatchingDataset(
+            task=self.task, clean_tokens=self.clean_tokens, corrupted_tokens=self.corrupted_tokens,
+            answers=self.answers, positions=dict(self.positions), position_labels=list(self.position_labels),
+            clean_prompts=list(self.clean_prompts), corrupted_prompts=list(self.corrupted_prompts),
+            metadata={**self.metadata, "tokenizer_fingerprint": model.tokenizer_fingerprint,
+                      "tokenizer_of": model.info.name,
+                      "tokenizer_assumed_from": [self.metadata.get("tokenizer_of"), self.tokenizer_fingerprint]},
+        )
+
     def swapped(self) -> "PatchingDataset":
         """The same pairs with clean and corrupted exchanged (answers kept)."""
         return PatchingDataset(
@@ -111,3 +133,45 @@ class PatchingDataset:
     def describe(self) -> dict:
         """JSON-serialisable provenance: task, size, and metadata."""
         return {"task": self.task, "n_prompts": len(self), "n_pos": self.n_pos, **self.metadata}
+
+
+def check_dataset(model, dataset, *, analysis: str = "this analysis") -> None:
+    """Check, before any work, that ``dataset`` can run on ``model``: the model is a loaded model, the dataset is a
+    :class:`PatchingDataset` whose token ids the model reads as the same strings, that fit its vocabulary and its
+    context.
+
+    Args:
+        model: a :class:`~attnlab.backends.base.Backend` (what :func:`attnlab.load_model` returns).
+        dataset: the clean/corrupted pairs.
+        analysis: the analysis's name, for the messages.
+
+    Raises:
+        ArgumentTypeError: ``model`` is a name or anything but a loaded model
+            ("load it with attnlab.load_model first"), or ``dataset`` is not a PatchingDataset.
+        DatasetError: the dataset was built with another tokenizer (its recorded fingerprint differs from the
+            model's: the ids would mean other strings; rebuild it with this model, or declare the tokenizers equal
+            with :meth:`PatchingDataset.assume_tokenizer`); ids outside the vocabulary; prompts longer than the
+            context.
+    """
+    from attnlab.backends.base import check_model
+
+    check_model(model, analysis)
+    if not isinstance(dataset, PatchingDataset):
+        raise ArgumentTypeError(f"{analysis} needs a PatchingDataset (ioi_dataset(model, ...), "
+                                f"colored_objects_dataset(model, ...)), got a {type(dataset).__name__}")
+    info = model.info
+    theirs, ours = dataset.tokenizer_fingerprint, getattr(model, "tokenizer_fingerprint", None)
+    if theirs is not None and theirs != ours:
+        built = dataset.metadata.get("tokenizer_of", "another model")
+        mine = "has no tokenizer" if ours is None else "tokenises differently"
+        raise DatasetError(
+            f"the {dataset.task!r} dataset was tokenised by {built!r}, and {info.name!r} {mine}: its token ids "
+            f"would mean other strings, and {analysis} would measure nonsense. Rebuild the dataset with this model "
+            f"(e.g. ioi_dataset(model, ...)), or, if the two tokenizers truly agree on these ids, pass "
+            f"dataset.assume_tokenizer(model)")
+    if dataset.n_pos > info.n_ctx:
+        raise DatasetError(f"prompts are {dataset.n_pos} tokens but {info.name} has a context of {info.n_ctx}")
+    for name, toks in (("clean_tokens", dataset.clean_tokens), ("corrupted_tokens", dataset.corrupted_tokens),
+                       ("answers", dataset.answers)):
+        if int(toks.min()) < 0 or int(toks.max()) >= info.d_vocab:
+            raise DatasetError(f"{name} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")

@@ -57,7 +57,7 @@ from torch import Tensor
 from attnlab.backends.base import Backend
 from attnlab.errors import DatasetError, TokenizationError
 from attnlab.metrics import logit_diff
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = [
     "COLORS",
@@ -370,6 +370,7 @@ def colored_objects_dataset(
         "n_colors": len(color_list),
         "n_objects": len(object_list),
         "tokenizer_of": backend.info.name,
+        "tokenizer_fingerprint": backend.tokenizer_fingerprint,
         "source": "Merullo, Eickhoff & Pavlick 2023 (arXiv 2310.08744); BIG-bench reasoning_about_colored_objects",
     }
     return PatchingDataset(
@@ -463,6 +464,7 @@ def colored_objects_baselines(model: Backend, dataset: PatchingDataset) -> Color
     Raises:
         DatasetError: ``dataset`` is not a Colored Objects dataset.
     """
+    check_dataset(model, dataset, analysis="colored_objects_baselines")
     if dataset.task != "colored_objects" or "label_ids" not in dataset.metadata:
         raise DatasetError(f"colored_objects_baselines needs a dataset from colored_objects_dataset (got task "
                            f"{dataset.task!r})")

@@ -438,6 +438,7 @@ def ioi_dataset(
         "n_places": len(place_list),
         "n_objects": len(object_list),
         "tokenizer_of": backend.info.name,
+        "tokenizer_fingerprint": backend.tokenizer_fingerprint,
         "prompt_templates": [p.template for p in prompts],
         "prompt_orders": [p.order for p in prompts],
         "source": "Wang et al. 2022 (arXiv 2211.00593); s2_swap: Zhang & Nanda 2023 (arXiv 2309.16042)",
