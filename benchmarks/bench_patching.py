@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 import transformer_lens.patching as tlp
 
+from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import logit_diff, normalise
 from attnlab.models import gpt2_shaped_model, load_model
 from attnlab.patching import run_sweep
@@ -111,10 +112,10 @@ def math_prod(xs):
     return out
 
 
-def bench(model, dataset, component, tl_cells, rng) -> dict:
+def bench(model, dataset, component, tl_cells, rng, budget_mb) -> dict:
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        result = run_sweep(model, dataset, component, progress=False)
+        result = run_sweep(model, dataset, component, progress=False, memory_budget_mb=budget_mb)
         ours = time.perf_counter() - t0
     grid, flat, tl_seconds, tl_mb, total_cells = reference(model, dataset, component, result.baselines,
                                                            tl_cells, rng)
@@ -145,6 +146,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--tl-max-cells", type=int, default=120,
                         help="run TransformerLens on at most this many sampled cells (0 = all)")
+    parser.add_argument("--memory-budget-mb", type=float, default=DEFAULT_BUDGET_MB,
+                        help="attnlab's memory budget (MiB): how many variants share a batched pass")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "patching.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -153,7 +156,8 @@ def main() -> None:
     ioi = ioi_dataset(embedded, args.prompts, seed=0, corruption="s2_swap")
     machine = f"{os.cpu_count()} CPU cores, {platform.machine()}, torch {torch.__version__}, " \
               f"{torch.get_num_threads()} threads"
-    print(f"# bench_patching on {machine}; {args.prompts} prompts x {ioi.n_pos} tokens")
+    print(f"# bench_patching on {machine}; {args.prompts} prompts x {ioi.n_pos} tokens; attnlab memory budget "
+          f"{args.memory_budget_mb:g} MiB")
     rows = []
     for name in args.models.split(","):
         if name == "embedded":
@@ -164,7 +168,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown model {name!r}")
         for sweep in args.sweeps.split(","):
-            row = bench(model, dataset, sweep, args.tl_max_cells, rng)
+            row = bench(model, dataset, sweep, args.tl_max_cells, rng, args.memory_budget_mb)
             rows.append(row)
             note = f" (extrapolated from {row['tl_cells_run']} of {row['cells']} cells)" if row["tl_extrapolated"] \
                 else ""
@@ -173,7 +177,8 @@ def main() -> None:
                   f"{row['attnlab_peak_mb']:.0f} vs {row['transformer_lens_peak_mb']:.0f} | max |diff| "
                   f"{row['max_abs_diff']:.2e}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "prompts": args.prompts, "rows": rows}, indent=1))
+    args.out.write_text(json.dumps({"machine": machine, "prompts": args.prompts, "memory_budget_mb": args.memory_budget_mb,
+                                    "rows": rows}, indent=1))
     print(pd.DataFrame(rows)[["model", "sweep", "attnlab_s", "transformer_lens_s", "speedup", "attnlab_peak_mb",
                               "transformer_lens_peak_mb", "max_abs_diff"]].to_string(index=False))
     print(f"saved {args.out}")
