@@ -13,6 +13,16 @@ from tests.remote.loopback import embedded_server, remote_model
 from tests.tutorial_fixtures import executed_tutorial_01  # noqa: F401  (one session fixture: tutorial 01 runs once)
 
 
+@pytest.fixture(autouse=True)
+def _no_interrupt_carried_between_tests():
+    """A sweep interrupted in one test must not stop the next test's sweep (attnlab.interrupts)."""
+    from attnlab import interrupts
+
+    interrupts.clear()
+    yield
+    interrupts.clear()
+
+
 @pytest.fixture(scope="session")
 def embedded_model():
     """The embedded SmolLM2-135M-Instruct through TransformerLens (read-only: do not add hooks or train it)."""

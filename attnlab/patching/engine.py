@@ -38,13 +38,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlab import memory
+from attnlab import interrupts, memory
 from attnlab.backends.base import Backend, Intervention, Reduction, RunSpec
 from attnlab.errors import SiteError
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Direction, Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
-from attnlab.sites import Site, SiteKind
+from attnlab.sites import Site, SiteKind, as_int, index_list
 from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["COMPONENTS", "ComponentSpec", "run_sweep"]
@@ -118,7 +118,8 @@ def run_sweep(
     Returns:
         A :class:`~attnlab.results.PatchingResult` with normalised scores (0 = no effect; denoising 1 = fully
         restored, noising -1 = fully destroyed) and the per-prompt patched metric. Interrupting the sweep
-        (KeyboardInterrupt) returns the rows finished so far, the rest NaN, with ``result.complete == False``.
+        (KeyboardInterrupt) returns the rows finished so far, the rest NaN, with ``result.complete == False``; the
+        next sweep started in the same cell or script then raises KeyboardInterrupt (:mod:`attnlab.interrupts`).
 
     Raises:
         SiteError: unknown component, layer/head/position out of range.
@@ -128,6 +129,7 @@ def run_sweep(
         MetricError: an unknown or broken metric (wrong shape, non-finite values), or clean and corrupted baselines
             that are equal; all checked on the two baseline runs, before any patched pass.
     """
+    interrupts.raise_pending(f"the {component} sweep")
     plan = _plan(model, dataset, component, direction, get_metric(metric), layers, heads, positions,
                  memory_budget_mb)
     return _assemble(model, dataset, plan, *_execute(model, plan, progress, on_pass, should_stop))
@@ -186,8 +188,7 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
     positions = _check_index("positions", positions, dataset.n_pos) if spec.by_pos else None
     for layer in layers[:1]:
         model.check_site(Site(spec.kind, layer))
-    if memory_budget_mb <= 0:
-        raise SiteError(f"'memory_budget_mb' must be positive (got {memory_budget_mb})")
+    memory_budget_mb = memory.check_budget_value(memory_budget_mb)
 
     t0 = time.perf_counter()
     clean, corrupted = dataset.clean_tokens, dataset.corrupted_tokens
@@ -232,8 +233,8 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
                  memory_budget_mb, t0)
 
 
-def _execute(model, plan: _Plan, progress, on_pass, should_stop) -> tuple[Tensor, list[int], bool]:
-    """Run the patched passes; return (per-prompt metric Float[*shape, batch], finished layers, complete)."""
+def _execute(model, plan: _Plan, progress, on_pass, should_stop) -> tuple[Tensor, list[int], bool, int]:
+    """Run the patched passes; return (per-prompt metric Float[*shape, batch], finished layers, complete, passes run)."""
     from attnlab.progress import progress_bar
 
     ds_answers, batch = plan.answers, plan.target_tokens.shape[0]
@@ -273,13 +274,14 @@ def _execute(model, plan: _Plan, progress, on_pass, should_stop) -> tuple[Tensor
                 finish(layer)
     except KeyboardInterrupt:
         complete = False
+        interrupts.note_interrupt(f"the {plan.spec.name} sweep", passes_done, n_passes)
     finally:
         bar.close()
-    return per_prompt, sorted(done_layers), complete
+    return per_prompt, sorted(done_layers), complete, passes_done
 
 
-def _assemble(model, dataset, plan: _Plan, per_prompt: Tensor, done_layers: list[int], complete: bool
-              ) -> PatchingResult:
+def _assemble(model, dataset, plan: _Plan, per_prompt: Tensor, done_layers: list[int], complete: bool,
+              passes_done: int) -> PatchingResult:
     """The :class:`PatchingResult` of a sweep: normalised values, labels, provenance."""
     clean_mean, corrupted_mean = plan.baselines
     values = normalise(per_prompt.mean(dim=-1), clean_mean, corrupted_mean, plan.direction).float()
@@ -314,6 +316,7 @@ def _assemble(model, dataset, plan: _Plan, per_prompt: Tensor, done_layers: list
             "memory_budget_mb": plan.memory_budget_mb,
             "variants_per_pass": plan.max_variants,
             "forward_passes": plan.n_passes + 2,
+            "forward_passes_run": passes_done + 2,
             "variants_run": n_run,
             "variants_skipped_as_no_ops": math.prod(plan.shape) - n_run,
             "metric_reduced_where_the_model_runs": plan.metric.builtin,
@@ -372,7 +375,7 @@ def _slices_equal(src: Tensor, tgt: Tensor, head: int | None, pos: int | None) -
 def _check_index(name: str, values: Sequence[int] | None, limit: int) -> list[int]:
     if values is None:
         return list(range(limit))
-    values = list(values)
+    values = index_list(name, values)
     if not values:
         raise SiteError(f"'{name}' must not be empty")
     bad = [v for v in values if not isinstance(v, int) or not 0 <= v < limit]
