@@ -48,12 +48,14 @@ __all__ = [
     "HEADSCORES",
     "RESULT",
     "RecordFormat",
+    "Saved",
     "check_record",
     "from_record",
     "load_record",
     "read_json",
     "script_json",
     "write_record",
+    "write_text",
 ]
 
 T = TypeVar("T")
@@ -431,29 +433,119 @@ def write_record(path: str | os.PathLike, record: dict, fmt: RecordFormat, *, in
         text = json.dumps(record, indent=indent, allow_nan=allow_nan)
     except (TypeError, ValueError, RecursionError) as exc:
         raise _fail(fmt, path, f"cannot save the {fmt.what} to {path}: it cannot be written as JSON ({exc})") from exc
-    tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                try:
-                    os.chmod(tmp, os.stat(path).st_mode & 0o7777)  # replacing a file keeps its permissions
-                except OSError:
-                    pass
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        _replace_atomically(path, text)
     except OSError as exc:
         raise _fail(fmt, path, f"cannot save the {fmt.what} to {path}: {exc.strerror or exc} (an existing file is "
                                "left unchanged)") from exc
     return path
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, flush it to disk, move it over ``path``; on any failure
+    remove the temporary file and re-raise (``path`` untouched). Keeps an existing file's permissions."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            try:
+                os.chmod(tmp, os.stat(path).st_mode & 0o7777)  # replacing a file keeps its permissions
+            except OSError:
+                pass
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str, *, what: str = "file") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`write_record` does: an HTML report, an export.
+
+    Args:
+        path: the file to write; its folder must exist.
+        text: the contents.
+        what: what is written, for messages (``"HTML report"``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ResultFileNotFoundError: the folder does not exist.
+        ResultFileError: ``path`` is a folder, or cannot be written (permissions, disk full); an existing file is
+            left unchanged.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise ResultFileNotFoundError(f"cannot write the {what} to {path}: the folder {folder} does not exist; "
+                                      "create it first", path=path)
+    if path.is_dir():
+        raise ResultFileError(f"cannot write the {what} to {path}: it is a folder; give a file name", path=path)
+    try:
+        _replace_atomically(path, text)
+    except OSError as exc:
+        raise ResultFileError(f"cannot write the {what} to {path}: {exc.strerror or exc} (an existing file is left "
+                              "unchanged)", path=path) from exc
+    return path
+
+
+class Saved:
+    """Mixin of attnlab's saved result types: :meth:`from_dict`, :meth:`save` and :meth:`load`, written once.
+
+    A subclass sets ``_record`` (its :class:`RecordFormat`) and, optionally, ``_save_options`` (``indent``,
+    ``allow_nan`` for :func:`write_record`), and defines ``to_dict()`` (the record, ``format`` key first) and the
+    classmethod ``_from_content(content: dict)`` (the object from the record's content keys, already checked).
+    """
+
+    _record: RecordFormat
+    _save_options: dict = {}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """The object from a record made by ``to_dict()`` (checked: :func:`check_record`).
+
+        Raises:
+            ResultFileError: (the kind's subclass) another kind of record (the message names its loader), a newer or
+                older format version, missing or unexpected keys, contents that do not make a valid object.
+        """
+        return from_record(data, cls._record, cls._from_content)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the object as JSON to ``path``, atomically: a failed save leaves an existing file unchanged.
+
+        Args:
+            path: the file; its folder must exist.
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ResultFileNotFoundError: the folder does not exist.
+            ResultFileError: (the kind's subclass) ``path`` is a folder, the file cannot be written, or a value JSON
+                cannot hold.
+        """
+        return write_record(path, self.to_dict(), self._record, **self._save_options)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read an object written by :meth:`save`.
+
+        Args:
+            path: the file.
+
+        Raises:
+            ResultFileNotFoundError: no file at ``path``.
+            ResultFileError: (the kind's subclass, which is also the kind's own error class) the file is empty,
+                binary, not JSON (or truncated), another kind of record (the message names its loader), a newer or
+                older format version, or has missing or unexpected keys; the message names the file and the problem.
+        """
+        return load_record(path, cls._record, cls._from_content)
 
 
 # -- HTML ---------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from attnlab.results import PatchingResult
 
 @pytest.mark.parametrize("argv,message", [
     (["patch", "ioi", "--n-prompts", "0"], "--n-prompts must be at least 1 (got 0)"),
-    (["patch", "ioi", "--out", "report.txt"], "--out must name an .html file"),
+    (["patch", "ioi", "--out", "report.txt"], "--out must name a .html or .htm file"),
 ])
 def test_bad_arguments_fail_before_loading_the_model(argv, message, capsys):
     assert main(argv) == 2

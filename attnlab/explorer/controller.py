@@ -377,10 +377,12 @@ class ExplorerController:
 
         Raises:
             ExplorerError: no such run.
+            ResultFileError: the file cannot be written (its folder does not exist ...); written atomically, so an
+                existing file is left unchanged.
         """
-        path = Path(path)
-        path.write_text(self.export_json(index))
-        return path
+        from attnlab.serialisation import write_text
+
+        return write_text(path, self.export_json(index), what="Explorer run")
 
     def export_json(self, index: int) -> str:
         """Run ``index``'s result as a JSON string (what :meth:`export_run` writes)."""

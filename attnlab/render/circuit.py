@@ -280,7 +280,11 @@ attnlabRender.renderCircuit(document.getElementById("attnlab-report"),
 
 
 def save_circuit_html(circuit, path: str | Path, curve=None, *, max_edges: int = 300) -> Path:
-    """Write :func:`circuit_standalone_html` of ``circuit`` to ``path`` (UTF-8); returns the path."""
-    path = Path(path)
-    path.write_text(circuit_standalone_html(circuit, curve=curve, max_edges=max_edges), encoding="utf-8")
-    return path
+    """Write :func:`circuit_standalone_html` of ``circuit`` to ``path`` (UTF-8, atomically); returns the path.
+
+    Raises:
+        ResultFileError: the file cannot be written (its folder does not exist, a folder of that name ...).
+    """
+    from attnlab.serialisation import write_text
+
+    return write_text(path, circuit_standalone_html(circuit, curve=curve, max_edges=max_edges), what="HTML report")
