@@ -27,7 +27,7 @@ from torch import Tensor
 
 from attnlab.backends.base import Backend, Intervention
 from attnlab.errors import AblationError, SiteError
-from attnlab.sites import Site, SiteKind
+from attnlab.sites import Site, SiteKind, as_int, index_list
 
 __all__ = ["ABLATION_METHODS", "AblationError", "check_heads", "head_ablation_interventions", "mean_head_outputs"]
 
@@ -44,10 +44,10 @@ def check_heads(model: Backend, heads: Iterable[Sequence[int]]) -> list[tuple[in
     """
     out = []
     for pair in heads:
-        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+        ints = [as_int(x) for x in pair] if hasattr(pair, "__len__") and len(pair) == 2 else None
+        if ints is None or None in ints:
             raise SiteError(f"heads must be (layer, head) pairs of ints (got {pair!r})")
-        layer, head = pair
+        layer, head = ints
         if not 0 <= layer < model.info.n_layers:
             raise SiteError(f"'layer' must be in [0, {model.info.n_layers}) (got {layer})")
         if not 0 <= head < model.info.n_heads:

@@ -15,6 +15,7 @@ __all__ = [
     "AblationError",
     "AgreementError",
     "AgreementFileError",
+    "ArgumentError",
     "ArgumentTypeError",
     "AttnlabError",
     "BackendError",
@@ -61,8 +62,13 @@ class TokenizationError(AttnlabError, ValueError):
     """A word that must be a single token in the model's tokenizer is not."""
 
 
-class ArgumentTypeError(AttnlabError, TypeError):
-    """An argument of the wrong type: a model's name where a loaded model is expected, a list where a dataset is."""
+class ArgumentError(AttnlabError, ValueError):
+    """An argument outside what it may be: a memory budget that is NaN, infinite or not positive, a negative seed."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of the wrong type: a model's name where a loaded model is expected, a list where a dataset is, a
+    string where a number is."""
 
 
 class DatasetError(AttnlabError, ValueError):

@@ -96,6 +96,41 @@ def edge_pass_mb(info, n_prompts: int, n_pos: int, *, mode: str = "ablate", n_va
     return total / 2**20
 
 
+def check_budget_value(budget_mb, *, allow_none: bool = False) -> float | None:
+    """``budget_mb`` as a float, checked before any work: a positive, finite number of MiB (or None where
+    ``allow_none``: no limit).
+
+    Raises:
+        ArgumentTypeError: not a number (a string, a bool ...).
+        ArgumentError: NaN, infinite, zero or negative.
+    """
+    from attnlab.errors import ArgumentError, ArgumentTypeError
+
+    if budget_mb is None and allow_none:
+        return None
+    if isinstance(budget_mb, bool) or not _is_number(budget_mb):
+        raise ArgumentTypeError(f"'memory_budget_mb' must be a number of MiB (got {type(budget_mb).__name__} "
+                                f"{budget_mb!r})")
+    value = float(budget_mb)
+    if not (math.isfinite(value) and value > 0):
+        raise ArgumentError(f"'memory_budget_mb' must be a positive, finite number of MiB (got {budget_mb!r}); "
+                            f"the default is {DEFAULT_BUDGET_MB}")
+    return value
+
+
+def _is_number(x) -> bool:
+    """A real number of any kind: Python, numpy (registered as ``numbers.Real``) or a one-element torch tensor."""
+    import numbers
+
+    if isinstance(x, numbers.Real):
+        return True
+    item = getattr(x, "item", None)
+    if item is None or getattr(x, "numel", lambda: 0)() != 1:
+        return False
+    value = item()
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_budget(what: str, needed_mb: float, budget_mb: float | int | None, hint: str) -> None:
     """Raise when ``needed_mb`` exceeds ``budget_mb`` (None = no limit); call it before any work.
 
@@ -106,14 +141,12 @@ def check_budget(what: str, needed_mb: float, budget_mb: float | int | None, hin
         hint: what to do instead (e.g. ``"pass batch_size=4"``).
 
     Raises:
-        ValueError: ``budget_mb`` is not a positive finite number.
+        ArgumentError: ``budget_mb`` is not a positive finite number (:func:`check_budget_value`).
         MemoryBudgetError: the estimate exceeds the budget.
     """
+    budget_mb = check_budget_value(budget_mb, allow_none=True)
     if budget_mb is None:
         return
-    if isinstance(budget_mb, bool) or not (isinstance(budget_mb, (int, float)) and budget_mb > 0
-                                           and math.isfinite(budget_mb)):
-        raise ValueError(f"'memory_budget_mb' must be a positive number (got {budget_mb!r})")
     if needed_mb > budget_mb:
         raise MemoryBudgetError(
             f"{what} needs about {needed_mb:,.0f} MiB but memory_budget_mb={budget_mb:,.0f}; {hint}"

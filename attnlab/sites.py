@@ -28,7 +28,7 @@ from enum import Enum
 
 from attnlab.errors import SiteError
 
-__all__ = ["Site", "SiteKind"]
+__all__ = ["Site", "SiteKind", "as_int", "index_list"]
 
 
 class SiteKind(str, Enum):
@@ -117,3 +117,43 @@ class Site:
             if not 0 <= self.head < limit:
                 raise SiteError(f"'head' must be in [0, {limit}) for kind {self.kind.value!r} (got {self.head})")
         return self
+
+
+def as_int(x) -> int | None:
+    """``x`` as a Python int when it is an integer of any kind (Python, numpy, a one-element integer torch tensor),
+    else None. Booleans are not integers here (``True`` as a layer is a mistake)."""
+    import numbers
+
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and getattr(x, "numel", lambda: getattr(x, "size", 0))() == 1:
+        if getattr(dtype, "is_floating_point", None) is False and not getattr(dtype, "is_complex", False) \
+                and str(dtype) != "torch.bool":
+            return int(x.item())  # a torch integer tensor
+        if getattr(dtype, "kind", None) in ("i", "u"):
+            return int(x.item())  # a numpy integer array of one element
+    return None
+
+
+def index_list(name: str, values) -> list:
+    """``values`` (a list, tuple, range, numpy array or torch tensor of integers) as a list of Python ints.
+
+    Raises:
+        SiteError: not a sequence of integers (names the first bad entry).
+    """
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        if as_int(values) is not None:
+            raise SiteError(f"'{name}' must be a list of ints (got the single value {values!r}: use [{values!r}])")
+        raise SiteError(f"'{name}' must be a list of ints (got {type(values).__name__} {values!r})")
+    if getattr(values, "ndim", 1) != 1:
+        raise SiteError(f"'{name}' must be a flat list of ints (got an array of shape {tuple(values.shape)})")
+    out = []
+    for v in values:
+        i = as_int(v)
+        if i is None:
+            raise SiteError(f"'{name}' must hold ints (got {v!r} of type {type(v).__name__})")
+        out.append(i)
+    return out

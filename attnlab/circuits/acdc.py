@@ -39,6 +39,7 @@ from attnlab.backends.base import Backend
 from attnlab.circuits.circuit import Circuit
 from attnlab.circuits.evaluate import _DEFAULT_BUDGET_MB, _circuit_metrics, _prepare
 from attnlab.circuits.graph import AblationSource, CircuitError, GraphRunner
+from attnlab.memory import check_budget_value
 from attnlab.metrics import METRICS, MetricLike
 from attnlab.tasks.base import PatchingDataset, check_dataset
 
@@ -128,6 +129,7 @@ def acdc(
     if max_tests is not None and (isinstance(max_tests, bool) or not isinstance(max_tests, int) or max_tests < 1):
         raise CircuitError(f"'max_tests' must be a positive integer or None (got {max_tests!r})")
     check_dataset(model.model if isinstance(model, GraphRunner) else model, dataset, analysis="ACDC")
+    memory_budget_mb = check_budget_value(memory_budget_mb)
     runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
     g = runner.graph
     order = list(range(g.n_receivers - 1, -1, -1))

@@ -64,7 +64,7 @@ def spearman(x: Tensor, y: Tensor) -> float:
 
 
 @dataclass
-class AgreementReport:
+class AgreementReport(serialisation.Saved):
     """Attribution patching versus exact patching for one component sweep.
 
     Attributes:
@@ -80,6 +80,9 @@ class AgreementReport:
         baselines: the exact result's clean and corrupted means of the metric.
         metric: the metric both results measure (its name).
     """
+
+    _record = serialisation.AGREEMENT
+
 
     component: str
     direction: str
@@ -122,55 +125,6 @@ class AgreementReport:
                 kw[key] = math.nan
         return cls(**kw)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "AgreementReport":
-        """Inverse of :meth:`to_dict`.
-
-        Args:
-            data: an ``attnlab.agreement`` record.
-
-        Returns:
-            The :class:`AgreementReport`.
-
-        Raises:
-            AgreementFileError: (an :class:`AgreementError`) not an agreement report (another attnlab kind: the
-                message names its loader), a newer format version, missing or unexpected keys.
-        """
-        return serialisation.from_record(data, serialisation.AGREEMENT, cls._from_content)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON to ``path``, atomically: a failed save leaves an existing file unchanged.
-
-        Args:
-            path: the file; its folder must exist.
-
-        Returns:
-            ``path`` as a :class:`~pathlib.Path`.
-
-        Raises:
-            ResultFileNotFoundError: the folder does not exist.
-            AgreementFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold.
-        """
-        return serialisation.write_record(path, self.to_dict(), serialisation.AGREEMENT)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "AgreementReport":
-        """Read a report written by :meth:`save`.
-
-        Args:
-            path: the file.
-
-        Returns:
-            The :class:`AgreementReport`.
-
-        Raises:
-            ResultFileNotFoundError: no file at ``path``.
-            AgreementFileError: (an :class:`AgreementError` and a :class:`~attnlab.errors.ResultFileError`) the
-                file is empty, binary, not JSON (or truncated), not an agreement report (another attnlab kind: the
-                message names its loader), a newer format version, or has missing or unexpected keys; the message
-                names the file.
-        """
-        return serialisation.load_record(path, serialisation.AGREEMENT, cls._from_content)
 
     def __repr__(self) -> str:
         return (f"<AgreementReport {self.component} ({self.direction}), {self.n} cells: Spearman {self.spearman:.3f}, "

@@ -49,7 +49,7 @@ from attnlab.backends.base import Backend, Capability
 from attnlab.errors import BackendError, DatasetError, SiteError
 from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
-from attnlab.sites import Site, SiteKind
+from attnlab.sites import Site, SiteKind, as_int, index_list
 from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["ATTRIBUTION_COMPONENTS", "attribution_patching", "attribution_sweep"]
@@ -73,7 +73,7 @@ def check_layers(model: Backend, layers: Sequence[int] | None) -> list[int]:
     n = model.info.n_layers
     if layers is None:
         return list(range(n))
-    layers = list(layers)
+    layers = index_list("layers", layers)
     wrong = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < n]
     if not layers or wrong or len(set(layers)) != len(layers):
         raise SiteError(f"'layers' must be distinct ints in [0, {n}), at least one (got {layers})")
@@ -94,16 +94,9 @@ def _check_inputs(model: Backend, dataset: PatchingDataset, components: Sequence
     if bad:
         raise SiteError(f"'components' must be among {sorted(ATTRIBUTION_COMPONENTS)} (got {bad})")
     check_direction(direction)
-    info = model.info
     layers = check_layers(model, layers)
     for c in components:
         model.check_site(Site(ATTRIBUTION_COMPONENTS[c][0], layers[0]))  # e.g. mlp_out on an attention-only model
-    if dataset.n_pos > info.n_ctx:
-        raise DatasetError(f"prompts are {dataset.n_pos} tokens but {info.name} has a context of {info.n_ctx}")
-    for name, toks in (("clean_tokens", dataset.clean_tokens), ("corrupted_tokens", dataset.corrupted_tokens),
-                       ("answers", dataset.answers)):
-        if int(toks.min()) < 0 or int(toks.max()) >= info.d_vocab:
-            raise DatasetError(f"{name} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")
     return components, layers
 
 

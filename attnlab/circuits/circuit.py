@@ -19,7 +19,7 @@ _HEAD = re.compile(r"^L(\d+)H(\d+)$")
 
 
 @dataclass
-class Circuit:
+class Circuit(serialisation.Saved):
     """A set of edges with their scores.
 
     Attributes:
@@ -32,6 +32,10 @@ class Circuit:
         provenance: method, steps, source of ablations, the metric (``provenance["metric"]``, a
             :meth:`attnlab.metrics.Metric.to_dict`), timings ...
     """
+
+    _record = serialisation.CIRCUIT
+    _save_options = {"indent": 1, "allow_nan": True}  # the layout of earlier circuit files
+
 
     model: dict
     task: dict
@@ -131,55 +135,6 @@ class Circuit:
         return cls(model=d["model"], task=d["task"], edges=edges, selection=d.get("selection", {}),
                    provenance=d.get("provenance", {}))
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Circuit":
-        """Rebuild a circuit from :meth:`to_dict` output.
-
-        Args:
-            d: an ``attnlab.circuit.v1`` record.
-
-        Returns:
-            The :class:`Circuit`.
-
-        Raises:
-            CircuitFileError: (a :class:`CircuitError`) not an ``attnlab.circuit.v1`` record (another attnlab
-                kind: the message names its loader), a newer format, missing or unexpected keys, malformed edges.
-        """
-        return serialisation.from_record(d, serialisation.CIRCUIT, cls._from_content)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the circuit as JSON to ``path``, atomically: a failed save leaves an existing file unchanged.
-
-        Args:
-            path: the file; its folder must exist.
-
-        Returns:
-            ``path`` as a :class:`~pathlib.Path`.
-
-        Raises:
-            ResultFileNotFoundError: the folder does not exist.
-            CircuitFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold.
-        """
-        return serialisation.write_record(path, self.to_dict(), serialisation.CIRCUIT, indent=1, allow_nan=True)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Circuit":
-        """Read a circuit saved by :meth:`save`.
-
-        Args:
-            path: the file.
-
-        Returns:
-            The :class:`Circuit`.
-
-        Raises:
-            ResultFileNotFoundError: no file at ``path``.
-            CircuitFileError: (a :class:`CircuitError` and a :class:`~attnlab.errors.ResultFileError`) the file is
-                empty, binary, not JSON (or truncated), not an attnlab circuit (another attnlab kind: the message
-                names its loader), a newer format, has missing or unexpected keys or malformed edges; the message
-                names the file.
-        """
-        return serialisation.load_record(path, serialisation.CIRCUIT, cls._from_content)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """Jupyter display: labext's circuit view, a static HTML table elsewhere (:mod:`attnlab.render.circuit`)."""

@@ -85,7 +85,7 @@ def _ratio(num: int, den: int) -> float:
 
 
 @dataclass
-class CircuitComparison:
+class CircuitComparison(serialisation.Saved):
     """Head overlap of two circuits A and B.
 
     Attributes:
@@ -97,6 +97,9 @@ class CircuitComparison:
     (``|A & B| / |A | B|``), ``overlap_a_in_b`` (fraction of A's heads that are also in B: Merullo et al.'s
     overlap when A is the circuit being explained) and ``overlap_b_in_a``. Ratios over an empty circuit are NaN.
     """
+
+    _record = serialisation.CIRCUIT_COMPARISON
+
 
     names: tuple[str, str]
     heads_a: list[Head]
@@ -179,56 +182,6 @@ class CircuitComparison:
         return compare_circuits(data["heads_a"], data["heads_b"], names=tuple(data["names"]),
                                 roles_a=data.get("roles_a"), roles_b=data.get("roles_b"))
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "CircuitComparison":
-        """Inverse of :meth:`to_dict` (the ``summary`` is recomputed, not read).
-
-        Args:
-            data: an ``attnlab.circuit_comparison`` record.
-
-        Returns:
-            The :class:`CircuitComparison`.
-
-        Raises:
-            CircuitComparisonFileError: (a :class:`CircuitComparisonError`) not a circuit-comparison record
-                (another attnlab kind: the message names its loader), a newer format version, missing or
-                unexpected keys, heads that are not ``"L9H9"`` names.
-        """
-        return serialisation.from_record(data, serialisation.CIRCUIT_COMPARISON, cls._from_content)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the comparison as JSON to ``path``, atomically: a failed save leaves an existing file unchanged.
-
-        Args:
-            path: the file; its folder must exist.
-
-        Returns:
-            ``path`` as a :class:`~pathlib.Path`.
-
-        Raises:
-            ResultFileNotFoundError: the folder does not exist.
-            CircuitComparisonFileError: ``path`` is a folder or the file cannot be written.
-        """
-        return serialisation.write_record(path, self.to_dict(), serialisation.CIRCUIT_COMPARISON)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CircuitComparison":
-        """Read a comparison written by :meth:`save`.
-
-        Args:
-            path: the file.
-
-        Returns:
-            The :class:`CircuitComparison`.
-
-        Raises:
-            ResultFileNotFoundError: no file at ``path``.
-            CircuitComparisonFileError: (a :class:`CircuitComparisonError` and a
-                :class:`~attnlab.errors.ResultFileError`) the file is empty, binary, not JSON (or truncated), not a
-                circuit comparison (another attnlab kind: the message names its loader), a newer format version, or
-                has missing or unexpected keys or malformed heads; the message names the file.
-        """
-        return serialisation.load_record(path, serialisation.CIRCUIT_COMPARISON, cls._from_content)
 
     def __repr__(self) -> str:
         na, nb = self.names

@@ -65,7 +65,7 @@ from attnlab.circuits.graph import (
     split_rows,
     template_groups,
 )
-from attnlab.memory import DEFAULT_BUDGET_MB
+from attnlab.memory import DEFAULT_BUDGET_MB, check_budget_value
 from attnlab.metrics import METRICS, MetricLike, get_metric
 from attnlab.tasks.base import PatchingDataset, check_dataset
 
@@ -177,6 +177,7 @@ def eap_scores(
         raise CircuitError(f"'ablation' must be 'corrupted' or 'mean' (got {ablation!r})")
     analysis = method.upper()
     check_dataset(model, dataset, analysis=analysis)
+    memory_budget_mb = check_budget_value(memory_budget_mb, allow_none=True)
     metric = get_metric(metric).require_differentiable(analysis)
     n_steps = 1 if method == "eap" else steps
     n, n_pos = len(dataset), dataset.n_pos

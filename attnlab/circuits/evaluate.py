@@ -52,7 +52,7 @@ from attnlab.circuits.graph import (
     split_rows,
     template_groups,
 )
-from attnlab.memory import DEFAULT_BUDGET_MB
+from attnlab.memory import DEFAULT_BUDGET_MB, check_budget_value
 from attnlab.metrics import METRICS, MIN_BASELINE_GAP, Metric, MetricLike, get_metric
 from attnlab.tasks.base import PatchingDataset, check_dataset
 
@@ -266,6 +266,7 @@ def _prepare(model, dataset: PatchingDataset, metric: MetricLike, source, batch_
     """(runner, metric, clean reference, ablation source): the budget, then the metric, checked before the
     source's passes."""
     check_dataset(model.model if isinstance(model, GraphRunner) else model, dataset, analysis="circuit evaluation")
+    memory_budget_mb = check_budget_value(memory_budget_mb)
     runner = _runner(model)
     _pass_plan(runner, dataset, batch_size, memory_budget_mb)
     metric = get_metric(metric)

@@ -51,7 +51,7 @@ from attnlab.errors import DatasetError, SiteError
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Metric, MetricLike, check_direction, get_metric, normalise
 from attnlab.results import PatchingResult
-from attnlab.sites import Site, SiteKind
+from attnlab.sites import Site, SiteKind, as_int
 from attnlab.tasks.base import PatchingDataset, check_dataset
 
 __all__ = ["PathPatchingScore", "head_inputs", "path_patch", "path_patching_sweep"]
@@ -119,16 +119,16 @@ class PathPatchingScore:
 
 # -- input checks -------------------------------------------------------------------------------------------------
 def _check_senders(model: Backend, senders) -> list[Head]:
-    if (isinstance(senders, (tuple, list)) and len(senders) == 2
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in senders)):
+    if (hasattr(senders, "__len__") and len(senders) == 2
+            and all(as_int(x) is not None for x in senders)):
         senders = [senders]  # one head given as a pair
     out = []
     for pair in senders:
-        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+        ints = [as_int(x) for x in pair] if hasattr(pair, "__len__") and len(pair) == 2 else None
+        if ints is None or None in ints:
             raise SiteError(f"senders must be (layer, head) pairs of ints (got {pair!r})")
-        model.check_site(Site(SiteKind.Z, pair[0], head=pair[1]))
-        out.append((int(pair[0]), int(pair[1])))
+        model.check_site(Site(SiteKind.Z, ints[0], head=ints[1]))
+        out.append((ints[0], ints[1]))
     if not out:
         raise SiteError("'senders' must name at least one (layer, head)")
     return sorted(set(out))
@@ -379,8 +379,7 @@ def path_patching_sweep(
     _check_dataset(model, dataset, receiver_position)
     info = model.info
     layers = check_layers(model, layers)
-    if memory_budget_mb <= 0:
-        raise SiteError(f"'memory_budget_mb' must be positive (got {memory_budget_mb})")
+    memory_budget_mb = memory.check_budget_value(memory_budget_mb)
 
     t0 = time.perf_counter()
     b = _record_baselines(model, dataset, direction, freeze_mlps, metric)

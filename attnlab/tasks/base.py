@@ -14,7 +14,7 @@ from torch import Tensor
 
 from attnlab.errors import ArgumentTypeError, DatasetError
 
-__all__ = ["PatchingDataset", "check_dataset"]
+__all__ = ["PatchingDataset", "check_dataset", "check_seed"]
 
 
 @dataclass(frozen=True)
@@ -175,3 +175,22 @@ def check_dataset(model, dataset, *, analysis: str = "this analysis") -> None:
                        ("answers", dataset.answers)):
         if int(toks.min()) < 0 or int(toks.max()) >= info.d_vocab:
             raise DatasetError(f"{name} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as a Python int, checked before any work: a non-negative integer (numpy and torch integers too).
+
+    Raises:
+        ArgumentTypeError: not an integer (None, a float, a string: each would silently give other prompts).
+        ArgumentError: negative.
+    """
+    from attnlab.errors import ArgumentError
+    from attnlab.sites import as_int
+
+    value = as_int(seed)
+    if value is None:
+        raise ArgumentTypeError(f"'{name}' must be a non-negative integer, which makes the run reproducible (got "
+                                f"{type(seed).__name__} {seed!r})")
+    if value < 0:
+        raise ArgumentError(f"'{name}' must be a non-negative integer (got {value})")
+    return value

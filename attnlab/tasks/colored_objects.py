@@ -57,7 +57,7 @@ from torch import Tensor
 from attnlab.backends.base import Backend
 from attnlab.errors import DatasetError, TokenizationError
 from attnlab.metrics import logit_diff
-from attnlab.tasks.base import PatchingDataset, check_dataset
+from attnlab.tasks.base import PatchingDataset, check_dataset, check_seed
 
 __all__ = [
     "COLORS",
@@ -299,6 +299,8 @@ def colored_objects_dataset(
     if n_pos > backend.info.n_ctx:
         raise DatasetError(f"Colored Objects prompts are {n_pos} tokens, longer than {backend.info.name}'s context "
                            f"of {backend.info.n_ctx}")
+
+    seed = check_seed(seed)
 
     rng = random.Random(seed)
     triples = _sample(rng, n_prompts, idx, color_list, object_list)

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from attnlab.backends.base import Backend
 from attnlab.errors import DatasetError, TokenizationError
+from attnlab.tasks.base import check_seed
 
 __all__ = [
     "PrefixProbe",
@@ -257,6 +258,7 @@ def repeated_random_tokens(
     bos = _resolve_bos(model, prepend_bos, bos_token_id)
     offset = 0 if bos is None else 1
     _check_context(model, offset + 2 * seq_len, f"a repeated sequence of seq_len {seq_len}")
+    seed = check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     if distinct:
         seg = _sample_distinct(g, batch, seq_len, lo, hi, bos)
@@ -323,6 +325,7 @@ def natural_repeats(
         raise DatasetError(f"{model.info.name}'s vocabulary has {len(words)} single-token words, too few for "
                            f"seq_len {seq_len}; use repeated_random_tokens")
     pool = torch.tensor(words)
+    seed = check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     rows, texts = [], []
     attempts = 0
@@ -391,6 +394,7 @@ def prefix_probe(
     distance = n_max + 1 + gap
     n_pos = offset + n_max + distance
     _check_context(model, n_pos, f"a prefix probe with prefix lengths up to {n_max}")
+    seed = check_seed(seed)
     g = torch.Generator().manual_seed(seed)
     body = n_pos - offset
     fresh = _sample_distinct(g, batch, body, lo, hi, bos)  # [batch, body]: all distinct

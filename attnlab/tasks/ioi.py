@@ -69,7 +69,7 @@ from torch import Tensor
 
 from attnlab.backends.base import Backend
 from attnlab.errors import DatasetError, TokenizationError
-from attnlab.tasks.base import PatchingDataset
+from attnlab.tasks.base import PatchingDataset, check_seed
 
 __all__ = [
     "ABBA_TEMPLATES",
@@ -410,6 +410,8 @@ def ioi_dataset(
     if n_pos > backend.info.n_ctx:
         raise DatasetError(f"IOI prompts are {n_pos} tokens, longer than {backend.info.name}'s context of "
                            f"{backend.info.n_ctx} tokens; use shorter templates")
+
+    seed = check_seed(seed)
 
     rng = random.Random(seed)
     prompts = _sample(rng, n_prompts, idx, order, name_list, place_list, object_list, corruption)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from attnlab.circuits.path_patching import head_inputs, path_patch, path_patching_sweep
-from attnlab.errors import DatasetError, SiteError
+from attnlab.errors import ArgumentError, DatasetError, SiteError
 from attnlab.metrics import logit_diff, normalise
 from attnlab.models import tiny_model
 from attnlab.patching import run_sweep
@@ -189,5 +189,5 @@ def test_bad_inputs_fail_before_any_forward_pass(model, pairs, senders, receiver
 def test_sweep_checks_its_own_arguments(model, pairs):
     with pytest.raises(SiteError, match="'layers'"):
         path_patching_sweep(_no_runs(model), pairs, "logits", layers=[5], progress=False)
-    with pytest.raises(SiteError, match="'memory_budget_mb' must be positive"):
+    with pytest.raises(ArgumentError, match="'memory_budget_mb' must be a positive, finite number"):
         path_patching_sweep(_no_runs(model), pairs, "logits", memory_budget_mb=0, progress=False)
