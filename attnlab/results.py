@@ -40,7 +40,7 @@ def _from_nested(data, dtype=torch.float32) -> Tensor:
 
 
 @dataclass
-class PatchingResult:
+class PatchingResult(serialisation.Saved):
     """The result of an activation-patching sweep.
 
     Attributes:
@@ -63,6 +63,9 @@ class PatchingResult:
             :meth:`~attnlab.tasks.base.PatchingDataset.describe`) and engine settings.
         complete: False if the sweep was interrupted; ``layers_done`` lists the finished layers.
     """
+
+    _record = serialisation.RESULT
+
 
     analysis: str
     component: str
@@ -168,56 +171,6 @@ class PatchingResult:
         kw["per_prompt"] = None if kw["per_prompt"] is None else _from_nested(kw["per_prompt"])
         return cls(**kw)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "PatchingResult":
-        """Inverse of :meth:`to_dict`.
-
-        Args:
-            data: an ``attnlab.result`` record (as :meth:`to_dict` returns it).
-
-        Returns:
-            The :class:`PatchingResult`.
-
-        Raises:
-            ResultFileError: not an attnlab result (another attnlab kind: the message names its loader), a newer
-                format version, missing or unexpected keys, malformed values (see :mod:`attnlab.serialisation`).
-        """
-        return serialisation.from_record(data, serialisation.RESULT, cls._from_content)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the result to a JSON file (lossless for float32 values), atomically: a failed save leaves an existing
-        file unchanged.
-
-        Args:
-            path: the file; its folder must exist.
-
-        Returns:
-            ``path`` as a :class:`~pathlib.Path`.
-
-        Raises:
-            ResultFileNotFoundError: the folder does not exist.
-            ResultFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold (NaN in
-                ``baselines`` or ``settings``).
-        """
-        return serialisation.write_record(path, self.to_dict(), serialisation.RESULT)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PatchingResult":
-        """Read a result written by :meth:`save`.
-
-        Args:
-            path: the file.
-
-        Returns:
-            The :class:`PatchingResult`.
-
-        Raises:
-            ResultFileNotFoundError: no file at ``path``.
-            ResultFileError: the file is empty, binary, not JSON (or truncated), not an attnlab result (another
-                attnlab kind: the message names its loader), a newer format version, has missing or unexpected
-                keys or malformed values; the message names the file.
-        """
-        return serialisation.load_record(path, serialisation.RESULT, cls._from_content)
 
     # -- display ---------------------------------------------------------------------------------------------------
     def heatmap_payload(self):

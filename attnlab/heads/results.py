@@ -24,7 +24,7 @@ __all__ = ["HeadScores"]
 
 
 @dataclass
-class HeadScores:
+class HeadScores(serialisation.Saved):
     """Attention-pattern scores of every head, and what verifies them.
 
     Attributes:
@@ -40,6 +40,9 @@ class HeadScores:
         copying: Float[layer, head_index] direct logit attribution of each head to the copied token (logits), or
             None (:func:`~attnlab.heads.attribution.copying_scores`).
     """
+
+    _record = serialisation.HEADSCORES
+
 
     kinds: list[str]
     scores: Tensor
@@ -177,55 +180,6 @@ class HeadScores:
             copying=nested("copying"),
         )
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "HeadScores":
-        """Inverse of :meth:`to_dict`.
-
-        Args:
-            d: an ``attnlab.headscores`` record (as :meth:`to_dict` returns it).
-
-        Returns:
-            The :class:`HeadScores`.
-
-        Raises:
-            ResultFileError: not a head-scores record (another attnlab kind: the message names its loader), a newer
-                format version, missing or unexpected keys, malformed values (see :mod:`attnlab.serialisation`).
-        """
-        return serialisation.from_record(d, serialisation.HEADSCORES, cls._from_content)
-
-    def save(self, path: str | Path) -> Path:
-        """Write to a JSON file (lossless for float32 values), atomically: a failed save leaves an existing file
-        unchanged.
-
-        Args:
-            path: the file; its folder must exist.
-
-        Returns:
-            ``path`` as a :class:`~pathlib.Path`.
-
-        Raises:
-            ResultFileNotFoundError: the folder does not exist.
-            ResultFileError: ``path`` is a folder, the file cannot be written, or a value JSON cannot hold.
-        """
-        return serialisation.write_record(path, self.to_dict(), serialisation.HEADSCORES)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "HeadScores":
-        """Read a file written by :meth:`save`.
-
-        Args:
-            path: the file.
-
-        Returns:
-            The :class:`HeadScores`.
-
-        Raises:
-            ResultFileNotFoundError: no file at ``path``.
-            ResultFileError: the file is empty, binary, not JSON (or truncated), not a head-scores file (another
-                attnlab kind: the message names its loader), a newer format version, has missing or unexpected keys
-                or malformed values; the message names the file.
-        """
-        return serialisation.load_record(path, serialisation.HEADSCORES, cls._from_content)
 
     # -- display -----------------------------------------------------------------------------------------------------
     def gallery_payload(self):
