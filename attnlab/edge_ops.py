@@ -269,8 +269,10 @@ def eap(run_pass, layout: Layout, *, clean, corrupted, end, answers, metric, nee
             ``("clean", values)`` on each clean run's metric values, or None (a custom metric's checks).
 
     Returns:
-        ``{"scores": Float[n_senders, n_receivers] (0 off the graph), "clean": Float[batch], "corrupted":
-        Float[batch]}`` metric values per prompt.
+        ``{"scores": Float[n_senders, n_receivers] (0 off the graph), "clean": Float[done], "corrupted":
+        Float[done], "prompts_done": done}``: metric values per prompt. A KeyboardInterrupt during the gradient
+        phase keeps the batches already scored: ``done < batch`` and the scores are the mean over those prompts
+        (an interrupt before any batch is scored propagates).
     """
     n, n_pos = clean.shape
     scores = torch.zeros(layout.n_senders, layout.n_receivers)
@@ -289,8 +291,26 @@ def eap(run_pass, layout: Layout, *, clean, corrupted, end, answers, metric, nee
     if ablation == "mean":
         means = group_means(torch.cat([reference[i0] for i0, _ in chunks]), index, n_groups)
         reference = {i0: means[index[i0:i1]] for i0, i1 in chunks}
+    done = 0  # prompts whose gradients are in the scores
+    try:  # a KeyboardInterrupt here (local runs) keeps the batches already scored
+        done = _eap_gradients(run_pass, layout, scores, chunks, reference, clean, end, answers, metric,
+                              needs_reference, n_steps, n, check, clean_vals, corrupt_vals, corrupt_logits)
+    except KeyboardInterrupt:
+        done = sum(len(v) for v in clean_vals)  # batches are added whole, after their last pass
+        if done == 0:
+            raise
+    if done < n:  # the scores are means over the prompts scored
+        scores *= n / done
+    return {"scores": scores * layout.valid(), "clean": torch.cat(clean_vals),
+            "corrupted": torch.cat(corrupt_vals)[:done], "prompts_done": done}
+
+
+def _eap_gradients(run_pass, layout, scores, chunks, reference, clean, end, answers, metric, needs_reference,
+                   n_steps, n, check, clean_vals, corrupt_vals, corrupt_logits) -> int:
+    """The gradient phase of :func:`eap`: adds every batch's scores to ``scores``; returns the prompts scored."""
+    done, n_pos = 0, clean.shape[1]
     for i0, i1 in chunks:
-        a_ref, grads, a_clean, ref = reference.pop(i0), {}, None, None
+        a_ref, grads, a_clean, ref, batch_vals = reference.pop(i0), {}, None, None, []
         for k in range(n_steps, 0, -1):  # alpha = 1 first: the clean run, which also records a_clean
             embed = None
             if k != n_steps:
@@ -305,9 +325,9 @@ def eap(run_pass, layout: Layout, *, clean, corrupted, end, answers, metric, nee
                 values = metric(logits, answers[i0:i1], ref)
                 if check is not None:
                     check("clean", values)
-                clean_vals.append(values.detach().float())
+                batch_vals.append(values.detach().float())
                 if needs_reference:
-                    corrupt_vals.append(metric(corrupt_logits.pop(i0), answers[i0:i1], ref).detach().float())
+                    batch_vals.append(metric(corrupt_logits.pop(i0), answers[i0:i1], ref).detach().float())
             else:
                 values = metric(logits, answers[i0:i1], ref)
             keys = list(cb.inputs)
@@ -317,11 +337,17 @@ def eap(run_pass, layout: Layout, *, clean, corrupted, end, answers, metric, nee
                 grads[key] = gr if key not in grads else grads[key] + gr
             del cb, logits, values
         delta = (a_ref - a_clean).permute(2, 0, 1, 3).reshape(layout.n_senders, -1)  # [S, b*pos*D]
+        batch_scores = torch.zeros_like(scores)
         for key in layout.order:
             r_idx, gr = layout.groups[key], grads.pop(key)
             if gr.ndim == 3:
                 gr = gr[:, :, None]
             gr = gr.permute(2, 0, 1, 3).reshape(len(r_idx), -1)  # [R, b*pos*D]
             m = layout.prefix[r_idx[0]]
-            scores[:m, r_idx] += delta[:m] @ gr.T
-    return {"scores": scores * layout.valid(), "clean": torch.cat(clean_vals), "corrupted": torch.cat(corrupt_vals)}
+            batch_scores[:m, r_idx] = delta[:m] @ gr.T
+        scores += batch_scores
+        clean_vals.append(batch_vals[0])  # the batch counts once its scores are in
+        if needs_reference:
+            corrupt_vals.append(batch_vals[1])
+        done = i1
+    return done

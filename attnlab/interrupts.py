@@ -25,17 +25,21 @@ def _where():
     return "script" if shell is None else ("cell", getattr(shell, "execution_count", None))
 
 
-def note_interrupt(what: str, done: int, total: int) -> None:
-    """Record that ``what`` was interrupted after ``done`` of ``total`` passes and returned a partial result; warn.
+def note_interrupt(what: str, done: int, total: int, *, unit: str = "passes") -> None:
+    """Record that ``what`` was interrupted after ``done`` of ``total`` ``unit`` and returned a partial result; warn.
 
     Args:
-        what: the analysis, for messages (``"the heads sweep"``).
-        done, total: passes finished and planned.
+        what: the analysis, for messages (``"the heads sweep"``, ``"EAP-IG"``).
+        done, total: passes (or prompts) finished and planned.
+        unit: ``"passes"`` (a sweep: the cells not run are NaN) or ``"prompts"`` (edge scores: the mean over the
+            prompts scored).
     """
     global _pending
     _pending = (_where(), what)
-    warnings.warn(f"{what} was interrupted after {done} of {total} passes: returning the partial result "
-                  "(result.complete is False; the cells not run are NaN). A further sweep started in this cell or "
+    rest = ("the cells not run are NaN" if unit == "passes"
+            else "the scores are the mean over the prompts scored")
+    warnings.warn(f"{what} was interrupted after {done} of {total} {unit}: returning the partial result "
+                  f"(result.complete is False; {rest}). A further sweep started in this cell or "
                   "script raises KeyboardInterrupt", RuntimeWarning, stacklevel=_caller_level())
 
 

@@ -65,6 +65,7 @@ from attnlab.circuits.graph import (
     split_rows,
     template_groups,
 )
+from attnlab import interrupts
 from attnlab.memory import DEFAULT_BUDGET_MB, check_budget_value
 from attnlab.metrics import METRICS, MetricLike, get_metric
 from attnlab.tasks.base import PatchingDataset, check_dataset
@@ -87,6 +88,8 @@ class EdgeScores:
         task: the dataset's ``describe()``; seconds: wall time of the scoring.
         metric: the metric that produced the scores, as :meth:`attnlab.metrics.Metric.to_dict` (``name``,
             ``label``, ``description`` ...).
+        complete: False when a KeyboardInterrupt stopped the scoring: the scores are then the mean over the prompts
+            scored (``task["prompts_scored"]``), whole batches only.
     """
 
     graph: Graph
@@ -98,6 +101,7 @@ class EdgeScores:
     task: dict = field(default_factory=dict)
     seconds: float = 0.0
     metric: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
+    complete: bool = True
 
     def edge_scores(self) -> list[tuple[str, float]]:
         """Every edge with its score, sorted by decreasing |score| (ties keep graph order)."""
@@ -176,6 +180,7 @@ def eap_scores(
     if ablation not in ("corrupted", "mean"):
         raise CircuitError(f"'ablation' must be 'corrupted' or 'mean' (got {ablation!r})")
     analysis = method.upper()
+    interrupts.raise_pending(analysis)
     check_dataset(model, dataset, analysis=analysis)
     memory_budget_mb = check_budget_value(memory_budget_mb, allow_none=True)
     metric = get_metric(metric).require_differentiable(analysis)
@@ -205,10 +210,14 @@ def eap_scores(
     finally:
         bar.close()
     scores, clean_vals, corrupt_vals = out["scores"], out["clean"], out["corrupted"]
+    done = int(out.get("prompts_done", n))
+    if done < n:
+        interrupts.note_interrupt(method.upper(), done, n, unit="prompts")
     return EdgeScores(
         graph=g, scores=scores, method=method, steps=n_steps,
         clean_metric=float(clean_vals.mean()), corrupted_metric=float(corrupt_vals.mean()),
-        task={**dataset.describe(), "ablation": ablation}, seconds=time.perf_counter() - t0, metric=metric.to_dict(),
+        task={**dataset.describe(), "ablation": ablation, "prompts_scored": done}, seconds=time.perf_counter() - t0,
+        metric=metric.to_dict(), complete=done == n,
     )
 
 

@@ -2,6 +2,7 @@
 same script (or notebook cell) raises KeyboardInterrupt before any work, so a loop of sweeps stops."""
 
 import pytest
+import torch
 
 from attnlab import interrupts
 from attnlab.models import tiny_model
@@ -65,3 +66,29 @@ def test_a_sweep_in_a_later_notebook_cell_starts_normally(model, pairs, monkeypa
         assert not run_sweep(model, pairs, "heads", progress=False).complete
     cell["n"] = 8  # the user runs the next cell
     assert run_sweep(model, pairs, "heads", progress=False).complete
+
+
+def test_interrupted_edge_scores_keep_the_batches_scored(model, pairs, monkeypatch):
+    """EAP stopped during its gradient phase returns the mean over the batches already scored: equal to scoring
+    those prompts alone."""
+    from attnlab.circuits import eap_scores
+
+    pairs = random_pair_dataset(model, batch=6, n_pos=5, changed=(1, 3), seed=7)
+    first_two = eap_scores(model, pairs.subset(slice(0, 4)), method="eap", batch_size=2, progress=False)
+    runner_class = type(model.edge_runner())
+    real, calls = runner_class.run, []
+
+    def run(self, *args, **kwargs):
+        calls.append(kwargs.get("grad"))
+        if calls.count(True) == 3:  # the third batch's gradient pass: two batches are scored
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(runner_class, "run", run)
+    with pytest.warns(RuntimeWarning, match="EAP was interrupted after 4 of 6 prompts"):
+        partial = eap_scores(model, pairs, method="eap", batch_size=2, progress=False)
+    assert not partial.complete and partial.task["prompts_scored"] == 4
+    torch.testing.assert_close(partial.scores, first_two.scores, atol=1e-6, rtol=1e-5)
+    assert partial.clean_metric == pytest.approx(first_two.clean_metric, rel=1e-6)
+    with pytest.raises(KeyboardInterrupt, match="EAP not started"):
+        eap_scores(model, pairs, method="eap", batch_size=2, progress=False)
