@@ -291,63 +291,63 @@ def eap(run_pass, layout: Layout, *, clean, corrupted, end, answers, metric, nee
     if ablation == "mean":
         means = group_means(torch.cat([reference[i0] for i0, _ in chunks]), index, n_groups)
         reference = {i0: means[index[i0:i1]] for i0, i1 in chunks}
-    done = 0  # prompts whose gradients are in the scores
     try:  # a KeyboardInterrupt here (local runs) keeps the batches already scored
-        done = _eap_gradients(run_pass, layout, scores, chunks, reference, clean, end, answers, metric,
-                              needs_reference, n_steps, n, check, clean_vals, corrupt_vals, corrupt_logits)
+        for i0, i1 in chunks:
+            batch_scores, values = _eap_batch(run_pass, layout, reference.pop(i0), clean[i0:i1], end[i0:i1],
+                                              answers[i0:i1], metric, needs_reference, n_steps, n, check,
+                                              corrupt_logits.pop(i0, None))
+            scores += batch_scores
+            clean_vals.append(values[0])  # a batch counts once its scores are in
+            if needs_reference:
+                corrupt_vals.append(values[1])
     except KeyboardInterrupt:
-        done = sum(len(v) for v in clean_vals)  # batches are added whole, after their last pass
-        if done == 0:
+        if not clean_vals:
             raise
+    done = sum(len(v) for v in clean_vals)
     if done < n:  # the scores are means over the prompts scored
         scores *= n / done
     return {"scores": scores * layout.valid(), "clean": torch.cat(clean_vals),
             "corrupted": torch.cat(corrupt_vals)[:done], "prompts_done": done}
 
 
-def _eap_gradients(run_pass, layout, scores, chunks, reference, clean, end, answers, metric, needs_reference,
-                   n_steps, n, check, clean_vals, corrupt_vals, corrupt_logits) -> int:
-    """The gradient phase of :func:`eap`: adds every batch's scores to ``scores``; returns the prompts scored."""
-    done, n_pos = 0, clean.shape[1]
-    for i0, i1 in chunks:
-        a_ref, grads, a_clean, ref, batch_vals = reference.pop(i0), {}, None, None, []
-        for k in range(n_steps, 0, -1):  # alpha = 1 first: the clean run, which also records a_clean
-            embed = None
-            if k != n_steps:
-                e_clean, e_corr = a_clean[:, :, 0], a_ref[:, :, 0]
-                embed = e_corr + (k / n_steps) * (e_clean - e_corr)
-            cb = EdgeAblation(layout, None, None, 1, i1 - i0, n_pos, record=k == n_steps, capture=True,
-                              input_embed=embed)
-            logits = run_pass(clean[i0:i1], cb, end[i0:i1], True)
-            if k == n_steps:  # the clean run: the reference (KL) is this pass's own distribution
-                a_clean = cb.acts.permute(1, 2, 0, 3)
-                ref = torch.log_softmax(logits.detach().float(), dim=-1) if needs_reference else None
-                values = metric(logits, answers[i0:i1], ref)
-                if check is not None:
-                    check("clean", values)
-                batch_vals.append(values.detach().float())
-                if needs_reference:
-                    batch_vals.append(metric(corrupt_logits.pop(i0), answers[i0:i1], ref).detach().float())
-            else:
-                values = metric(logits, answers[i0:i1], ref)
-            keys = list(cb.inputs)
-            gs = torch.autograd.grad(values.sum() / n, [cb.inputs[key] for key in keys])
-            for key, gr in zip(keys, gs):
-                gr = gr.detach().float() / n_steps
-                grads[key] = gr if key not in grads else grads[key] + gr
-            del cb, logits, values
-        delta = (a_ref - a_clean).permute(2, 0, 1, 3).reshape(layout.n_senders, -1)  # [S, b*pos*D]
-        batch_scores = torch.zeros_like(scores)
-        for key in layout.order:
-            r_idx, gr = layout.groups[key], grads.pop(key)
-            if gr.ndim == 3:
-                gr = gr[:, :, None]
-            gr = gr.permute(2, 0, 1, 3).reshape(len(r_idx), -1)  # [R, b*pos*D]
-            m = layout.prefix[r_idx[0]]
-            batch_scores[:m, r_idx] = delta[:m] @ gr.T
-        scores += batch_scores
-        clean_vals.append(batch_vals[0])  # the batch counts once its scores are in
-        if needs_reference:
-            corrupt_vals.append(batch_vals[1])
-        done = i1
-    return done
+def _eap_batch(run_pass, layout: Layout, a_ref, clean, end, answers, metric, needs_reference: bool, n_steps: int,
+               n: int, check, corrupt_logits):
+    """One batch of :func:`eap`'s gradient phase: (its scores Float[n_senders, n_receivers], [clean metric values,
+    and with a reference metric the corrupted ones])."""
+    n_rows, n_pos = clean.shape
+    grads, a_clean, ref, values_out = {}, None, None, []
+    for k in range(n_steps, 0, -1):  # alpha = 1 first: the clean run, which also records a_clean
+        embed = None
+        if k != n_steps:
+            e_clean, e_corr = a_clean[:, :, 0], a_ref[:, :, 0]
+            embed = e_corr + (k / n_steps) * (e_clean - e_corr)
+        cb = EdgeAblation(layout, None, None, 1, n_rows, n_pos, record=k == n_steps, capture=True,
+                          input_embed=embed)
+        logits = run_pass(clean, cb, end, True)
+        if k == n_steps:  # the clean run: the reference (KL) is this pass's own distribution
+            a_clean = cb.acts.permute(1, 2, 0, 3)
+            ref = torch.log_softmax(logits.detach().float(), dim=-1) if needs_reference else None
+            values = metric(logits, answers, ref)
+            if check is not None:
+                check("clean", values)
+            values_out.append(values.detach().float())
+            if needs_reference:
+                values_out.append(metric(corrupt_logits, answers, ref).detach().float())
+        else:
+            values = metric(logits, answers, ref)
+        keys = list(cb.inputs)
+        gs = torch.autograd.grad(values.sum() / n, [cb.inputs[key] for key in keys])
+        for key, gr in zip(keys, gs):
+            gr = gr.detach().float() / n_steps
+            grads[key] = gr if key not in grads else grads[key] + gr
+        del cb, logits, values
+    delta = (a_ref - a_clean).permute(2, 0, 1, 3).reshape(layout.n_senders, -1)  # [S, b*pos*D]
+    scores = torch.zeros(layout.n_senders, layout.n_receivers)
+    for key in layout.order:
+        r_idx, gr = layout.groups[key], grads.pop(key)
+        if gr.ndim == 3:
+            gr = gr[:, :, None]
+        gr = gr.permute(2, 0, 1, 3).reshape(len(r_idx), -1)  # [R, b*pos*D]
+        m = layout.prefix[r_idx[0]]
+        scores[:m, r_idx] = delta[:m] @ gr.T
+    return scores, values_out

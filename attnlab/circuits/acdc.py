@@ -128,7 +128,7 @@ def acdc(
     threshold = _check_threshold(threshold)
     if max_tests is not None and (isinstance(max_tests, bool) or not isinstance(max_tests, int) or max_tests < 1):
         raise CircuitError(f"'max_tests' must be a positive integer or None (got {max_tests!r})")
-    check_dataset(model.model if isinstance(model, GraphRunner) else model, dataset, analysis="ACDC")
+    check_dataset(model, dataset, analysis="ACDC")
     memory_budget_mb = check_budget_value(memory_budget_mb)
     runner = model if isinstance(model, GraphRunner) else GraphRunner(model)
     g = runner.graph

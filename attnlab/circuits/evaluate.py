@@ -265,7 +265,7 @@ def _prepare(model, dataset: PatchingDataset, metric: MetricLike, source, batch_
              memory_budget_mb: float | int):
     """(runner, metric, clean reference, ablation source): the budget, then the metric, checked before the
     source's passes."""
-    check_dataset(model.model if isinstance(model, GraphRunner) else model, dataset, analysis="circuit evaluation")
+    check_dataset(model, dataset, analysis="circuit evaluation")
     memory_budget_mb = check_budget_value(memory_budget_mb)
     runner = _runner(model)
     _pass_plan(runner, dataset, batch_size, memory_budget_mb)

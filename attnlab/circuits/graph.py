@@ -422,6 +422,12 @@ class GraphRunner:
         self.layout = self.graph.layout()
 
     @property
+    def tokenizer_fingerprint(self) -> str | None:
+        """The model's tokenizer fingerprint (:attr:`Backend.tokenizer_fingerprint`): a runner checks datasets as
+        its model does."""
+        return self.model.tokenizer_fingerprint
+
+    @property
     def local(self) -> bool:
         """Whether single passes (:meth:`run`) can be made from here (False: a remote model, programs only)."""
         return Capability.EDGE_GRAPH in self.model.capabilities

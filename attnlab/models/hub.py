@@ -3,7 +3,7 @@
 from attnlab.errors import ModelNotAvailableError
 from attnlab.models.embedded import EMBEDDED_MODEL
 
-__all__ = ["check_hub_or_cache", "load_weights", "local_folder", "offline_message"]
+__all__ = ["check_hub_or_cache", "load_weights", "local_folder", "looks_like_path", "offline_message"]
 
 
 def offline_message(name: str, why: str) -> str:
@@ -37,6 +37,16 @@ def check_hub_or_cache(name: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a path on disk, not a Hugging Face id (``org/model``): it starts like one
+    (``/``, ``./``, ``../``, ``~``) or exists."""
+    import os
+    from pathlib import Path
+
+    return (name.startswith(("/", "./", "../", "~", ".\\")) or (os.sep != "/" and os.sep in name)
+            or Path(name).expanduser().exists())
+
+
 def local_folder(name: str):
     """The local checkpoint folder ``name`` names, None for a Hugging Face id.
 
@@ -46,17 +56,15 @@ def local_folder(name: str):
     Raises:
         ModelNotAvailableError: the path does not exist ("folder not found"), or is a file, not a folder.
     """
-    import os
     from pathlib import Path
 
     path = Path(name).expanduser()
-    looks_like_a_path = name.startswith(("/", "./", "../", "~", ".\\")) or (os.sep != "/" and os.sep in name)
     if path.is_dir():
         return path
     if path.exists():
         raise ModelNotAvailableError(f"model folder not found: {name!r} is a file, not a folder. Give the folder "
                                      "that holds config.json and the weights")
-    if looks_like_a_path:
+    if looks_like_path(name):
         raise ModelNotAvailableError(f"model folder not found: {str(path)!r} does not exist. Give a folder that "
                                      "holds a Hugging Face checkpoint (config.json, the weights, the tokenizer), or "
                                      "a Hugging Face id such as 'gpt2'")

