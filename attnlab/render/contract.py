@@ -205,3 +205,113 @@ class CircuitPayload(TypedDict):
     value_label: str
     curve: CircuitCurve | None
     provenance: list[list[str]]
+
+
+__all__ += ["DISSOCIATION_MIME", "DissociationComponent", "DissociationControl", "DissociationPayload",
+            "DoubleDissociation"]
+
+#: MIME type of a recall-versus-reasoning dissociation payload, rendered by labext's dissociation view
+#: (``labext/src/dissociation.ts``).
+DISSOCIATION_MIME = "application/vnd.attnlab.dissociation.v1+json"
+
+
+class DissociationComponent(TypedDict):
+    """One ablated component of a dissociation sweep.
+
+    Keys:
+        name: ``"L3H2"``, ``"ATTN3"``, ``"MLP3"`` or a group ``"L3H2+MLP5"`` (plain text).
+        layer: block index (the first block of a group).
+        head: query head index, or null for attention-block, MLP and group components.
+        recall, reasoning: [normalised drop, CI low, CI high] of the selectivity metric on that task (1 = the whole
+            clean metric lost, 0 = no effect); nulls where not computed (a cancelled sweep).
+        selectivity: [recall drop - reasoning drop, CI low, CI high].
+        p_adjusted: multiple-comparison adjusted p-value of "selectivity = 0", or null.
+        significant: whether the selectivity interval excludes zero after the correction.
+    """
+
+    name: str
+    layer: int
+    head: int | None
+    recall: list[float | None]
+    reasoning: list[float | None]
+    selectivity: list[float | None]
+    p_adjusted: float | None
+    significant: bool
+
+
+class DoubleDissociation(TypedDict):
+    """The strongest pair: ``recall_component`` hurts recall and spares reasoning, ``reasoning_component`` the reverse.
+
+    Keys:
+        recall_component, reasoning_component: component names.
+        interaction, interaction_lo, interaction_hi: the crossover interaction and its interval.
+        statement: one sentence stating the finding (plain text).
+    """
+
+    recall_component: str
+    reasoning_component: str
+    interaction: float | None
+    interaction_lo: float | None
+    interaction_hi: float | None
+    statement: str
+
+
+class DissociationControl(TypedDict):
+    """A control row: the selective components of one side ablated together (``kind="selected"``), or a random set
+    of as many components (``kind="random"``).
+
+    Keys:
+        kind: ``"selected"`` or ``"random"``.
+        side: ``"recall"`` or ``"reasoning"``.
+        components: the names ablated together.
+        recall_drop, reasoning_drop: [normalised drop, CI low, CI high].
+    """
+
+    kind: str
+    side: str
+    components: list[str]
+    recall_drop: list[float | None]
+    reasoning_drop: list[float | None]
+
+
+class DissociationPayload(TypedDict, total=False):
+    """A recall-versus-reasoning ablation sweep, drawn as a scatter of recall drop against reasoning drop, the drops
+    as layer x head matrices (or a layer strip), the double-dissociation statement and the control rows.
+
+    Keys:
+        kind: always ``"dissociation"``.
+        title: heading shown above the view.
+        metric, metric_label: the selectivity metric's name and its label with unit (``"logit difference"``).
+        granularity: ``"heads"``, ``"attn"``, ``"mlp"``, ``"blocks"`` or ``"components"``.
+        ablation: ``"zero"``, ``"mean"`` or ``"resample"``.
+        n_layers, n_heads: the model's blocks and query heads per block.
+        correction: ``"holm"`` or ``"bh"``; alpha: its level.
+        level: coverage of the intervals (0.95); n_bootstrap: resamples of the paired bootstrap.
+        complete: false when the sweep was cancelled (components not run have null intervals).
+        n_items: items per task, ``{"recall": n, "reasoning": n}``.
+        baselines: clean mean of the metric per task, in its unit.
+        components: [n_components] :class:`DissociationComponent`, in sweep order.
+        double_dissociation: a :class:`DoubleDissociation`, or null when none was found.
+        statement: the finding in one sentence (also when no double dissociation was found).
+        controls: [n_controls] :class:`DissociationControl`.
+    """
+
+    kind: Literal["dissociation"]
+    title: str
+    metric: str
+    metric_label: str
+    granularity: str
+    ablation: str
+    n_layers: int
+    n_heads: int
+    correction: str
+    alpha: float
+    level: float
+    n_bootstrap: int
+    complete: bool
+    n_items: dict[str, int]
+    baselines: dict[str, float | None]
+    components: list[DissociationComponent]
+    double_dissociation: DoubleDissociation | None
+    statement: str
+    controls: list[DissociationControl]

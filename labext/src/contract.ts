@@ -195,3 +195,100 @@ export interface CircuitNodeClickDetail {
   /** Query head index, or null for a non-head node. */
   head: number | null;
 }
+
+
+/** MIME type of a recall-versus-reasoning dissociation payload, rendered by {@link renderDissociation} (`./dissociation`). */
+export const DISSOCIATION_MIME = 'application/vnd.attnlab.dissociation.v1+json';
+
+/** `[estimate, CI low, CI high]`; entries are null where not computed (a cancelled sweep) or not finite. */
+export type Interval = [number | null, number | null, number | null];
+
+/** One ablated component of a dissociation sweep. */
+export interface DissociationComponent {
+  /** `"L3H2"`, `"ATTN3"`, `"MLP3"` or a group `"L3H2+MLP5"`. Plain text. */
+  name: string;
+  /** Block index (the first block of a group). */
+  layer: number;
+  /** Query head index, or null for attention-block, MLP and group components. */
+  head: number | null;
+  /** Normalised drop of the recall metric: 1 = the whole clean metric lost, 0 = no effect; with its CI. */
+  recall: Interval;
+  /** Normalised drop of the reasoning metric, with its CI. */
+  reasoning: Interval;
+  /** Recall drop minus reasoning drop, with its CI. */
+  selectivity: Interval;
+  /** Multiple-comparison adjusted p-value of "selectivity = 0" (null when not computed). */
+  p_adjusted: number | null;
+  /** Whether the selectivity interval excludes zero after the correction. */
+  significant: boolean;
+}
+
+/** The strongest pair of opposite selectivities, with the crossover interaction and its interval. */
+export interface DoubleDissociation {
+  recall_component: string;
+  reasoning_component: string;
+  interaction: number | null;
+  interaction_lo: number | null;
+  interaction_hi: number | null;
+  /** A sentence stating the finding. Plain text. */
+  statement: string;
+}
+
+/** One control row: the selected components, or a random draw of as many components, ablated together. */
+export interface DissociationControl {
+  kind: 'selected' | 'random' | string;
+  side: 'recall' | 'reasoning' | string;
+  components: string[];
+  recall_drop: Interval;
+  reasoning_drop: Interval;
+}
+
+/**
+ * A recall-versus-reasoning ablation sweep: a scatter of recall drop (x) against reasoning drop (y) per component,
+ * the layer x head matrices of both drops (granularity `"heads"`) or a layer strip, the double-dissociation statement
+ * and the control rows.
+ */
+export interface DissociationPayload {
+  /** Always `"dissociation"`. */
+  kind: 'dissociation';
+  /** 1 (optional). */
+  version?: 1;
+  title: string;
+  /** Selectivity metric name (`"logit_diff"`) and its label with unit (`"logit difference"`). */
+  metric: string;
+  metric_label: string;
+  /** `"heads"`, `"attn"`, `"mlp"`, `"blocks"` or `"components"`. */
+  granularity: string;
+  /** `"zero"`, `"mean"` or `"resample"`. */
+  ablation?: string;
+  n_layers: number;
+  n_heads: number;
+  /** `"holm"` or `"bh"`. */
+  correction: string;
+  alpha: number;
+  /** Confidence level of the intervals (0.95). */
+  level: number;
+  n_bootstrap: number;
+  /** False when the sweep was cancelled: components not run have null intervals. */
+  complete: boolean;
+  /** Items kept per task: `{recall, reasoning}`. */
+  n_items: Record<string, number>;
+  /** Clean mean of the metric per task, in its unit. */
+  baselines: Record<string, number>;
+  /** `[n_components]`, in sweep order. */
+  components: DissociationComponent[];
+  double_dissociation: DoubleDissociation | null;
+  /** The finding in one sentence, also when no double dissociation was found. Plain text. */
+  statement?: string;
+  controls: DissociationControl[];
+}
+
+/** `detail` of the bubbling `attnlab-component-click` CustomEvent dispatched on the host element. */
+export interface DissociationClickDetail {
+  /** Index into `components`. */
+  index: number;
+  /** `components[index].name`. */
+  name: string;
+  layer: number;
+  head: number | null;
+}

@@ -1,6 +1,7 @@
 /**
  * JupyterLab 4 MIME renderer extension for attnlab heatmaps (`application/vnd.attnlab.heatmap.v1+json`), head
- * galleries (`application/vnd.attnlab.headgallery.v1+json`) and circuits (`application/vnd.attnlab.circuit.v1+json`).
+ * galleries (`application/vnd.attnlab.headgallery.v1+json`), circuits (`application/vnd.attnlab.circuit.v1+json`) and
+ * recall-versus-reasoning dissociations (`application/vnd.attnlab.dissociation.v1+json`).
  */
 
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
@@ -9,18 +10,23 @@ import { Widget } from '@lumino/widgets';
 import { renderCircuit } from './circuit';
 import {
   CIRCUIT_MIME,
+  DISSOCIATION_MIME,
   HEADGALLERY_MIME,
   HEATMAP_MIME,
   type CircuitPayload,
+  type DissociationPayload,
   type HeadGalleryPayload,
   type HeatmapPayload
 } from './contract';
+import { renderDissociation } from './dissociation';
 import { renderGallery } from './gallery';
 import { renderHeatmap } from './heatmap';
 
-export { CIRCUIT_MIME, HEADGALLERY_MIME, HEATMAP_MIME } from './contract';
+export { CIRCUIT_MIME, DISSOCIATION_MIME, HEADGALLERY_MIME, HEATMAP_MIME } from './contract';
 export type { CircuitNodeClickDetail, CircuitPayload } from './contract';
 export { NODE_CLICK_EVENT, edgeTooltip, nearestSize, renderCircuit } from './circuit';
+export type { DissociationClickDetail, DissociationPayload } from './contract';
+export { COMPONENT_CLICK_EVENT, formatComponentTooltip, renderDissociation } from './dissociation';
 export type { HeadGalleryClickDetail, HeadGalleryPayload } from './contract';
 export { HEAD_CLICK_EVENT, renderGallery } from './gallery';
 export type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
@@ -141,4 +147,41 @@ const circuitExtension: IRenderMime.IExtension = {
   dataType: 'json'
 };
 
-export default [extension, galleryExtension, circuitExtension];
+/** Class added to the dissociation renderer's widget node. */
+const DISSOCIATION_CLASS = 'jp-RenderedAttnlabDissociation';
+
+/** A widget that draws one recall-versus-reasoning dissociation payload. */
+export class DissociationRenderer extends Widget implements IRenderMime.IRenderer {
+  constructor(options: IRenderMime.IRendererOptions) {
+    super();
+    this._mimeType = options.mimeType;
+    this.node.dataset.mimeType = options.mimeType;
+    this.addClass(DISSOCIATION_CLASS);
+  }
+
+  renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const payload = model.data[this._mimeType] as unknown as DissociationPayload;
+    renderDissociation(this.node, payload);
+    return Promise.resolve();
+  }
+
+  private _mimeType: string;
+}
+
+/** Dissociation renderer factory: safe (payload strings are never HTML), ranked ahead of the text/html fallback. */
+export const dissociationRendererFactory: IRenderMime.IRendererFactory = {
+  safe: true,
+  mimeTypes: [DISSOCIATION_MIME],
+  defaultRank: 0,
+  createRenderer: options => new DissociationRenderer(options)
+};
+
+const dissociationExtension: IRenderMime.IExtension = {
+  id: 'attnlab:dissociation',
+  description: 'Renders attnlab recall-versus-reasoning dissociation sweeps (scatter, drop matrices, controls).',
+  rendererFactory: dissociationRendererFactory,
+  rank: 0,
+  dataType: 'json'
+};
+
+export default [extension, galleryExtension, circuitExtension, dissociationExtension];

@@ -5,12 +5,14 @@
  *
  *     attnlabRender.renderHeatmap(document.getElementById('plot'), payload);
  *     attnlabRender.renderCircuit(document.getElementById('graph'), circuitPayload);
+ *     attnlabRender.renderDissociation(document.getElementById('scatter'), dissociationPayload);
  */
 
 import css from '../style/index.css';
 import { NODE_CLICK_EVENT, renderCircuit as drawCircuit } from './circuit';
-import type { CircuitPayload, HeatmapPayload } from './contract';
-import { CIRCUIT_MIME, HEATMAP_MIME } from './contract';
+import type { CircuitPayload, DissociationPayload, HeatmapPayload } from './contract';
+import { CIRCUIT_MIME, DISSOCIATION_MIME, HEATMAP_MIME } from './contract';
+import { COMPONENT_CLICK_EVENT, renderDissociation as drawDissociation } from './dissociation';
 import { CELL_CLICK_EVENT, formatTooltip, renderHeatmap as render } from './heatmap';
 
 const STYLE_ID = 'attnlab-render-css';
@@ -34,13 +36,21 @@ function renderCircuit(host: HTMLElement, payload: CircuitPayload): void {
   drawCircuit(host, payload);
 }
 
+function renderDissociation(host: HTMLElement, payload: DissociationPayload) {
+  injectCss(host.ownerDocument);
+  return drawDissociation(host, payload);
+}
+
 const api = {
   renderHeatmap,
   renderCircuit,
+  renderDissociation,
   formatTooltip,
   css,
   mimeType: HEATMAP_MIME,
   circuitMimeType: CIRCUIT_MIME,
+  dissociationMimeType: DISSOCIATION_MIME,
+  componentClickEvent: COMPONENT_CLICK_EVENT,
   cellClickEvent: CELL_CLICK_EVENT,
   nodeClickEvent: NODE_CLICK_EVENT
 };
