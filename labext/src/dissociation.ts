@@ -899,11 +899,29 @@ function bindMatrices(view: DissociationView, svg: SVGSVGElement, hover: SVGRect
     }
   });
   svg.addEventListener('focusout', hide);
+  // Keyboard: Enter/Space select the focused cell; arrow keys move to the next cell of the same matrix.
+  const moves: Record<string, [number, number]> = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1],
+    ArrowRight: [0, 1] };
   svg.addEventListener('keydown', ev => {
     const cell = cellOf(ev.target);
-    if (cell && (ev.key === 'Enter' || ev.key === ' ')) {
+    if (!cell) {
+      return;
+    }
+    if (ev.key === 'Enter' || ev.key === ' ') {
       ev.preventDefault();
       select(view, Number(cell.getAttribute('data-index')));
+    } else if (ev.key in moves && view.grid) {
+      ev.preventDefault();
+      const [r, c] = view.grid.cells.get(Number(cell.getAttribute('data-index'))) ?? [0, 0];
+      const [dr, dc] = moves[ev.key];
+      const target = [...view.grid.cells].find(([, [r2, c2]]) => r2 === r + dr && c2 === c + dc);
+      const side = cell.getAttribute('data-side');
+      const next = target && svg.querySelector(`rect.attnlab-dis-cell[data-index="${target[0]}"][data-side="${side}"]`);
+      if (next) {
+        cell.setAttribute('tabindex', '-1');
+        next.setAttribute('tabindex', '0');
+        (next as SVGElement).focus();
+      }
     }
   });
 }

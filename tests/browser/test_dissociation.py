@@ -55,8 +55,8 @@ def expected_tooltip(c: dict) -> str:
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("name", ["dissociation_heads", "dissociation_blocks"])
-def test_dissociation_view_on_fixtures(browser: Browser, name: str) -> None:
+@pytest.mark.parametrize("name,below_first", [("dissociation_heads", "L1H0"), ("dissociation_blocks", "ATTN1")])
+def test_dissociation_view_on_fixtures(browser: Browser, name: str, below_first: str) -> None:
     payload = json.loads((FIXTURES / f"{name}.json").read_text())
     context = browser.new_context(viewport={"width": 1250, "height": 1000})
     page = context.new_page()
@@ -93,8 +93,14 @@ def test_dissociation_view_on_fixtures(browser: Browser, name: str) -> None:
         page.locator(f'rect.attnlab-dis-cell[data-name="{other["name"]}"][data-side="reasoning"]').click()
         assert page.evaluate("() => window.clicks.length") == 2
         assert page.evaluate("() => window.clicks[1].name") == other["name"]
+        # the keyboard: the first cell is in the tab order; arrows move, Enter selects
+        page.locator('rect.attnlab-dis-cell[data-side="recall"][tabindex="0"]').focus()
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")
+        assert page.evaluate("() => window.clicks.length") == 3
+        assert page.evaluate("() => window.clicks[2].name") == below_first
         page.evaluate(f"() => window.h.select({json.dumps(top['name'])})")
-        assert page.evaluate("() => window.clicks.length") == 2
+        assert page.evaluate("() => window.clicks.length") == 3
         assert page.locator(".attnlab-dis-point.attnlab-dis-selected").get_attribute("data-name") == top["name"]
         # text, never markup
         dd = payload["double_dissociation"]
