@@ -43,6 +43,7 @@ __all__ = [
     "SiteError",
     "TaskError",
     "TokenizationError",
+    "WorkbenchError",
 ]
 
 
@@ -180,6 +181,10 @@ class CircuitComparisonFileError(ResultFileError, CircuitComparisonError):
 # -- the Explorer -------------------------------------------------------------------------------------------------
 class ExplorerError(AttnlabError, ValueError):
     """An Explorer request is invalid: a control value out of range, a selection outside the result, no run yet."""
+
+
+class WorkbenchError(ExplorerError):
+    """A workbench control given a value it cannot take (the old value is kept)."""
 
 
 class TaskError(AttnlabError, ValueError):

@@ -20,7 +20,16 @@ import torch
 __all__ = ["BUILTIN", "evaluate", "tile"]
 
 #: names of the built-in metrics, and whether each needs the clean reference distribution
-BUILTIN: dict[str, bool] = {"logit_diff": False, "prob": False, "logprob": False, "accuracy": False, "kl_div": True}
+BUILTIN: dict[str, bool] = {"logit_diff": False, "prob": False, "logprob": False, "accuracy": False,
+                            "pairwise_accuracy": False, "kl_div": True}
+
+#: joins built-in names into one composite metric: ``"accuracy+logit_diff"`` evaluates to Float[rows, 2]
+SEPARATOR = "+"
+
+
+def parts(name: str) -> list[str]:
+    """The built-in metric names of a (possibly composite) metric name."""
+    return name.split(SEPARATOR)
 
 
 def tile(x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -36,9 +45,15 @@ def evaluate(name: str, logits: torch.Tensor, answers: torch.Tensor, reference) 
     - ``prob``: softmax probability of the answer;
     - ``logprob``: log-probability of the answer, in nats;
     - ``accuracy``: 1.0 where the answer is the top-1 token, else 0.0 (not differentiable);
+    - ``pairwise_accuracy``: 1.0 where the answer's logit beats the distractor's, else 0.0 (not differentiable);
     - ``kl_div``: KL(clean || patched) = sum_v p_clean(v) (log p_clean(v) - log p_patched(v)), in nats, the metric
       of ACDC (Conmy et al. 2023, arXiv 2304.14997, section 3); 0 on the clean run itself.
+
+    A composite name (``"accuracy+logit_diff"``) returns Float[rows, k], one column per part in order: several
+    metrics of the same pass computed where the model runs.
     """
+    if SEPARATOR in name:
+        return torch.stack([evaluate(n, logits, answers, reference) for n in name.split(SEPARATOR)], dim=-1)
     rows = logits.shape[0]
     answers = tile(answers.to(logits.device), rows)
     if name == "logit_diff":
@@ -50,6 +65,9 @@ def evaluate(name: str, logits: torch.Tensor, answers: torch.Tensor, reference) 
         return torch.log_softmax(logits.float(), dim=-1).gather(-1, answers[:, :1])[:, 0]
     if name == "accuracy":
         return (logits.argmax(dim=-1) == answers[:, 0]).to(logits.dtype)
+    if name == "pairwise_accuracy":
+        picked = logits.gather(-1, answers)
+        return (picked[:, 0] > picked[:, 1]).to(logits.dtype)
     if name == "kl_div":
         ref = tile(reference.to(device=logits.device, dtype=torch.float32), rows)
         logp = torch.log_softmax(logits.float(), dim=-1)

@@ -248,10 +248,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("logprob", "log-probability of the answer (nats)", "log-probability of the correct answer at END"),
     Metric("accuracy", "top-1 accuracy", "fraction of prompts whose top-1 token at END is the answer",
            differentiable=False),
+    Metric("pairwise_accuracy", "pairwise accuracy", "fraction of prompts whose answer's logit beats the "
+           "distractor's at END", differentiable=False),
 )}
 
 #: short names of the built-in metrics, for subtitles and reprs ("clean LD 3.36")
-SHORT_NAMES = {"logit_diff": "LD", "kl_div": "KL", "prob": "p", "logprob": "log p", "accuracy": "acc"}
+SHORT_NAMES = {"logit_diff": "LD", "kl_div": "KL", "prob": "p", "logprob": "log p", "accuracy": "acc",
+               "pairwise_accuracy": "pair acc"}
 
 _ALIASES = {"kl": "kl_div", "logit_difference": "logit_diff", "probability": "prob", "log_prob": "logprob",
             "acc": "accuracy"}

@@ -164,7 +164,20 @@ CIRCUIT_COMPARISON = RecordFormat(
 """A :class:`~attnlab.circuits.compare.CircuitComparison` (``{"format": "attnlab.circuit_comparison", ...}``; its
 ``summary`` is derived, written for readers and ignored on load)."""
 
-FORMATS: dict[str, RecordFormat] = {f.family: f for f in (RESULT, HEADSCORES, CIRCUIT, AGREEMENT, CIRCUIT_COMPARISON)}
+DISSOCIATION = RecordFormat(
+    family="attnlab.dissociation", version=1, what="dissociation result",
+    loader="attnlab.dissociation.DissociationResult.load",
+    required=("components", "layer", "head", "metrics", "metric_labels", "clean", "ablated", "kinds", "families",
+              "settings"),
+    optional=("prompts", "model", "items", "complete", "control_sets", "control_ablated"),
+    types={"components": _LIST, "layer": _LIST, "head": _LIST, "metrics": _LIST, "metric_labels": _LIST,
+           "clean": _LIST, "ablated": _LIST, "kinds": _LIST, "families": _LIST, "settings": _DICT, "prompts": _LIST,
+           "model": _DICT, "items": _DICT, "complete": _BOOL, "control_sets": _LIST, "control_ablated": (list, _NONE)},
+)
+"""A :class:`~attnlab.dissociation.DissociationResult` (``{"format": "attnlab.dissociation", ...}``)."""
+
+FORMATS: dict[str, RecordFormat] = {f.family: f for f in (RESULT, HEADSCORES, CIRCUIT, AGREEMENT, CIRCUIT_COMPARISON,
+                                                          DISSOCIATION)}
 """Every kind of record attnlab writes, by family."""
 
 _ABSENT = object()

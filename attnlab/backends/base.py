@@ -233,7 +233,8 @@ class Reduction:
     which the nnsight backend ships to the server with every request.
 
     Attributes:
-        metric: a built-in metric name (:data:`attnlab.metric_ops.BUILTIN`).
+        metric: a built-in metric name (:data:`attnlab.metric_ops.BUILTIN`), or several joined by ``"+"``
+            (``"accuracy+logit_diff"``): then ``RunOutput.metric`` is Float[rows, k], one column per name.
         answers: Int[batch, 2] correct and distractor ids of the base batch (tiled over the pass's variants).
         reference: Float[batch, d_vocab] clean log-probabilities at END, for metrics that need them (``kl_div``);
             sent once per job, however many passes read it.
@@ -246,10 +247,11 @@ class Reduction:
     def __post_init__(self) -> None:
         from attnlab import metric_ops
 
-        if self.metric not in metric_ops.BUILTIN:
+        names = metric_ops.parts(self.metric)
+        if not all(n in metric_ops.BUILTIN for n in names):
             raise BackendError(f"only built-in metrics {sorted(metric_ops.BUILTIN)} can be computed where the model "
                                f"runs (got {self.metric!r}); custom metrics are computed from the returned logits")
-        if metric_ops.BUILTIN[self.metric] and self.reference is None:
+        if any(metric_ops.BUILTIN[n] for n in names) and self.reference is None:
             raise BackendError(f"metric {self.metric!r} needs the clean reference distribution: pass reference=")
 
     def evaluate(self, logits: Float[Tensor, "rows d_vocab"]) -> Float[Tensor, " rows"]:
