@@ -73,7 +73,7 @@ def _tensor(data) -> Tensor | None:
     return torch.tensor(fix(data), dtype=torch.float32)
 
 
-@dataclass
+@dataclass(eq=False)
 class DissociationResult(serialisation.Saved):
     """Per-item values of every metric, clean and with each component ablated, and the statistics derived from them.
 

@@ -9,6 +9,10 @@ error type and a message fragment (or the partial result that is kept). Modules:
   not a folder; truncated weights (named).
 - ``test_datasets``: a dataset tokenised by another model's tokenizer (and the explicit override), a model's name
   where a loaded model is expected, a list where a dataset is.
+- ``test_dissociation``: the recall-versus-reasoning workbench: a family whose answers split into several tokens, no
+  items left after filtering, bad custom families, a granularity the model lacks, unknown components in a
+  user-given set, items of another tokenizer, bad ablation, bootstrap, correction and control settings, a
+  selectivity baseline of 0: each before any ablated pass.
 - ``test_files``: every loader against empty, truncated, binary, foreign, other-kind, newer- or older-format files
   and missing or extra keys; interrupted saves that must leave the old file intact; HTML reports whose strings try
   to end their script element.

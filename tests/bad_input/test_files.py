@@ -2,7 +2,7 @@
 reports whose payload no string can break out of.
 
 Loaders: ``PatchingResult.load``, ``HeadScores.load``, ``Circuit.load``, ``AgreementReport.load``,
-``CircuitComparison.load``. Each bad file must raise the loader's :class:`~attnlab.errors.ResultFileError` (for the
+``CircuitComparison.load``, ``DissociationResult.load``. Each bad file must raise the loader's :class:`~attnlab.errors.ResultFileError` (for the
 circuits kinds, the subclass that is also the domain error) with a message naming the file and the problem; never a
 raw ``JSONDecodeError``, ``KeyError``, ``UnicodeDecodeError`` or ``TypeError``. Results are built from small tensors
 (no model is loaded)."""
@@ -31,6 +31,7 @@ from attnlab.errors import (
     ResultFileError,
     ResultFileNotFoundError,
 )
+from attnlab.dissociation import DissociationResult
 from attnlab.heads.results import HeadScores
 from attnlab.render.circuit import circuit_payload, circuit_standalone_html
 from attnlab.render.views import standalone_html
@@ -78,6 +79,21 @@ def make_comparison() -> CircuitComparison:
     return compare_circuits([(9, 9), (7, 3)], [(9, 9), (5, 5)], names=("IOI", "CO"), roles_a={(9, 9): "name mover"})
 
 
+def make_dissociation() -> DissociationResult:
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(6, 2, generator=g) + 1
+    ablated = clean[None] - torch.rand(3, 6, 2, generator=g)
+    ablated[2] = float("nan")
+    return DissociationResult(
+        components=["L0H0", "MLP1", "ATTN1"], layer=[0, 1, 1], head=[0, None, None],
+        metrics=["accuracy", "logit_diff"], metric_labels=["top-1 accuracy", "logit difference (logits)"],
+        clean=clean, ablated=ablated, kinds=["recall"] * 3 + ["reasoning"] * 3, families=["a"] * 3 + ["b"] * 3,
+        prompts=[COMMENT, EVIL, "x", "y", "z", "w"], model={"name": "tiny", "n_layers": 2, "n_heads": 2},
+        items={"task": "recall_reasoning"}, complete=False,
+        settings={"granularity": "components", "ablation": "mean", "selectivity_metric": "logit_diff",
+                  "n_bootstrap": 200, "seed": 0, "level": 0.95, "correction": "holm", "alpha": 0.05})
+
+
 @dataclass(frozen=True)
 class Kind:
     """One saved kind: how to build one, its loader, its format and the error its loader raises."""
@@ -98,6 +114,8 @@ KINDS = [
          AgreementError),
     Kind("CircuitComparison", make_comparison, CircuitComparison.load, serialisation.CIRCUIT_COMPARISON,
          CircuitComparisonFileError, CircuitComparisonError),
+    Kind("DissociationResult", make_dissociation, DissociationResult.load, serialisation.DISSOCIATION,
+         ResultFileError, AttnlabError),
 ]
 
 
@@ -133,6 +151,7 @@ _MALFORMED = {  # valid keys and types, contents that do not make the object
     "Circuit": ({"edges": [["L0H1->L1H2.q"]]}, "'edges' must be [edge name, score] pairs"),
     "AgreementReport": ({"points": "x"}, "the key 'points'"),
     "CircuitComparison": ({"heads_a": ["not a head"]}, "(layer, head) pairs"),
+    "DissociationResult": ({"ablated": [[1.0, 2.0]]}, "'ablated' must have shape"),
 }
 
 
@@ -242,7 +261,7 @@ def test_the_circuit_view_checks_the_record_it_reads():
 
 # -- round trips and the existing formats -------------------------------------------------------------------------
 def _same(kind: Kind, a, b) -> bool:
-    return a.to_dict() == b.to_dict() if kind.name in ("PatchingResult", "HeadScores") else a == b
+    return a.to_dict() == b.to_dict() if kind.name in ("PatchingResult", "HeadScores", "DissociationResult") else a == b
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
