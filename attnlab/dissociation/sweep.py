@@ -448,7 +448,9 @@ def _run_controls(model, items, plan: SweepPlan, result, draws: int, size: int |
         groups = [("selected", [plan.components[result.components.index(n)] for n in top])]
         selective = bool(chosen)
         for _ in range(draws):
-            groups.append(("random", rng.sample(singles, k)))
+            pool = [c for c in singles if c.name not in top]  # a random set never repeats the selected one
+            if len(pool) >= k:
+                groups.append(("random", rng.sample(pool, k)))
         for kind, comps in groups:
             parts = tuple(sorted({p for c in comps for p in c.parts}))
             sets.append(Component(parts))
