@@ -10,8 +10,7 @@
   fail), as would a standard error without resampling or an interval from too few resamples.
 - Pairing: every leading row is resampled at the same items (checked against the indices of bootstrap_indices and
   through shift and scale equivariance, which only holds when the draws are shared).
-- Holm and Benjamini-Hochberg adjusted p-values against hand-worked examples, brute-force definitions, and scipy's
-  ``false_discovery_control`` where scipy is installed.
+- Holm and Benjamini-Hochberg adjusted p-values against hand-worked examples, and brute-force definitions.
 """
 
 import math
