@@ -270,7 +270,7 @@ def test_metric_control_and_menu(tiny):
     ctl.set_control("metric", top_logit)
     assert ctl.controls["metric"] == "top_logit"
     menu = {m["value"] for m in ctl.options()["metrics"]}
-    assert menu == {"logit_diff", "kl_div", "prob", "logprob", "accuracy", "top_logit"}
+    assert menu == {"logit_diff", "kl_div", "prob", "logprob", "accuracy", "pairwise_accuracy", "top_logit"}
     ctl.set_control("metric", "prob")
     assert ctl.metric.name == "prob"
 
