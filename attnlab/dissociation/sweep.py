@@ -28,6 +28,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -433,22 +434,22 @@ def dissociation_sweep(
 def _run_controls(model, items, plan: SweepPlan, result, draws: int, size: int | None, seed: int, progress: bool,
                   on_pass=None, should_stop=None):
     """Ablate the selective set of each side together (the top-ranked components when none is selective: then the
-    set's ``selective`` flag is False), and ``draws`` random sets of the same size. ``on_pass(done, total)`` counts
-    the control passes on from the sweep's."""
+    set's ``selective`` flag is False), and ``draws`` random sets of as many other components. Every set starts at
+    the first block of one of the sweep's components, so the sweep's recorded residual streams serve its passes.
+    ``on_pass(done, total)`` counts the control passes (from 0 again)."""
     import random
 
     rng = random.Random(seed + 1)
-    singles = [c for c in plan.components]
     sets, meta = [], []
     for side in ("recall", "reasoning"):
         chosen = result.selective(side)
         k = size or max(1, len(chosen))
-        k = min(k, len(singles))
+        k = min(k, len(plan.components))
         top = chosen[:k] if chosen else result.ranked(side)[:k]
         groups = [("selected", [plan.components[result.components.index(n)] for n in top])]
         selective = bool(chosen)
         for _ in range(draws):
-            pool = [c for c in singles if c.name not in top]  # a random set never repeats the selected one
+            pool = [c for c in plan.components if c.name not in top]  # a random set never repeats the selected one
             if len(pool) >= k:
                 groups.append(("random", rng.sample(pool, k)))
         for kind, comps in groups:
@@ -456,23 +457,10 @@ def _run_controls(model, items, plan: SweepPlan, result, draws: int, size: int |
             sets.append(Component(parts))
             meta.append({"kind": kind, "side": side, "components": [c.name for c in comps],
                          "selective": selective if kind == "selected" else None})
-    ctrl_plan = SweepPlan(sets, plan.metrics, plan.ablation, plan.clean, plan.reference, _extend_resid(model, items,
-                          plan, sets), plan.sources, plan.max_variants, plan.memory_budget_mb, plan.t0)
+    ctrl_plan = dataclasses.replace(plan, components=sets)
     ablated, complete, _, _ = run_components(model, items, ctrl_plan, progress=progress, on_pass=on_pass,
                                              should_stop=should_stop,
                                              desc=f"controls ({len(sets)} sets ablated together)")
     if not complete:
         return result
     return result.with_controls(meta, ablated)
-
-
-def _extend_resid(model, items, plan: SweepPlan, sets: list[Component]) -> dict:
-    """The clean residual stream entering each control set's first block (already recorded by the sweep's plan,
-    since every set starts at one of the sweep's components' blocks)."""
-    resid = dict(plan.resid)
-    missing = [Site(SiteKind.RESID_PRE, c.start_layer) for c in sets
-               if c.start_layer > 0 and c.start_layer not in resid]
-    if missing:
-        out = model.run(items.tokens, cache=missing, logits_at=items.end)
-        resid.update({s.layer: out.cache[s] for s in missing})
-    return resid

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from attnlab.errors import ArgumentTypeError, DatasetError
 
-__all__ = ["PatchingDataset", "check_dataset", "check_seed"]
+__all__ = ["PatchingDataset", "check_dataset", "check_seed", "check_token_ids"]
 
 
 @dataclass(frozen=True)
@@ -159,20 +159,39 @@ def check_dataset(model, dataset, *, analysis: str = "this analysis") -> None:
     if not isinstance(dataset, PatchingDataset):
         raise ArgumentTypeError(f"{analysis} needs a PatchingDataset (ioi_dataset(model, ...), "
                                 f"colored_objects_dataset(model, ...)), got a {type(dataset).__name__}")
+    check_token_ids(model, fingerprint=dataset.tokenizer_fingerprint, built_by=dataset.metadata.get("tokenizer_of"),
+                    subject=f"the {dataset.task!r} dataset", analysis=analysis,
+                    rebuild="Rebuild the dataset with this model (e.g. ioi_dataset(model, ...)), or, if the two "
+                            "tokenizers truly agree on these ids, pass dataset.assume_tokenizer(model)",
+                    arrays={"clean_tokens": dataset.clean_tokens, "corrupted_tokens": dataset.corrupted_tokens,
+                            "answers": dataset.answers})
+
+
+def check_token_ids(model, *, fingerprint: str | None, built_by: str | None, subject: str, analysis: str,
+                    rebuild: str, arrays: dict) -> None:
+    """The checks every tokenised input shares, before any work: the ids were made by a tokenizer that reads them as
+    this model does (the recorded fingerprint), they fit the vocabulary, and the prompts fit the context.
+
+    Args:
+        model: the loaded model.
+        fingerprint, built_by: the recorded tokenizer fingerprint (None: not recorded) and the model that made it.
+        subject: what the ids are, for the messages (``"the 'ioi' dataset"``).
+        analysis: the analysis's name; rebuild: the remedy the message ends with.
+        arrays: name -> Int tensor of ids; those of two dimensions are [batch, pos] prompts.
+
+    Raises:
+        DatasetError: another tokenizer; ids outside the vocabulary; prompts longer than the context.
+    """
     info = model.info
-    theirs, ours = dataset.tokenizer_fingerprint, getattr(model, "tokenizer_fingerprint", None)
-    if theirs is not None and theirs != ours:
-        built = dataset.metadata.get("tokenizer_of", "another model")
+    ours = getattr(model, "tokenizer_fingerprint", None)
+    if fingerprint is not None and fingerprint != ours:
         mine = "has no tokenizer" if ours is None else "tokenises differently"
-        raise DatasetError(
-            f"the {dataset.task!r} dataset was tokenised by {built!r}, and {info.name!r} {mine}: its token ids "
-            f"would mean other strings, and {analysis} would measure nonsense. Rebuild the dataset with this model "
-            f"(e.g. ioi_dataset(model, ...)), or, if the two tokenizers truly agree on these ids, pass "
-            f"dataset.assume_tokenizer(model)")
-    if dataset.n_pos > info.n_ctx:
-        raise DatasetError(f"prompts are {dataset.n_pos} tokens but {info.name} has a context of {info.n_ctx}")
-    for name, toks in (("clean_tokens", dataset.clean_tokens), ("corrupted_tokens", dataset.corrupted_tokens),
-                       ("answers", dataset.answers)):
+        raise DatasetError(f"{subject} was tokenised by {built_by or 'another model'!r}, and {info.name!r} {mine}: its "
+                           f"token ids would mean other strings, and {analysis} would measure nonsense. {rebuild}")
+    n_pos = max(t.shape[1] for t in arrays.values() if t.ndim == 2)
+    if n_pos > info.n_ctx:
+        raise DatasetError(f"prompts are {n_pos} tokens but {info.name} has a context of {info.n_ctx}")
+    for name, toks in arrays.items():
         if int(toks.min()) < 0 or int(toks.max()) >= info.d_vocab:
             raise DatasetError(f"{name} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")
 

@@ -39,7 +39,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from attnlab.errors import ArgumentTypeError, DatasetError, TokenizationError
-from attnlab.tasks.base import check_seed
+from attnlab.tasks.base import check_seed, check_token_ids
 
 __all__ = [
     "COUNTRIES",
@@ -496,19 +496,11 @@ def check_items(model, items, analysis: str = "the dissociation sweep") -> None:
     if not isinstance(items, RecallReasoningItems):
         raise ArgumentTypeError(f"{analysis} needs RecallReasoningItems (recall_reasoning_items(model, ...)), got a "
                                 f"{type(items).__name__}")
-    info = model.info
-    theirs, ours = items.tokenizer_fingerprint, getattr(model, "tokenizer_fingerprint", None)
-    if theirs is not None and theirs != ours:
-        raise DatasetError(f"these items were tokenised by {items.metadata.get('tokenizer_of', 'another model')!r}, "
-                           f"and {info.name!r} tokenises differently: the ids would mean other strings. Rebuild them "
-                           "with recall_reasoning_items(model, ...)")
-    if items.n_pos > info.n_ctx:
-        raise DatasetError(f"items are {items.n_pos} tokens but {info.name} has a context of {info.n_ctx}")
-    for what, t in (("tokens", items.tokens), ("corrupted_tokens", items.corrupted_tokens),
-                    ("answers", items.answers)):
-        if int(t.min()) < 0 or int(t.max()) >= info.d_vocab:
-            raise DatasetError(f"items.{what} has ids outside the vocabulary [0, {info.d_vocab}) of {info.name}")
-
+    check_token_ids(model, fingerprint=items.tokenizer_fingerprint, built_by=items.metadata.get("tokenizer_of"),
+                    subject="these items", analysis=analysis,
+                    rebuild="Rebuild them with recall_reasoning_items(model, ...)",
+                    arrays={"items.tokens": items.tokens, "items.corrupted_tokens": items.corrupted_tokens,
+                            "items.answers": items.answers})
 
 
 def filter_correct(model, items: RecallReasoningItems, *, criterion: str = "top1") -> RecallReasoningItems:
