@@ -44,6 +44,7 @@ __all__ = [
     "AGREEMENT",
     "CIRCUIT",
     "CIRCUIT_COMPARISON",
+    "COMPOSITION",
     "FORMATS",
     "HEADSCORES",
     "RESULT",
@@ -176,8 +177,16 @@ DISSOCIATION = RecordFormat(
 )
 """A :class:`~attnlab.dissociation.DissociationResult` (``{"format": "attnlab.dissociation", ...}``)."""
 
+COMPOSITION = RecordFormat(
+    family="attnlab.composition", version=1, what="composition-scores result",
+    loader="attnlab.heads.CompositionScores.load",
+    required=("modes", "scores", "baseline"), optional=("model", "settings"),
+    types={"modes": _LIST, "scores": _LIST, "baseline": _LIST, "model": _DICT, "settings": _DICT},
+)
+"""A :class:`~attnlab.heads.composition.CompositionScores` (``{"format": "attnlab.composition", ...}``)."""
+
 FORMATS: dict[str, RecordFormat] = {f.family: f for f in (RESULT, HEADSCORES, CIRCUIT, AGREEMENT, CIRCUIT_COMPARISON,
-                                                          DISSOCIATION)}
+                                                          DISSOCIATION, COMPOSITION)}
 """Every kind of record attnlab writes, by family."""
 
 _ABSENT = object()

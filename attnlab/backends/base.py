@@ -122,6 +122,16 @@ class ModelWeights:
         norm_bias: Float[d_model] the final norm's bias (LayerNorm), or None.
         norm_eps: the final norm's epsilon.
         norm_centred: True for LayerNorm (subtracts the mean over d_model), False for RMSNorm.
+        W_Q: Float[layer, head_index, d_model, d_head] query projection of every query head, as the model stores it
+            (no norm folded in, no rotary rotation; ``norm(x) @ W_Q[l, h] + b_Q`` is head h's query), or None where
+            a backend does not read it. Weight-based composition (:mod:`attnlab.heads.composition`) reads it.
+        W_K, W_V: Float[layer, kv_head, d_model, d_head] key and value projections of every key/value head
+            (``kv_head`` = ``n_kv_heads``; on grouped-query models query head h uses key/value head
+            ``h // (n_heads // n_kv_heads)``), as stored, or None.
+        attn_norm_weight: Float[layer, d_model] gain of each block's pre-attention norm (what W_Q, W_K and W_V
+            read), or None (no such norm, or not read).
+        attn_norm_centred: True when that norm is a LayerNorm (centres over d_model), False for RMSNorm, None when
+            unknown.
     """
 
     W_O: Float[Tensor, "layer head_index d_head d_model"]
@@ -131,6 +141,11 @@ class ModelWeights:
     norm_bias: Float[Tensor, " d_model"] | None
     norm_eps: float
     norm_centred: bool
+    W_Q: Float[Tensor, "layer head_index d_model d_head"] | None = None
+    W_K: Float[Tensor, "layer kv_head d_model d_head"] | None = None
+    W_V: Float[Tensor, "layer kv_head d_model d_head"] | None = None
+    attn_norm_weight: Float[Tensor, "layer d_model"] | None = None
+    attn_norm_centred: bool | None = None
 
     def scale(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... 1"]:
         """The final norm's scale of residual vectors: sqrt(mean((x - centre)^2) + eps), centre = mean(x) for

@@ -283,7 +283,8 @@ class NNsightBackend(Backend):
 
         ``W_O[l, h]`` is head h's ``d_head`` rows of the output projection's input side: ``o_proj.weight.T`` (a
         ``Linear`` stores [d_model, n_heads * d_head]) or GPT-2's ``Conv1D`` ``c_proj.weight`` as stored
-        ([n_heads * d_head, d_model]), viewed [n_heads, d_head, d_model]. ``W_U`` is ``lm_head.weight.T``.
+        ([n_heads * d_head, d_model]), viewed [n_heads, d_head, d_model]. ``W_U`` is ``lm_head.weight.T``. ``W_Q``,
+        ``W_K``, ``W_V`` and the pre-attention norm's gain are read as stored (:meth:`_attention_weights`).
 
         Raises:
             BackendError: a remote model (also ``remote="local"``, which simulates one): the weights stay on the
@@ -309,8 +310,47 @@ class NNsightBackend(Backend):
         b_u = getattr(unembed, "bias", None)
         self._weights_cache = ModelWeights(
             W_O=torch.stack(w_o).float(), W_U=unembed.weight.detach().T.float(),
-            b_U=None if b_u is None else b_u.detach().float(), **final_norm_params(_path(hf, f.final_norm)))
+            b_U=None if b_u is None else b_u.detach().float(), **final_norm_params(_path(hf, f.final_norm)),
+            **self._attention_weights(layers))
         return self._weights_cache
+
+    def _attention_weights(self, layers) -> dict:
+        """The :class:`ModelWeights` fields W_Q [layer, head_index, d_model, d_head], W_K and W_V [layer, kv_head,
+        d_model, d_head], as stored (``q_proj``/``k_proj``/``v_proj`` weights transposed, or the thirds of GPT-2's
+        ``Conv1D`` ``c_attn``, stored [d_model, 3 * d_model]), and each block's pre-attention norm gain.
+
+        Raises:
+            BackendError: a projection of an unexpected shape.
+        """
+        f, info = self.family, self.info
+        d, dh = info.d_model, info.d_head
+        out = {"W_Q": [], "W_K": [], "W_V": []}
+        gains, centred = [], None
+        for layer in range(info.n_layers):
+            block = layers[layer]
+            attn = _path(block, f.attn)
+            if f.qkv is not None:
+                w = _path(attn, f.qkv).weight.detach()  # Conv1D: [in, out]
+                parts = dict(zip(("W_Q", "W_K", "W_V"), w.split(info.n_heads * dh, dim=1)))
+            else:
+                parts = {name: _path(attn, path).weight.detach().T  # Linear: [out, in]
+                         for name, path in (("W_Q", f.q), ("W_K", f.k), ("W_V", f.v))}
+            for name, w in parts.items():
+                heads = info.n_heads if name == "W_Q" else info.n_kv_heads
+                if w.shape != (d, heads * dh):
+                    raise BackendError(f"layer {layer}'s {name[-1]} projection has shape {tuple(w.shape)}; expected "
+                                       f"({d}, {heads * dh}) (input, output)")
+                out[name].append(w.reshape(d, heads, dh).permute(1, 0, 2))
+            norm = _path(block, f.ln_attn) if f.ln_attn is not None else None
+            weight = getattr(norm, "weight", None)
+            if gains is not None and isinstance(weight, torch.Tensor):
+                gains.append(weight.detach().float())
+                centred = "RMS" not in type(norm).__name__
+            else:
+                gains = None
+        return {**{k: torch.stack(v).float() for k, v in out.items()},
+                "attn_norm_weight": None if gains is None else torch.stack(gains),
+                "attn_norm_centred": None if gains is None else centred}
 
     # -- tokenisation ---------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

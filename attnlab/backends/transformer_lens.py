@@ -194,7 +194,8 @@ class TransformerLensBackend(Backend):
     # -- weights --------------------------------------------------------------------------------------------------
     def weights(self) -> ModelWeights:
         """W_O, W_U, b_U and the final norm, read from the bridge once (``bridge.W_O`` [layer, head_index, d_head,
-        d_model], ``bridge.W_U``, ``bridge.b_U``, ``bridge.ln_final.original_component``).
+        d_model], ``bridge.W_U``, ``bridge.b_U``, ``bridge.ln_final.original_component``), and the attention
+        projections with each block's pre-attention norm gain (:meth:`_attention_weights`).
 
         Raises:
             BackendError: the bridge's final norm is not a module this reader knows.
@@ -205,8 +206,28 @@ class TransformerLensBackend(Backend):
             self._weights = ModelWeights(
                 W_O=b.W_O.detach().float(), W_U=b.W_U.detach().float(),
                 b_U=None if b_u is None else b_u.detach().float(),
-                **final_norm_params(getattr(b.ln_final, "original_component", b.ln_final)))
+                **final_norm_params(getattr(b.ln_final, "original_component", b.ln_final)),
+                **self._attention_weights())
         return self._weights
+
+    def _attention_weights(self) -> dict:
+        """The :class:`ModelWeights` fields W_Q [layer, head_index, d_model, d_head], W_K and W_V [layer, kv_head,
+        d_model, d_head] (``bridge.W_Q`` ..., as stored: no norm folded, no rotary rotation) and each block's
+        pre-attention norm gain (``blocks[l].ln1``; None where a block has no norm with a weight)."""
+        b = self.bridge
+        gains, centred = [], None
+        for block in b.blocks:
+            ln = getattr(block, "ln1", None)
+            ln = getattr(ln, "original_component", ln)
+            weight = getattr(ln, "weight", None)
+            if not isinstance(weight, Tensor):
+                gains = None
+                break
+            gains.append(weight.detach().float())
+            centred = "RMS" not in type(ln).__name__
+        return {"W_Q": b.W_Q.detach().float(), "W_K": b.W_K.detach().float(), "W_V": b.W_V.detach().float(),
+                "attn_norm_weight": None if gains is None else torch.stack(gains),
+                "attn_norm_centred": None if gains is None else centred}
 
 
 class _SkippedBlock(torch.nn.Module):

@@ -8,6 +8,9 @@ induction heads by the length of matching prefix they need.
 - :mod:`attnlab.heads.attribution`: direct logit attribution to the copied token (:func:`copying_scores`).
 - :mod:`attnlab.heads.prefix`: long- versus short-prefix induction (:func:`prefix_curves`, :func:`classify_prefix`).
 - :mod:`attnlab.heads.results`: :class:`HeadScores`, displayed as the head gallery.
+- :mod:`attnlab.heads.composition`: weight-based Q-, K- and V-composition between heads
+  (:func:`composition_scores`, :class:`CompositionScores`), the SVD of one pair's composed matrix
+  (:func:`composition_svd`) and its agreement with path patching (:func:`compare_with_path_patching`).
 
 :func:`induction_analysis` runs all of it in one call. Everything reads the model through
 :meth:`Backend.run <attnlab.backends.base.Backend.run>` and :meth:`Backend.weights
@@ -17,6 +20,15 @@ remote models keep on the server).
 
 from attnlab.heads.analysis import induction_analysis
 from attnlab.heads.attribution import copying_scores
+from attnlab.heads.composition import (
+    COMPOSITION_MODES,
+    CompositionChannel,
+    CompositionComparison,
+    CompositionScores,
+    compare_with_path_patching,
+    composition_scores,
+    composition_svd,
+)
 from attnlab.heads.prefix import PrefixCurves, classify_prefix, prefix_curves
 from attnlab.heads.results import HeadScores
 from attnlab.heads.patterns import attention_patterns
@@ -24,6 +36,10 @@ from attnlab.heads.scores import SCORE_KINDS, score_heads
 from attnlab.heads.verification import HeadAblation, ablation_effects, loss_by_position
 
 __all__ = [
+    "COMPOSITION_MODES",
+    "CompositionChannel",
+    "CompositionComparison",
+    "CompositionScores",
     "HeadAblation",
     "HeadScores",
     "PrefixCurves",
@@ -31,6 +47,9 @@ __all__ = [
     "ablation_effects",
     "attention_patterns",
     "classify_prefix",
+    "compare_with_path_patching",
+    "composition_scores",
+    "composition_svd",
     "copying_scores",
     "induction_analysis",
     "loss_by_position",
