@@ -48,7 +48,9 @@ __all__ = [
     "FORMATS",
     "HEADSCORES",
     "RESULT",
+    "RETRIEVAL",
     "RecordFormat",
+    "SINKS",
     "Saved",
     "check_record",
     "from_record",
@@ -188,6 +190,31 @@ COMPOSITION = RecordFormat(
 FORMATS: dict[str, RecordFormat] = {f.family: f for f in (RESULT, HEADSCORES, CIRCUIT, AGREEMENT, CIRCUIT_COMPARISON,
                                                           DISSOCIATION, COMPOSITION)}
 """Every kind of record attnlab writes, by family."""
+
+SINKS = RecordFormat(
+    family="attnlab.sinks", version=1, what="attention-sink analysis", loader="attnlab.heads.SinkAnalysis.load",
+    required=("kinds", "scores", "per_sequence", "mass", "uniform", "position_fraction", "sinks", "tokens", "alpha",
+              "query_fraction", "min_queries", "head_fraction"),
+    optional=("str_tokens", "model", "task", "settings", "calibration"),
+    types={"kinds": _LIST, "scores": _LIST, "per_sequence": _LIST, "mass": _LIST, "uniform": _LIST,
+           "position_fraction": _LIST, "sinks": _LIST, "tokens": _LIST, "alpha": _NUMBER, "query_fraction": _NUMBER,
+           "min_queries": (int,), "head_fraction": _NUMBER, "str_tokens": _LIST, "model": _DICT, "task": _DICT,
+           "settings": _DICT, "calibration": (dict, _NONE)},
+)
+"""A :class:`~attnlab.heads.sinks.SinkAnalysis` (``{"format": "attnlab.sinks", "format_version": 1, ...}``)."""
+
+RETRIEVAL = RecordFormat(
+    family="attnlab.retrieval", version=1, what="retrieval-head scores", loader="attnlab.heads.RetrievalScores.load",
+    required=("scores", "per_input", "accuracy", "depths", "lengths", "n_needle"),
+    optional=("threshold", "needle_text", "model", "task", "settings", "ablation"),
+    types={"scores": _LIST, "per_input": _LIST, "accuracy": _LIST, "depths": _LIST, "lengths": _LIST,
+           "n_needle": (int,), "threshold": _NUMBER, "needle_text": _STR, "model": _DICT, "task": _DICT,
+           "settings": _DICT, "ablation": (dict, _NONE)},
+)
+"""A :class:`~attnlab.heads.retrieval.RetrievalScores` (``{"format": "attnlab.retrieval", "format_version": 1,
+...}``)."""
+
+FORMATS.update({f.family: f for f in (SINKS, RETRIEVAL)})
 
 _ABSENT = object()
 _VERSIONED_NAME = re.compile(r"^(?P<family>.+)\.v(?P<version>\d+)$")
