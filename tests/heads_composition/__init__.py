@@ -1,0 +1,1 @@
+"""Tests of weight-based composition between attention heads (attnlab.heads.composition)."""
