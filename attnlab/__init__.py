@@ -38,6 +38,7 @@ __all__ = [
     "repeated_random_tokens",
     "run_sweep",
     "score_heads",
+    "tiny_hf_model",
     "tiny_model",
 ]
 
@@ -68,6 +69,7 @@ _LAZY = {
     "repeated_random_tokens": "attnlab.tasks.induction",
     "run_sweep": "attnlab.patching",
     "score_heads": "attnlab.heads",
+    "tiny_hf_model": "attnlab.models",
     "tiny_model": "attnlab.models",
 }
 
@@ -105,7 +107,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from attnlab.explorer.widget import Explorer
     from attnlab.heads import ablation_effects, induction_analysis, prefix_curves, score_heads
     from attnlab.heads.results import HeadScores
-    from attnlab.models import gpt2_shaped_model, load_model, tiny_model
+    from attnlab.models import gpt2_shaped_model, load_model, tiny_hf_model, tiny_model
     from attnlab.patching import (
         patch_attn_out,
         patch_heads,

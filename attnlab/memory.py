@@ -20,7 +20,7 @@ import math
 
 from attnlab.errors import MemoryBudgetError
 
-__all__ = ["DEFAULT_BUDGET_MB", "check_budget", "edge_pass_mb", "max_variants", "row_bytes"]
+__all__ = ["DEFAULT_BUDGET_MB", "check_budget", "edge_pass_mb", "max_variants", "row_bytes", "suffix_row_bytes"]
 
 #: The default ``memory_budget_mb`` of every analysis, in MiB: large enough for EAP-IG on the embedded model with
 #: 16 prompts of 15 tokens in one pass (about 2.2 GiB), small enough for a laptop.
@@ -43,6 +43,24 @@ def row_bytes(info, n_pos: int, *, layers_held: int = 1) -> int:
     i = info
     per_pos = 8 * i.d_model + 3 * i.d_mlp + 3 * i.n_heads * i.d_head + 2 * i.n_heads * n_pos
     return _FLOAT * (n_pos * layers_held * per_pos + 2 * i.d_vocab)
+
+
+def suffix_row_bytes(info, n_suffix: int, n_prefix: int, n_blocks: int) -> int:
+    """Peak bytes of one prompt row in a suffix pass (``Capability.PREFIX_REUSE``): ``n_suffix`` positions computed
+    through ``n_blocks`` blocks, attending to ``n_prefix`` recorded positions.
+
+    On top of :func:`row_bytes` for the suffix (with attention scores over all ``n_prefix + n_suffix`` keys), the
+    key/value cache of the pass holds every block's keys and values of all positions (``2 n_kv_heads d_head``
+    numbers per position and block): the recorded prefix, repeated for the row, and the suffix's own.
+
+    Returns:
+        Bytes (an estimate).
+    """
+    i = info
+    total = n_prefix + n_suffix
+    per_pos = 8 * i.d_model + 3 * i.d_mlp + 3 * i.n_heads * i.d_head + 2 * i.n_heads * total
+    kv = 2 * i.n_kv_heads * i.d_head * total * n_blocks
+    return _FLOAT * (n_suffix * per_pos + kv + 2 * i.d_vocab)
 
 
 def max_variants(info, n_pos: int, budget_mb: float, *, rows_per_variant: int = 1, layers_held: int = 1) -> int:

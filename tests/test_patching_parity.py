@@ -122,3 +122,6 @@ def test_embedded_model_parity(embedded_model, component, direction):
     ref = reference_sweep(embedded_model, dataset, component, direction, result, layers=layers)
     assert ref.abs().max() > 1e-2
     torch.testing.assert_close(result.values, ref.float(), atol=TOL, rtol=0)
+    # with prefix reuse: each pass ran only the positions from the S2 swap on (tests/test_prefix_reuse.py)
+    reuse = result.settings["prefix_reuse"]
+    assert reuse["enabled"] and reuse["fraction_run"] < 0.8, reuse

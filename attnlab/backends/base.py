@@ -24,7 +24,8 @@ from attnlab.backends.edges import EdgeRunner
 from attnlab.errors import BackendError, CapabilityError, SiteError, TokenizationError
 from attnlab.sites import Site, SiteKind
 
-__all__ = ["Backend", "Capability", "Intervention", "ModelInfo", "ModelWeights", "Reduction", "RunOutput", "RunSpec"]
+__all__ = ["Backend", "Capability", "Intervention", "KVPrefix", "ModelInfo", "ModelWeights", "Reduction", "RunOutput",
+           "RunSpec"]
 
 
 class Capability(str, Enum):
@@ -43,6 +44,11 @@ class Capability(str, Enum):
         EDGE_PROGRAMS: whole edge-level analyses (EAP, EAP-IG, circuit evaluation and faithfulness: the programs of
             :mod:`attnlab.edge_ops`) run where the model is, gradients included: on a remote server, one job per
             analysis. Every backend with ``EDGE_GRAPH`` has it; a remote nnsight model has it without ``EDGE_GRAPH``.
+        PREFIX_REUSE: suffix passes. ``run(..., record_kv=True)`` returns every block's attention keys and values
+            (:class:`KVPrefix`), and ``run(..., prefix=kv)`` runs only the positions after ``kv.length``, attending
+            to the given keys and values for the positions before, at their true positions (rotary models
+            included). The patching engine uses it to skip the positions a patch cannot change. Models whose
+            attention cannot take a key/value cache (TransformerLens-native tiny models) lack it.
     """
 
     PATCHING = "patching"
@@ -50,6 +56,7 @@ class Capability(str, Enum):
     WEIGHTS = "weights"
     EDGE_GRAPH = "edge_graph"
     EDGE_PROGRAMS = "edge_programs"
+    PREFIX_REUSE = "prefix_reuse"
 
     @property
     def description(self) -> str:
@@ -64,6 +71,8 @@ _CAPABILITY_DESCRIPTIONS = {
     Capability.EDGE_GRAPH: "receiver-split edge passes: per-head q/k/v, MLP and logits inputs with chosen senders "
                            "removed",
     Capability.EDGE_PROGRAMS: "edge-level analyses run where the model is (EAP, EAP-IG, circuit evaluation)",
+    Capability.PREFIX_REUSE: "suffix passes: run(..., prefix=KVPrefix) attends to recorded keys and values of the "
+                             "positions before the suffix",
 }
 
 
@@ -178,6 +187,59 @@ class ModelWeights:
         return y if self.b_U is None else y + self.b_U
 
 
+@dataclass(frozen=True, eq=False)
+class KVPrefix:
+    """The attention keys and values of a run's first ``length`` positions, per block: what a suffix pass attends to.
+
+    Attention is causal: a patch at position p cannot change any position before p, at any block. A patched pass
+    therefore needs to compute only the positions from p on, attending to the unpatched run's own keys and values for
+    the positions before (recorded once with ``Backend.run(..., record_kv=True)``), as incremental decoding attends
+    to a key/value cache. The keys are stored as the model's attention reads them (after rotary position
+    embeddings), so the suffix positions must be run at their true positions, which the backends do.
+
+    Attributes:
+        keys: per block, Float[batch, n_kv_heads, length, d_head], or None for blocks a pass does not run (before its
+            ``start_layer``).
+        values: per block, like ``keys``.
+        length: the number of prefix positions.
+    """
+
+    keys: tuple
+    values: tuple
+    length: int
+
+    @property
+    def batch(self) -> int:
+        """Rows of the base batch (from the first block held)."""
+        return next(k.shape[0] for k in self.keys if k is not None)
+
+    def narrow(self, length: int, start_layer: int = 0) -> "KVPrefix":
+        """The first ``length`` positions of the blocks from ``start_layer`` on (views, no copy).
+
+        Raises:
+            SiteError: ``length`` outside [1, self.length], or a block from ``start_layer`` on that is not held.
+        """
+        if not 1 <= length <= self.length:
+            raise SiteError(f"a key/value prefix of {self.length} positions cannot give {length}")
+        if any(k is None for k in self.keys[start_layer:]):
+            raise SiteError(f"the key/value prefix does not hold every block from {start_layer} on")
+        keys = tuple(None if i < start_layer else k[:, :, :length] for i, k in enumerate(self.keys))
+        values = tuple(None if i < start_layer else v[:, :, :length] for i, v in enumerate(self.values))
+        return KVPrefix(keys, values, length)
+
+    def repeat(self, n: int) -> "KVPrefix":
+        """The prefix of ``n`` copies of the batch (variant v's rows [v*batch, (v+1)*batch), like :class:`RunSpec`)."""
+        if n == 1:
+            return self
+        rep = lambda t: None if t is None else t.repeat(n, 1, 1, 1)  # noqa: E731
+        return KVPrefix(tuple(rep(k) for k in self.keys), tuple(rep(v) for v in self.values), self.length)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the keys and values."""
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None)
+
+
 @dataclass(frozen=True)
 class Intervention:
     """Overwrite entries of one activation during a run: ``act[rows, positions, heads] = values``.
@@ -286,12 +348,15 @@ class RunOutput:
         cache: recorded activations, keyed by the requested sites, narrowed to their head and position if given.
         resid: Float[batch, pos, d_model], the residual stream at ``stop_layer`` (only when ``stop_layer`` was set).
         metric: Float[batch], the :class:`Reduction` asked for (then ``logits`` may be None: not returned).
+        kv: every block's keys and values (a :class:`KVPrefix` of all positions), when the run was asked for them
+            (``record_kv=True``).
     """
 
     logits: Tensor | None
     cache: dict[Site, Tensor] = field(default_factory=dict)
     resid: Tensor | None = None
     metric: Tensor | None = None
+    kv: KVPrefix | None = None
 
 
 @dataclass
@@ -303,6 +368,11 @@ class RunSpec:
     residual stream entering block ``start_layer`` in the unpatched run, so starting there gives exactly the result of
     running from the tokens. ``resid_patch`` is applied to the repeated ``resid`` when starting at ``start_layer`` and
     at ``resid_pre`` of that block when running from the tokens.
+
+    With ``prefix`` (a :class:`KVPrefix` of the base batch) the pass is a *suffix pass*: ``tokens``, ``resid``,
+    ``logits_at`` and the interventions' positions cover only the positions after ``prefix.length`` (position 0 of
+    the pass is position ``prefix.length`` of the prompt), and the backend must honour the prefix (it is not an
+    optimisation it may ignore); the prefix is repeated like the tokens.
 
     Attributes:
         tokens: Int[batch, pos] base token ids.
@@ -325,6 +395,7 @@ class RunSpec:
     resid_patch: Intervention | None = None
     reduce: Reduction | None = None
     key: object = None
+    prefix: KVPrefix | None = None
 
     def run_kwargs(self, *, use_start_layer: bool = True) -> dict:
         """Keyword arguments of :meth:`Backend.run` for this pass (materialises the repeated tensors)."""
@@ -332,15 +403,16 @@ class RunSpec:
         tokens = self.tokens.repeat(n, 1)
         logits_at = None if self.logits_at is None else self.logits_at.repeat(n)
         interventions = list(self.interventions)
+        extra = {} if self.prefix is None else {"prefix": self.prefix.repeat(n)}
         if use_start_layer and self.start_layer > 0:
             resid = self.resid.repeat(n, 1, 1)
             if self.resid_patch is not None:
                 resid = self.resid_patch.apply(resid)
             return dict(tokens=tokens, resid=resid, start_layer=self.start_layer, interventions=interventions,
-                        logits_at=logits_at, reduce=self.reduce)
+                        logits_at=logits_at, reduce=self.reduce, **extra)
         if self.resid_patch is not None:
             interventions.insert(0, self.resid_patch)
-        return dict(tokens=tokens, interventions=interventions, logits_at=logits_at, reduce=self.reduce)
+        return dict(tokens=tokens, interventions=interventions, logits_at=logits_at, reduce=self.reduce, **extra)
 
 
 def narrow(act: Tensor, site: Site) -> Tensor:
@@ -497,6 +569,8 @@ class Backend(ABC):
         logits_at: Int[Tensor, " batch"] | None = None,
         grad: bool = False,
         reduce: Reduction | None = None,
+        prefix: KVPrefix | None = None,
+        record_kv: bool = False,
     ) -> RunOutput:
         """Run the model once, recording and overwriting activations.
 
@@ -514,13 +588,20 @@ class Backend(ABC):
             grad: keep the autograd graph (for attribution patching); otherwise runs under ``torch.no_grad``.
             reduce: compute this built-in metric where the model runs and return it as ``RunOutput.metric``
                 (Float[batch]) instead of the logits; needs ``logits_at``.
+            prefix: run a suffix pass (``Capability.PREFIX_REUSE``): ``tokens``/``resid`` hold the positions after
+                ``prefix.length``, which attend to the prefix's keys and values for the positions before, at their
+                true positions; ``logits_at``, sites and interventions index the suffix.
+            record_kv: also return every block's attention keys and values (``RunOutput.kv``;
+                ``Capability.PREFIX_REUSE``).
 
         Returns:
             A :class:`RunOutput`.
 
         Raises:
             SiteError: a site or intervention outside the model.
-            BackendError: ``reduce`` without ``logits_at``, or with ``stop_layer``.
+            BackendError: ``reduce`` without ``logits_at``, or with ``stop_layer``; a prefix that does not fit the
+                pass.
+            CapabilityError: ``prefix`` or ``record_kv`` on a backend without ``Capability.PREFIX_REUSE``.
         """
 
     def run_many(self, specs: Iterable[RunSpec]) -> Iterator[tuple[object, RunOutput]]:
@@ -572,6 +653,40 @@ class Backend(ABC):
             if not start_layer <= iv.layer < end:
                 raise SiteError(f"cannot intervene at block {iv.layer}: this run covers blocks [{start_layer}, {end})")
         return end, sites
+
+    def check_prefix(self, prefix: "KVPrefix | None", record_kv: bool, tokens: Tensor | None, resid: Tensor | None,
+                     start_layer: int, stop_layer: int | None, grad: bool) -> None:
+        """Validate the ``prefix`` and ``record_kv`` arguments of :meth:`run` before any work.
+
+        Raises:
+            CapabilityError: this backend lacks ``Capability.PREFIX_REUSE``.
+            BackendError: a prefix that does not hold every block the pass runs, whose batch differs from the
+                pass's, that makes the sequence longer than the model's context, or combined with ``stop_layer``
+                or ``grad``; ``record_kv`` with ``start_layer``, ``stop_layer`` or ``grad``.
+        """
+        if prefix is None and not record_kv:
+            return
+        self.require(Capability.PREFIX_REUSE, "suffix passes over a recorded key/value prefix")
+        if record_kv and (start_layer > 0 or stop_layer is not None or grad or prefix is not None):
+            raise BackendError("record_kv=True records every block's keys and values: it needs a full run from the "
+                               "tokens (no start_layer, stop_layer, grad or prefix)")
+        if prefix is None:
+            return
+        if stop_layer is not None or grad:
+            raise BackendError("a suffix pass (prefix=) runs to the logits without gradients: no stop_layer or grad")
+        if len(prefix.keys) != self.info.n_layers or len(prefix.values) != self.info.n_layers:
+            raise BackendError(f"the key/value prefix must have one entry per block ({self.info.n_layers}); got "
+                               f"{len(prefix.keys)}")
+        if any(k is None or v is None for k, v in zip(prefix.keys[start_layer:], prefix.values[start_layer:])):
+            raise BackendError(f"the key/value prefix must hold every block from start_layer={start_layer} on")
+        x = resid if start_layer > 0 else tokens
+        if x is None:
+            raise BackendError("a suffix pass needs the suffix's tokens (or resid= with start_layer)")
+        if prefix.batch != x.shape[0]:
+            raise BackendError(f"the key/value prefix has {prefix.batch} rows; the pass has {x.shape[0]}")
+        if prefix.length + x.shape[1] > self.info.n_ctx:
+            raise BackendError(f"prefix ({prefix.length}) plus suffix ({x.shape[1]}) positions exceed the model's "
+                               f"context of {self.info.n_ctx}")
 
     def check_site(self, site: Site) -> Site:
         """Validate ``site`` against this model's dimensions (see :meth:`Site.validate`).

@@ -13,6 +13,7 @@ first time, the backend checks on a tiny input that this gives exactly the bridg
 architecture whose layers return another format), it falls back to the bridge's path: same numbers, more slowly.
 """
 
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from attnlab.backends.base import (
     Backend,
     Capability,
     Intervention,
+    KVPrefix,
     ModelInfo,
     ModelWeights,
     Reduction,
@@ -76,6 +78,43 @@ class TransformerLensBackend(Backend):
         #: whether blocks before ``start_layer`` are left out of a run: None until checked (module docstring)
         self.skips_early_blocks: bool | None = None if info.n_layers > 1 else False
         self._weights: ModelWeights | None = None
+        #: whether suffix passes over a key/value prefix reproduce full runs: None until checked (:meth:`supports`)
+        self.prefix_reuse_checked: bool | None = None
+        if info.family == "native":  # TransformerLens-native attention takes no key/value cache
+            self.capabilities = self.capabilities - {Capability.PREFIX_REUSE}
+            self.prefix_reuse_checked = False
+
+    def supports(self, capability: Capability | str) -> bool:
+        """Whether this backend has ``capability``. For ``prefix_reuse`` the first call checks, on a tiny input, that
+        a suffix pass over a recorded key/value prefix gives the full run's logits (from block 0 and from a later
+        block); a model whose attention ignores the cache loses the capability (the patching engine then runs every
+        position)."""
+        cap = Capability(capability)
+        if cap is Capability.PREFIX_REUSE and self.prefix_reuse_checked is None and cap in self.capabilities:
+            self.prefix_reuse_checked = self._check_prefix_reuse()
+            if not self.prefix_reuse_checked:
+                self.capabilities = self.capabilities - {Capability.PREFIX_REUSE}
+        return super().supports(cap)
+
+    def _check_prefix_reuse(self) -> bool:
+        n = min(8, self.info.n_ctx)
+        if n < 3:
+            return False
+        tokens = torch.arange(n).remainder(self.info.d_vocab).repeat(2, 1)
+        tokens[1] = tokens[1].flip(0)
+        try:
+            full = self.run(tokens, record_kv=True)
+            p0 = n // 2
+            start = 1 if self.info.n_layers > 1 else 0
+            ok = True
+            if start:
+                resid = self.run(tokens, stop_layer=start).resid
+                out = self.run(tokens[:, p0:], resid=resid[:, p0:], start_layer=start, prefix=full.kv.narrow(p0, start))
+                ok = torch.allclose(out.logits, full.logits[:, p0:], atol=1e-4, rtol=1e-4)
+            out = self.run(tokens[:, p0:], prefix=full.kv.narrow(p0))
+            return bool(ok and torch.allclose(out.logits, full.logits[:, p0:], atol=1e-4, rtol=1e-4))
+        except Exception:  # an architecture whose attention does not take the cache: run every position instead
+            return False
 
     def edge_runner(self) -> EdgeRunner:
         """A :class:`~attnlab.backends.transformer_lens_graph.TransformerLensEdgeRunner` over this bridge.
@@ -159,9 +198,12 @@ class TransformerLensBackend(Backend):
         logits_at: Int[Tensor, " batch"] | None = None,
         grad: bool = False,
         reduce: Reduction | None = None,
+        prefix: KVPrefix | None = None,
+        record_kv: bool = False,
     ) -> RunOutput:
         n_layers = self.info.n_layers
         end, cache = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions, reduce, logits_at)
+        self.check_prefix(prefix, record_kv, tokens, resid, start_layer, stop_layer, grad)
 
         hooks: list[tuple[str, Callable]] = []
         for iv in interventions:
@@ -170,7 +212,7 @@ class TransformerLensBackend(Backend):
         for site in cache:
             hooks.append((hook_name(site.kind, site.layer), _record_hook(site, recorded, grad)))
         if logits_at is not None and stop_layer is None:
-            hooks.append(("ln_final.hook_in", _select_positions_hook(logits_at)))
+            hooks.append(("unembed.hook_in", _select_positions_hook(logits_at)))  # after the final norm: GPT-2 reshapes its output
 
         if start_layer > 0 and self.skips_early_blocks is None:
             self._check_block_skipping()
@@ -180,15 +222,51 @@ class TransformerLensBackend(Backend):
             kwargs["start_at_layer"] = start_layer
         if stop_layer is not None and stop_layer < n_layers:
             kwargs["stop_at_layer"] = stop_layer
+        kv_cache = None
+        if record_kv or prefix is not None:
+            kv_cache = _prefix_cache(prefix)
+            kwargs["past_key_values"] = kv_cache
         ctx = torch.enable_grad() if grad else torch.no_grad()
-        with ctx, self.bridge.hooks(fwd_hooks=hooks), self._blocks_from(start_layer):
-            out = self.bridge(x, **kwargs)
+        with ctx, self.bridge.hooks(fwd_hooks=hooks), self._cache_kwarg(kv_cache), self._blocks_from(start_layer):
+            with warnings.catch_warnings():  # transformers >= 5.24 renamed past_key_values (the bridge's name) cache
+                warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+                out = self.bridge(x, **kwargs)
         if stop_layer is not None and stop_layer < n_layers:
             return RunOutput(logits=None, cache=recorded, resid=out)
         if logits_at is not None:
             out = out[:, 0]
         metric = None if reduce is None else reduce.evaluate(out)
-        return RunOutput(logits=out, cache=recorded, metric=metric)
+        kv = None
+        if record_kv:
+            layers = kv_cache.layers
+            kv = KVPrefix(tuple(layer.keys.detach() for layer in layers), tuple(layer.values.detach() for layer in layers),
+                          int(tokens.shape[1]))
+        return RunOutput(logits=out, cache=recorded, metric=metric, kv=kv)
+
+    @contextmanager
+    def _cache_kwarg(self, kv_cache) -> Iterator[None]:
+        """Within the context, every block's attention sees a key/value cache passed to the Hugging Face model.
+
+        Hugging Face's decoder layers pass the cache on as ``cache=`` (transformers >= 5.24) or
+        ``past_key_values=`` (earlier); TransformerLens 4.3's attention bridges read only ``past_key_values``. A
+        forward pre-hook on each attention bridge hands the cache over under that name (a no-op where it is there
+        already); without it the bridge would silently attend to the suffix alone.
+        """
+        if kv_cache is None:
+            yield
+            return
+
+        def hand_over(module, args, kwargs):
+            if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+                kwargs["past_key_values"] = kwargs["cache"]
+            return args, kwargs
+
+        handles = [block.attn.register_forward_pre_hook(hand_over, with_kwargs=True) for block in self.bridge.blocks]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
     # -- weights --------------------------------------------------------------------------------------------------
@@ -228,6 +306,26 @@ class TransformerLensBackend(Backend):
         return {"W_Q": b.W_Q.detach().float(), "W_K": b.W_K.detach().float(), "W_V": b.W_V.detach().float(),
                 "attn_norm_weight": None if gains is None else torch.stack(gains),
                 "attn_norm_centred": None if gains is None else centred}
+
+
+def _prefix_cache(prefix: KVPrefix | None):
+    """A Hugging Face ``DynamicCache`` holding ``prefix`` (empty for ``None``: the run fills it).
+
+    Blocks the prefix does not hold (those before a pass's start block, which are not run) get a zero stand-in of
+    the prefix's length: Hugging Face reads the number of cached positions from block 0 to place the suffix at its
+    true positions (position ids, rotary phases, the causal mask's offset).
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    if prefix is None:
+        return cache
+    like = next(k for k in prefix.keys if k is not None)
+    for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
+        if k is None:
+            k = v = torch.zeros((), dtype=like.dtype, device=like.device).expand(like.shape)
+        cache.update(k, v, layer)
+    return cache
 
 
 class _SkippedBlock(torch.nn.Module):

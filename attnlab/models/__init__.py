@@ -14,7 +14,8 @@ from attnlab.models.embedded import EMBEDDED_MODEL, cache_dir, embedded_checkpoi
 from attnlab.models.hub import check_hub_or_cache as _check_hub_or_cache
 from attnlab.models.hub import load_weights, local_folder
 
-__all__ = ["EMBEDDED_MODEL", "cache_dir", "check_device", "gpt2_shaped_model", "load_model", "tiny_model"]
+__all__ = ["EMBEDDED_MODEL", "cache_dir", "check_device", "gpt2_shaped_model", "load_model", "tiny_hf_model",
+           "tiny_model"]
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,105 @@ def tiny_model(
     return TransformerLensBackend(bridge, info, tokenizer=None)
 
 
-def gpt2_shaped_model(seed: int = 0) -> Backend:
+def tiny_hf_model(
+    architecture: str = "llama",
+    *,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    n_kv_heads: int | None = None,
+    d_model: int = 64,
+    d_mlp: int | None = None,
+    d_vocab: int = 50,
+    n_ctx: int = 64,
+    seed: int = 0,
+    name: str | None = None,
+) -> Backend:
+    """A small randomly initialised Hugging Face model (Llama or GPT-2 architecture) through TransformerLens's bridge.
+
+    Unlike :func:`tiny_model` (TransformerLens-native) it runs Hugging Face's own modules, exactly as a pretrained
+    checkpoint of that architecture does: rotary position embeddings and grouped-query attention (Llama) or learned
+    absolute positions (GPT-2), and a key/value cache (``Capability.PREFIX_REUSE``). Its tokenizer is a word-level
+    stand-in (``"t0"`` ... ``"t{d_vocab-1}"``) so that the bridge can boot offline; give analyses token ids.
+
+    Args:
+        architecture: ``"llama"`` or ``"gpt2"``.
+        n_layers, n_heads, d_model, d_mlp, d_vocab, n_ctx: dimensions (``d_mlp`` defaults to 4 d_model; d_head is
+            d_model / n_heads).
+        n_kv_heads: key/value heads (Llama only; must divide ``n_heads``); None = n_heads.
+        seed: initialisation seed. name: display name (default ``tiny-{architecture}-{n_layers}l``).
+
+    Returns:
+        A :class:`~attnlab.backends.Backend` on the CPU in float32.
+
+    Raises:
+        AttnlabError: an unknown architecture, ``n_kv_heads`` that does not divide ``n_heads`` or is given for GPT-2,
+            or ``d_model`` not a multiple of ``n_heads``.
+    """
+    import tempfile
+
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from attnlab.backends.transformer_lens import TransformerLensBackend
+
+    if architecture not in ("llama", "gpt2"):
+        raise AttnlabError(f"'architecture' must be 'llama' or 'gpt2' (got {architecture!r})")
+    if d_model % n_heads:
+        raise AttnlabError(f"'d_model' ({d_model}) must be a multiple of n_heads ({n_heads})")
+    if n_kv_heads is not None and (architecture != "llama" or n_heads % n_kv_heads):
+        raise AttnlabError(f"'n_kv_heads' must divide n_heads={n_heads} and needs architecture='llama' "
+                           f"(got {n_kv_heads} for {architecture!r})")
+    d_mlp = d_mlp or 4 * d_model
+    torch.manual_seed(seed)
+    if architecture == "llama":
+        config = LlamaConfig(vocab_size=d_vocab, hidden_size=d_model, intermediate_size=d_mlp,
+                             num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                             num_key_value_heads=n_kv_heads or n_heads, max_position_embeddings=n_ctx,
+                             bos_token_id=1, eos_token_id=2)
+        hf_model = LlamaForCausalLM(config)
+    else:
+        config = GPT2Config(vocab_size=d_vocab, n_embd=d_model, n_inner=d_mlp, n_layer=n_layers, n_head=n_heads,
+                            n_positions=n_ctx, bos_token_id=1, eos_token_id=2)
+        hf_model = GPT2LMHeadModel(config)
+    hf_model = hf_model.float().eval()
+    vocab = {f"t{i}": i for i in range(d_vocab)}
+    word_level = Tokenizer(tok_models.WordLevel(vocab, unk_token="t0"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with tempfile.TemporaryDirectory(prefix="attnlab-tiny-hf-") as folder:
+            PreTrainedTokenizerFast(tokenizer_object=word_level, bos_token="t1", eos_token="t2",
+                                    unk_token="t0").save_pretrained(folder)
+            config.save_pretrained(folder)
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+            bridge = TransformerBridge.boot_transformers(folder, hf_model=hf_model, tokenizer=tokenizer)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    info = ModelInfo(
+        name=name or f"tiny-{architecture}-{n_layers}l", n_layers=n_layers, n_heads=n_heads,
+        n_kv_heads=n_kv_heads or n_heads, d_model=d_model, d_head=d_model // n_heads, d_mlp=d_mlp, d_vocab=d_vocab,
+        n_ctx=n_ctx, backend="transformer_lens", family=architecture, prepend_bos=False,
+        source=f"random init ({architecture}), seed {seed}",
+    )
+    return TransformerLensBackend(bridge, info, tokenizer=None)
+
+
+def gpt2_shaped_model(seed: int = 0, *, architecture: str = "gpt2") -> Backend:
     """A randomly initialised model with GPT-2 small's shape (12 layers, 12 heads, d_model 768, vocab 50257).
 
     For benchmarks: no pretrained GPT-2 weights are needed (or available offline).
+
+    Args:
+        seed: initialisation seed.
+        architecture: ``"gpt2"`` (Hugging Face's GPT-2 modules, as a pretrained GPT-2 runs: :func:`tiny_hf_model`)
+            or ``"native"`` (TransformerLens-native modules of the same shape, :func:`tiny_model`; no key/value
+            cache).
     """
-    return tiny_model(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
-                      seed=seed, name="gpt2-small-shaped (random)")
+    if architecture == "native":
+        return tiny_model(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
+                          seed=seed, name="gpt2-small-shaped (random, native)")
+    return tiny_hf_model(architecture, n_layers=12, n_heads=12, d_model=768, d_mlp=3072, d_vocab=50257, n_ctx=1024,
+                         seed=seed, name="gpt2-small-shaped (random)")

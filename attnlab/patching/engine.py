@@ -21,6 +21,15 @@ component. This engine computes the same numbers with far less work:
 5. A variant whose source and target activations are bitwise equal for every prompt (e.g. positions before the first
    token the corruption changes: attention is causal) cannot change the output: it is not run, and its patched
    metric is the target baseline.
+6. *Prefix reuse* (backends with ``Capability.PREFIX_REUSE``). A patch at block L and position p cannot change any
+   position before p, at any block: attention is causal. So a patched pass computes only the positions from p on
+   (p = the patched position, or for a head over all positions the first position where its source and target
+   outputs differ), from block L on, attending to the target run's own keys and values for the positions before p,
+   recorded once in the target baseline run (:class:`~attnlab.backends.base.KVPrefix`), at their true positions
+   (rotary phases included). Variants of a block are sorted by their first position and split into passes that
+   minimise the positions computed plus a per-pass overhead (:func:`_group_by_first_position`), within the memory
+   budget (which counts the key/value cache: :func:`attnlab.memory.suffix_row_bytes`). TransformerLens, pyvene and
+   nnsight loops recompute every position of every block for every patch.
 
 The metric is a parameter (:mod:`attnlab.metrics`: logit difference by default, KL divergence from the clean run,
 probability, log-probability, accuracy, or a callable). Results equal TransformerLens's ``get_act_patch_*`` functions
@@ -39,7 +48,7 @@ import torch
 from torch import Tensor
 
 from attnlab import interrupts, memory
-from attnlab.backends.base import Backend, Intervention, Reduction, RunSpec
+from attnlab.backends.base import Backend, Capability, Intervention, Reduction, RunSpec
 from attnlab.errors import SiteError
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import Direction, Metric, MetricLike, check_direction, get_metric, normalise
@@ -93,6 +102,7 @@ def run_sweep(
     progress: bool = True,
     on_pass: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prefix_reuse: bool = True,
 ) -> PatchingResult:
     """Patch every (layer[, head][, position]) of one component and measure the normalised metric.
 
@@ -114,6 +124,10 @@ def run_sweep(
             progress bar); ``total`` counts the patched passes, not the two baseline runs.
         should_stop: polled after each pass; when it returns True the sweep stops as if interrupted (the finished
             cells are kept, the rest NaN, ``complete == False``). Used by the Explorer's Cancel button.
+        prefix_reuse: run each patched pass over the positions it can change only, attending to the target run's
+            recorded keys and values for the positions before (point 6 of the module docstring), where the backend
+            can (``Capability.PREFIX_REUSE``); the same numbers, less compute. ``False`` runs every position.
+            ``result.settings["prefix_reuse"]`` records what was reused.
 
     Returns:
         A :class:`~attnlab.results.PatchingResult` with normalised scores (0 = no effect; denoising 1 = fully
@@ -131,7 +145,7 @@ def run_sweep(
     """
     interrupts.raise_pending(f"the {component} sweep")
     plan = _plan(model, dataset, component, direction, get_metric(metric), layers, heads, positions,
-                 memory_budget_mb)
+                 memory_budget_mb, bool(prefix_reuse))
     return _assemble(model, dataset, plan, *_execute(model, plan, progress, on_pass, should_stop))
 
 
@@ -157,6 +171,9 @@ class _Plan:
     end: Tensor
     memory_budget_mb: float
     t0: float
+    passes: list[tuple[int, int, list[tuple[int | None, int | None]]]]  # (layer, first position run, variants)
+    kv: object  # the target run's KVPrefix (prefix reuse), or None
+    reuse: dict  # what prefix reuse did (result.settings["prefix_reuse"])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -164,7 +181,7 @@ class _Plan:
 
     @property
     def n_passes(self) -> int:
-        return sum(math.ceil(len(v) / self.max_variants) for _, v in self.variants_by_layer)
+        return len(self.passes)
 
     def cell(self, layer: int, h: int | None, p: int | None) -> tuple:
         idx = (self.layers.index(layer),)
@@ -175,7 +192,8 @@ class _Plan:
         return idx
 
 
-def _plan(model, dataset, component, direction, metric, layers, heads, positions, memory_budget_mb) -> _Plan:
+def _plan(model, dataset, component, direction, metric, layers, heads, positions, memory_budget_mb,
+          prefix_reuse: bool = True) -> _Plan:
     """Validate, run the two baselines, check the metric on them, and find the variants that can change anything."""
     check_dataset(model, dataset, analysis="the patching sweep")
     spec = COMPONENTS.get(component)
@@ -200,9 +218,14 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
     resid_sites = [Site(SiteKind.RESID_PRE, layer) for layer in layers if layer > 0]
     # a built-in metric without a clean reference is reduced where the model runs for the baselines too
     reduce = Reduction(metric.name, answers) if metric.builtin and not metric.needs_reference else None
-    source = model.run(source_tokens, cache=act_sites, logits_at=end, reduce=reduce)
+    reuse = prefix_reuse and model.supports(Capability.PREFIX_REUSE)
+    # with prefix reuse both baselines run the cached path (a key/value cache can change the attention kernel, so
+    # source and target activations stay comparable bit for bit where the prompts agree)
+    kv_kwargs = {"record_kv": True} if reuse else {}
+    source = model.run(source_tokens, cache=act_sites, logits_at=end, reduce=reduce, **kv_kwargs)
     target = model.run(target_tokens, cache=resid_sites + (act_sites if spec.kind is not SiteKind.RESID_PRE else []),
-                       logits_at=end, reduce=reduce)
+                       logits_at=end, reduce=reduce, **kv_kwargs)
+    source.kv = None  # only the target run's keys and values are attended to
     clean_run, corrupted_run = (source, target) if direction == "denoising" else (target, source)
     if reduce is not None:
         reference, clean_m, corrupted_m = None, clean_run.metric, corrupted_run.metric
@@ -222,15 +245,98 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
     else:
         target_acts = {layer: target.cache[Site(spec.kind, layer)] for layer in layers}
     variants_by_layer = []
+    first: dict[tuple, int] = {}  # (layer, head, pos) -> the first position the variant can change
+    last_first = int(end.min())  # a pass must reach every row's END
     for layer in layers:
         src, tgt = source.cache[Site(spec.kind, layer)], target_acts[layer]
         live = [(h, p) for h in (heads if heads is not None else [None])
                 for p in (positions if positions is not None else [None]) if not _slices_equal(src, tgt, h, p)]
         variants_by_layer.append((layer, live))
-    max_variants = memory.max_variants(info, dataset.n_pos, memory_budget_mb, rows_per_variant=len(dataset))
+        if reuse:
+            for h, p in live:
+                first[(layer, h, p)] = min(_first_changed(src, tgt, h, p), last_first)
+    n_pos, batch = dataset.n_pos, len(dataset)
+    max_variants = memory.max_variants(info, n_pos, memory_budget_mb, rows_per_variant=batch)
+    passes, computed, full = [], 0, 0
+    for layer, live in variants_by_layer:
+        blocks = info.n_layers - layer
+        if not reuse:
+            passes += [(layer, 0, live[i:i + max_variants]) for i in range(0, len(live), max_variants)]
+            continue
+        budget_rows = memory_budget_mb * 2**20 / batch
+
+        def cap(p0: int, blocks: int = blocks) -> int:  # variants of one pass starting at position p0
+            return max(1, int(budget_rows // memory.suffix_row_bytes(info, n_pos - p0, p0, blocks)))
+
+        for p0, chunk in _group_by_first_position(live, [first[(layer, h, p)] for h, p in live], cap,
+                                                  n_pos=n_pos, batch=batch):
+            passes.append((layer, p0, chunk))
+            computed += len(chunk) * batch * (n_pos - p0) * blocks
+            full += len(chunk) * batch * n_pos * blocks
+    kv = target.kv if reuse else None
+    if reuse:
+        reuse_info = {"enabled": True, "recorded_kv_mb": round(kv.nbytes / 2**20, 3),
+                      "block_positions_run": computed, "block_positions_without_reuse": full,
+                      "fraction_run": round(computed / full, 4) if full else 1.0}
+    else:
+        why = ("turned off (prefix_reuse=False)" if not prefix_reuse else
+               f"the {info.backend!r} backend cannot run suffix passes on {info.name} (its attention takes no "
+               "key/value cache)")
+        reuse_info = {"enabled": False, "reason": why}
     return _Plan(spec, direction, metric, layers, heads, positions, baselines, target_m, reference,
                  variants_by_layer, max_variants, source, start_resid, target_tokens, answers, end,
-                 memory_budget_mb, t0)
+                 memory_budget_mb, t0, passes, kv, reuse_info)
+
+
+#: The fixed cost of one forward pass, in positions of one row through one block (per block the pass runs): the
+#: module calls, hooks and kernel launches a pass pays whatever its size. A heuristic (measured on 2 CPU cores: a
+#: pass of SmolLM2 costs about as much as 8 more token positions); it only steers how variants share passes.
+_PASS_OVERHEAD_POSITIONS = 8
+
+
+def _group_by_first_position(variants: list, firsts: list[int], cap: Callable[[int], int], *, n_pos: int,
+                             batch: int) -> list[tuple[int, list]]:
+    """Split one block's variants into passes: each pass runs from the smallest first position of its variants.
+
+    The variants are sorted by first position (latest first) and cut into contiguous groups that minimise the
+    positions computed, ``len(group) * batch * (n_pos - min first) + overhead``, with at most ``cap(p0)`` variants
+    in a pass starting at ``p0`` (dynamic programming over the cut points; a few hundred variants at most).
+
+    Returns:
+        ``[(p0, variants), ...]``.
+    """
+    order = sorted(range(len(variants)), key=lambda i: -firsts[i])
+    n = len(order)
+    best = [0.0] + [math.inf] * n  # best[j]: cost of the first j sorted variants
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        p0 = firsts[order[j - 1]]  # the smallest first position of any group ending at j
+        limit = cap(p0)
+        for i in range(max(0, j - limit), j):
+            cost = best[i] + (j - i) * batch * (n_pos - p0) + _PASS_OVERHEAD_POSITIONS * batch
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        i = cut[j]
+        members = [order[k] for k in range(i, j)]
+        groups.append((firsts[order[j - 1]], sorted((variants[k] for k in members), key=_variant_key)))
+        j = i
+    return groups[::-1]
+
+
+def _variant_key(v: tuple) -> tuple:
+    return tuple(-1 if x is None else x for x in v)
+
+
+def _first_changed(src: Tensor, tgt: Tensor, head: int | None, pos: int | None) -> int:
+    """The first position a variant's patch changes: its position, or for a whole-sequence patch the first position
+    where source and target differ for any prompt."""
+    if pos is not None:
+        return pos
+    a, b = (src[:, :, head], tgt[:, :, head]) if head is not None else (src, tgt)
+    differs = (a != b).reshape(a.shape[0], a.shape[1], -1).any(-1).any(0)
+    return int(differs.nonzero()[0, 0]) if bool(differs.any()) else 0
 
 
 def _execute(model, plan: _Plan, progress, on_pass, should_stop) -> tuple[Tensor, list[int], bool, int]:
@@ -241,13 +347,15 @@ def _execute(model, plan: _Plan, progress, on_pass, should_stop) -> tuple[Tensor
     per_prompt = torch.full(plan.shape + (batch,), float("nan"))
     layer_index = {layer: i for i, layer in enumerate(plan.layers)}
     n_passes = plan.n_passes
-    passes_left = {layer: math.ceil(len(live) / plan.max_variants) for layer, live in plan.variants_by_layer}
+    passes_left = {layer: 0 for layer in plan.layers}
+    for layer, _, _ in plan.passes:
+        passes_left[layer] += 1
     done_layers: list[int] = []
     reduce = (Reduction(plan.metric.name, ds_answers, plan.reference) if plan.metric.builtin else None)
     bar = progress_bar(total=n_passes, desc=f"patching {plan.spec.name} ({plan.direction}, {plan.metric.name})",
                        disable=not progress)
-    widest = max((len(v) for _, v in plan.variants_by_layer), default=1)
-    bar.set_postfix_str(f"{min(plan.max_variants, widest)} variants/pass")
+    widest = max((len(v) for _, _, v in plan.passes), default=1)
+    bar.set_postfix_str(f"up to {widest} variants/pass" + (", prefix reuse" if plan.kv is not None else ""))
     complete, passes_done = True, 0
 
     def finish(layer: int) -> None:  # variants never run (no-ops) take the target baseline
@@ -314,11 +422,12 @@ def _assemble(model, dataset, plan: _Plan, per_prompt: Tensor, done_layers: list
         task=dataset.describe(),
         settings={
             "memory_budget_mb": plan.memory_budget_mb,
-            "variants_per_pass": plan.max_variants,
+            "variants_per_pass": max((len(c) for _, _, c in plan.passes), default=0),
             "forward_passes": plan.n_passes + 2,
             "forward_passes_run": passes_done + 2,
             "variants_run": n_run,
             "variants_skipped_as_no_ops": math.prod(plan.shape) - n_run,
+            "prefix_reuse": dict(plan.reuse),
             "metric_reduced_where_the_model_runs": plan.metric.builtin,
             "seconds": round(time.perf_counter() - plan.t0, 3),
         },
@@ -333,34 +442,39 @@ def _fill_no_ops(layer_values: Tensor, target_metric: Tensor) -> None:
 
 
 def _pass_specs(plan: _Plan, reduce: Reduction | None):
-    """Yield one :class:`RunSpec` per batched pass: variant v of a pass occupies rows [v*batch, (v+1)*batch)."""
-    spec, max_variants, source, start_resid = plan.spec, plan.max_variants, plan.source, plan.start_resid
+    """Yield one :class:`RunSpec` per batched pass: variant v of a pass occupies rows [v*batch, (v+1)*batch).
+
+    A pass with first position ``p0 > 0`` is a suffix pass: tokens, residual stream, patch positions and END are
+    shifted by ``p0``, and the target run's keys and values of positions [0, p0) from the pass's block on go with it.
+    """
+    spec, source, start_resid = plan.spec, plan.source, plan.start_resid
     target_tokens, end = plan.target_tokens, plan.end
     batch = target_tokens.shape[0]
-    for layer, live in plan.variants_by_layer:
+    for layer, p0, chunk in plan.passes:
         src = source.cache[Site(spec.kind, layer)]
-        for start in range(0, len(live), max_variants):
-            chunk = live[start:start + max_variants]
-            n = len(chunk)
-            rows = torch.arange(n * batch)
-            src_rows = rows % batch
-            hs = torch.tensor([h for h, _ in chunk]).repeat_interleave(batch) if spec.by_head else None
-            ps = torch.tensor([p for _, p in chunk]).repeat_interleave(batch) if spec.by_pos else None
-            if hs is not None and ps is not None:
-                values = src[src_rows, ps, hs]
-            elif hs is not None:
-                values = src.transpose(1, 2)[src_rows, hs]
-            elif ps is not None:
-                values = src[src_rows, ps]
-            else:
-                values = src[src_rows]
-            iv = Intervention(kind=spec.kind, layer=layer, rows=rows, values=values, heads=hs, positions=ps)
-            is_resid = spec.kind is SiteKind.RESID_PRE
-            yield RunSpec(
-                tokens=target_tokens, repeat=n, logits_at=end, start_layer=layer, resid=start_resid.get(layer),
-                interventions=[] if is_resid else [iv], resid_patch=iv if is_resid else None, reduce=reduce,
-                key=(layer, chunk),
-            )
+        n = len(chunk)
+        rows = torch.arange(n * batch)
+        src_rows = rows % batch
+        hs = torch.tensor([h for h, _ in chunk]).repeat_interleave(batch) if spec.by_head else None
+        ps = torch.tensor([p for _, p in chunk]).repeat_interleave(batch) if spec.by_pos else None
+        if hs is not None and ps is not None:
+            values = src[src_rows, ps, hs]
+        elif hs is not None:
+            values = src.transpose(1, 2)[src_rows, hs][:, p0:]
+        elif ps is not None:
+            values = src[src_rows, ps]
+        else:
+            values = src[src_rows][:, p0:]
+        iv = Intervention(kind=spec.kind, layer=layer, rows=rows, values=values, heads=hs,
+                          positions=None if ps is None else ps - p0)
+        is_resid = spec.kind is SiteKind.RESID_PRE
+        resid = start_resid.get(layer)
+        yield RunSpec(
+            tokens=target_tokens[:, p0:], repeat=n, logits_at=end - p0, start_layer=layer,
+            resid=None if resid is None else resid[:, p0:],
+            interventions=[] if is_resid else [iv], resid_patch=iv if is_resid else None, reduce=reduce,
+            key=(layer, chunk), prefix=plan.kv.narrow(p0, layer) if p0 > 0 else None,
+        )
 
 
 def _slices_equal(src: Tensor, tgt: Tensor, head: int | None, pos: int | None) -> bool:
