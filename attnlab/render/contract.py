@@ -4,7 +4,7 @@ Mirrored in TypeScript by ``labext/src/contract.ts``; a change here is a change 
 gets a new MIME type (``...v2+json``) rather than a silent change of meaning.
 """
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 __all__ = ["HEATMAP_MIME", "HeatmapPayload"]
 
@@ -93,6 +93,14 @@ class HeadGalleryPayload(TypedDict):
         clean_loss: {"first_repeat", "second_repeat"} losses without ablation, or null.
         heads: [n_layers * n_heads] details, row-major (index ``layer * n_heads + head``).
         selected: [layer, head] shown initially (the top head of the first kind), or null.
+        kind_units: optional, [n_kinds] what a score of each kind measures, with its unit (``"attention
+            probability"``, ``"fraction of needle tokens"``). Absent in payloads written before retrieval and sink
+            tabs existed; a renderer then shows no unit.
+        kind_ranges: optional, [n_kinds] ``[lo, hi]`` of each kind's colour scale (white at ``lo``, full red at
+            ``hi``); absent means ``[0, 1]``.
+        kind_descriptions: optional, [n_kinds] one sentence per kind (definition and source), plain text.
+        notes: optional, lines of plain text shown under the grid (sink positions of an example sequence, the
+            needle and the model's retrieval accuracy ...).
     """
 
     kind: Literal["headgallery"]
@@ -111,6 +119,10 @@ class HeadGalleryPayload(TypedDict):
     clean_loss: dict[str, float] | None
     heads: list[HeadGalleryHead]
     selected: list[int] | None
+    kind_units: NotRequired[list[str]]
+    kind_ranges: NotRequired[list[list[float]]]
+    kind_descriptions: NotRequired[list[str]]
+    notes: NotRequired[list[str]]
 
 
 __all__ += ["CIRCUIT_MIME", "CircuitCurve", "CircuitEdge", "CircuitNode", "CircuitPayload"]
@@ -315,3 +327,125 @@ class DissociationPayload(TypedDict, total=False):
     double_dissociation: DoubleDissociation | None
     statement: str
     controls: list[DissociationControl]
+
+
+__all__ += ["COMPOSITION_MIME", "CompositionBaseline", "CompositionChannelData", "CompositionPathPair",
+            "CompositionPathPatching", "CompositionPayload"]
+
+#: MIME type of a composition payload, rendered by labext's composition view (``labext/src/composition.ts``).
+COMPOSITION_MIME = "application/vnd.attnlab.composition.v1+json"
+
+
+class CompositionBaseline(TypedDict):
+    """The random baseline of one mode: the score of Gaussian factors of the model's shapes.
+
+    Keys:
+        mean, std: over the seeded draws (dimensionless, like the scores).
+        draws: number of draws.
+    """
+
+    mean: float
+    std: float
+    draws: int
+
+
+class CompositionChannelData(TypedDict):
+    """The singular values of one sender-receiver pair's composed matrix (``composition_svd``), precomputed.
+
+    Keys:
+        mode: ``"q"``, ``"k"`` or ``"v"``.
+        sender, receiver: ``[layer, head]`` query heads.
+        score: the composition score (root sum of squares of ``singular_values``).
+        singular_values: [d_head] singular values of ``W_OV^s R / (||W_OV^s|| ||R||)``, largest first.
+        rank90: fewest singular directions holding 90% of the squared norm (the channel's effective rank).
+    """
+
+    mode: str
+    sender: list[int]
+    receiver: list[int]
+    score: float
+    singular_values: list[float]
+    rank90: int
+
+
+class CompositionPathPair(TypedDict):
+    """One pair of a path-patching comparison.
+
+    Keys:
+        sender: ``[layer, head]``.
+        receivers: ``[[layer, head], ...]`` the receiving query heads patched together (one head, or every query
+            head of a key/value group on a grouped-query model).
+        effect: the path-patching effect (the sweep's metric, signed), or null when not finite.
+        composition: the composition score compared with it (mean over ``receivers``), or null.
+    """
+
+    sender: list[int]
+    receivers: list[list[int]]
+    effect: float | None
+    composition: float | None
+
+
+class CompositionPathPatching(TypedDict):
+    """A :class:`~attnlab.heads.composition.CompositionComparison` of one mode with path patching.
+
+    Keys:
+        mode: the composition mode compared.
+        spearman: rank correlation over the pairs (null when not finite).
+        n: pairs compared.
+        absolute: whether the effect's magnitude was ranked.
+        effect_label: what an effect number means (plain text).
+        pairs: every compared pair.
+    """
+
+    mode: str
+    spearman: float | None
+    n: int
+    absolute: bool
+    effect_label: str
+    pairs: list[CompositionPathPair]
+
+
+class CompositionPayload(TypedDict):
+    """Sender x receiver composition scores (Q, K, V switchable), with per-pair singular values and path patching.
+
+    Rows are the sender heads of layers ``0 .. n_layers - 2`` and columns the receiver heads of layers
+    ``1 .. n_layers - 1``, both ordered by layer then head (a head in the last layer sends to nothing, one in layer
+    0 receives from nothing). A cell whose receiver is not in a later layer than its sender is null.
+
+    Keys:
+        kind: always ``"composition"``.
+        version: always 1.
+        title, subtitle: heading and one line under it (plain text).
+        model_name: the model's name (plain text).
+        n_layers, n_heads: the model's blocks and query heads per block.
+        modes: the modes present, a subset of ``["q", "k", "v"]`` in that order.
+        mode: the mode shown first.
+        senders: [n_senders] ``[layer, head]`` of each row.
+        receivers: [n_receivers] ``[layer, head]`` of each column.
+        matrices: {mode: [n_senders][n_receivers] scores in [0, 1], null where not defined}.
+        ranges: {mode: ``[0, hi]``} the colour scale of each mode.
+        baseline: {mode: :class:`CompositionBaseline`}.
+        channels: precomputed singular values (the top pairs of each mode, and the compared path-patching pairs).
+        top_n: how many top pairs per mode were precomputed (0 when no model was given).
+        path_patching: the comparison with path patching, or null.
+        settings: ``[key, value]`` text pairs (norm folding, seed, draws), in display order.
+    """
+
+    kind: Literal["composition"]
+    version: Literal[1]
+    title: str
+    subtitle: str
+    model_name: str
+    n_layers: int
+    n_heads: int
+    modes: list[str]
+    mode: str
+    senders: list[list[int]]
+    receivers: list[list[int]]
+    matrices: dict[str, list[list[float | None]]]
+    ranges: dict[str, list[float]]
+    baseline: dict[str, CompositionBaseline]
+    channels: list[CompositionChannelData]
+    top_n: int
+    path_patching: CompositionPathPatching | None
+    settings: list[list[str]]

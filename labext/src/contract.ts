@@ -108,6 +108,14 @@ export interface HeadGalleryPayload {
   heads: HeadGalleryHead[];
   /** `[layer, head]` shown initially, or null. */
   selected: number[] | null;
+  /** Optional `[n_kinds]`: what a score of each kind measures, with its unit (`"attention probability"`). */
+  kind_units?: string[];
+  /** Optional `[n_kinds][2]`: `[lo, hi]` of each kind's colour scale (white at lo, red at hi); absent: `[0, 1]`. */
+  kind_ranges?: number[][];
+  /** Optional `[n_kinds]`: one sentence per kind (definition, source). Plain text. */
+  kind_descriptions?: string[];
+  /** Optional lines of plain text shown under the grid (sink positions, the needle, retrieval accuracy ...). */
+  notes?: string[];
 }
 
 /** `detail` of the bubbling `attnlab-head-click` CustomEvent dispatched on the host element. */
@@ -291,4 +299,102 @@ export interface DissociationClickDetail {
   name: string;
   layer: number;
   head: number | null;
+}
+
+
+/** MIME type of a composition payload, rendered by {@link renderComposition} (`./composition`). */
+export const COMPOSITION_MIME = 'application/vnd.attnlab.composition.v1+json';
+
+/** The random baseline of one mode: the score of Gaussian factors of the model's shapes. */
+export interface CompositionBaseline {
+  mean: number;
+  std: number;
+  draws: number;
+}
+
+/** Precomputed singular values of one sender-receiver pair (`composition_svd`). */
+export interface CompositionChannelData {
+  /** `"q"`, `"k"` or `"v"`. */
+  mode: string;
+  /** `[layer, head]`. */
+  sender: number[];
+  /** `[layer, head]`. */
+  receiver: number[];
+  /** The composition score (root sum of squares of the singular values). */
+  score: number | null;
+  /** `[d_head]` singular values of the normalised composed matrix, largest first. */
+  singular_values: (number | null)[];
+  /** Fewest singular directions holding 90% of the squared norm. */
+  rank90: number;
+}
+
+/** One pair of a path-patching comparison. */
+export interface CompositionPathPair {
+  /** `[layer, head]`. */
+  sender: number[];
+  /** `[n][2]` receiving query heads patched together. */
+  receivers: number[][];
+  /** Path-patching effect (the sweep's metric, signed), or null. */
+  effect: number | null;
+  /** Composition score compared with it (mean over `receivers`), or null. */
+  composition: number | null;
+}
+
+/** The comparison of one mode's composition scores with path patching. */
+export interface CompositionPathPatching {
+  mode: string;
+  spearman: number | null;
+  n: number;
+  absolute: boolean;
+  /** What an effect means. Plain text. */
+  effect_label: string;
+  pairs: CompositionPathPair[];
+}
+
+/**
+ * Sender x receiver composition scores. Rows: `n_senders` sender heads of layers `0 .. n_layers - 2`; columns:
+ * `n_receivers` receiver heads of layers `1 .. n_layers - 1`; both by layer, then head.
+ */
+export interface CompositionPayload {
+  /** Always `"composition"`. */
+  kind: 'composition';
+  /** Always 1. */
+  version: 1;
+  title: string;
+  subtitle: string;
+  /** Plain text. */
+  model_name: string;
+  n_layers: number;
+  n_heads: number;
+  /** Subset of `["q", "k", "v"]`, in that order. */
+  modes: string[];
+  /** Mode shown first. */
+  mode: string;
+  /** `[n_senders][2]` `[layer, head]` of each row. */
+  senders: number[][];
+  /** `[n_receivers][2]` `[layer, head]` of each column. */
+  receivers: number[][];
+  /** `{mode: [n_senders][n_receivers]}` scores in [0, 1]; null where the receiver is not in a later layer. */
+  matrices: Record<string, (number | null)[][]>;
+  /** `{mode: [0, hi]}` colour scale. */
+  ranges: Record<string, number[]>;
+  baseline: Record<string, CompositionBaseline>;
+  /** Precomputed singular values (top pairs per mode, compared path-patching pairs). */
+  channels: CompositionChannelData[];
+  /** Top pairs per mode precomputed (0 when no model was given). */
+  top_n: number;
+  path_patching: CompositionPathPatching | null;
+  /** `[key, value]` text pairs. */
+  settings: string[][];
+}
+
+/** `detail` of the bubbling `attnlab-pair-click` CustomEvent dispatched on the host element. */
+export interface CompositionPairClickDetail {
+  mode: string;
+  /** `[layer, head]`. */
+  sender: number[];
+  /** `[layer, head]`. */
+  receiver: number[];
+  /** The cell's score, or null. */
+  value: number | null;
 }
