@@ -182,11 +182,30 @@ class HeadScores(serialisation.Saved):
 
 
     # -- display -----------------------------------------------------------------------------------------------------
-    def gallery_payload(self):
-        """The :class:`~attnlab.render.contract.HeadGalleryPayload` of this result."""
+    def gallery_payload(self, *extra):
+        """The :class:`~attnlab.render.contract.HeadGalleryPayload` of this result, with a further tab for each score
+        kind of ``extra`` (:class:`~attnlab.heads.retrieval.RetrievalScores`,
+        :class:`~attnlab.heads.sinks.SinkAnalysis` of the same model).
+
+        Raises:
+            ArgumentError: an extra result of another layer x head shape, or one given twice.
+            ArgumentTypeError: an extra of another type.
+        """
         from attnlab.render.gallery import head_gallery
 
-        return head_gallery(self)
+        return head_gallery(self, extra=extra)
+
+    def gallery(self, *extra):
+        """The head gallery with retrieval and sink tabs joined: ``scores.gallery(retrieval, sinks)`` displays as
+        :meth:`gallery_payload` (a :class:`~attnlab.render.gallery.HeadGallery`; the extras are not saved with
+        this result).
+
+        Raises:
+            ArgumentError, ArgumentTypeError: as :meth:`gallery_payload`.
+        """
+        from attnlab.render.gallery import HeadGallery
+
+        return HeadGallery(self, *extra)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         from attnlab.render.gallery import gallery_bundle

@@ -276,8 +276,16 @@ class RetrievalScores(serialisation.Saved):
                    "depths": sorted(set(self.depths)), "lengths": sorted(set(self.lengths)),
                    "needle_text": self.needle_text})
 
+    def gallery_payload(self, *extra) -> dict:
+        """A :class:`~attnlab.render.contract.HeadGalleryPayload` with the retrieval tab (and those of ``extra``,
+        e.g. a :class:`~attnlab.heads.sinks.SinkAnalysis` of the same model)."""
+        from attnlab.render.gallery import head_gallery
+
+        return head_gallery(self, extra=extra)
+
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         from attnlab.heads.sinks import static_table_html
+        from attnlab.render.contract import HEADGALLERY_MIME
 
         top = self.top(10)
         rows = [[r.component, f"{r.retrieval_score:.3f}", "yes" if r.retrieval_head else ""] for r in top.itertuples()]
@@ -286,7 +294,7 @@ class RetrievalScores(serialisation.Saved):
                  f"needle: {self.needle_text}" if self.needle_text else ""]
         if self.ablation is not None:
             notes.append(repr(self.ablation))
-        return {"text/plain": repr(self),
+        return {HEADGALLERY_MIME: self.gallery_payload(), "text/plain": repr(self),
                 "text/html": static_table_html(f"Retrieval heads on {self.model.get('name', '?')}",
                                                ["head", "retrieval score", f"> {self.threshold:g}"], rows, notes)}
 

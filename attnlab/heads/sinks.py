@@ -404,7 +404,16 @@ class SinkAnalysis(serialisation.Saved):
                    "example_sinks": [{"position": k, "token": words[k]} for k in first],
                    "n_sequences": len(self.sinks)})
 
+    def gallery_payload(self, *extra) -> dict:
+        """A :class:`~attnlab.render.contract.HeadGalleryPayload` with the sink, first-token and hidden-sink tabs
+        (and those of ``extra``, e.g. a :class:`~attnlab.heads.retrieval.RetrievalScores` of the same model)."""
+        from attnlab.render.gallery import head_gallery
+
+        return head_gallery(self, extra=extra)
+
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        from attnlab.render.contract import HEADGALLERY_MIME
+
         top = self.top(10)
         rows = [[r.component, f"{r.sink:.3f}", f"{r.first_token:.3f}", f"{r.hidden_sink:.3f}"]
                 for r in top.itertuples()]
@@ -418,7 +427,7 @@ class SinkAnalysis(serialisation.Saved):
                                       if len(hidden) else "none")]
         if self.calibration is not None:
             notes.append(repr(self.calibration))
-        return {"text/plain": repr(self),
+        return {HEADGALLERY_MIME: self.gallery_payload(), "text/plain": repr(self),
                 "text/html": static_table_html(f"Attention sinks on {self.model.get('name', '?')}",
                                                ["head", "sink", "first token", "hidden sinks"], rows, notes)}
 

@@ -163,6 +163,23 @@ function drawPrefixCurve(doc: Document, parent: Element, lengths: number[], valu
   });
 }
 
+/** `[lo, hi]` of a kind's colour scale (`[0, 1]` unless the payload says otherwise). */
+export function kindRange(payload: HeadGalleryPayload, kind: number): [number, number] {
+  const r = payload.kind_ranges?.[kind];
+  const lo = num(r?.[0]);
+  const hi = num(r?.[1]);
+  return lo !== null && hi !== null && hi > lo ? [lo, hi] : [0, 1];
+}
+
+/** The colour of `value` on `kind`'s scale. */
+function kindColor(payload: HeadGalleryPayload, kind: number, value: number | null): string {
+  if (value === null) {
+    return sequentialColor(null);
+  }
+  const [lo, hi] = kindRange(payload, kind);
+  return sequentialColor((value - lo) / (hi - lo));
+}
+
 /** The head's name and its score of every kind (± the standard deviation where the payload has one). */
 function drawScores(doc: Document, panel: HTMLElement, payload: HeadGalleryPayload, layer: number, head: number): void {
   const name = `${payload.layer_labels[layer] ?? `L${layer}`}${payload.head_labels[head] ?? `H${head}`}`;
@@ -174,7 +191,15 @@ function drawScores(doc: Document, panel: HTMLElement, payload: HeadGalleryPaylo
     const v = num(payload.scores[k]?.[layer]?.[head]);
     const sd = num(payload.score_std?.[k]?.[layer]?.[head]);
     const label = payload.kind_labels[k] ?? payload.kinds[k];
-    htmlEl(doc, 'div', 'attnlab-gallery-score', scores, `${label} score ${fmt(v)}${sd === null ? '' : ` ± ${fmt(sd)}`}`);
+    const unit = payload.kind_units?.[k];
+    const el = htmlEl(
+      doc,
+      'div',
+      'attnlab-gallery-score',
+      scores,
+      `${label} score ${fmt(v)}${sd === null ? '' : ` ± ${fmt(sd)}`}${unit ? ` (${unit})` : ''}`
+    );
+    el.setAttribute('data-kind', payload.kinds[k]);
   });
 }
 
@@ -182,7 +207,9 @@ function drawScores(doc: Document, panel: HTMLElement, payload: HeadGalleryPaylo
 function drawEffects(doc: Document, panel: HTMLElement, payload: HeadGalleryPayload, info: HeadGalleryHead): void {
   const abl = htmlEl(doc, 'div', 'attnlab-gallery-ablation', panel);
   const methods = Object.keys(info.ablation ?? {});
-  if (methods.length === 0) {
+  if (methods.length === 0 && !payload.ablation_label) {
+    abl.remove(); // a gallery of retrieval or sink tabs alone: no ablation was part of it
+  } else if (methods.length === 0) {
     abl.textContent = 'ablation: not run for this head';
   } else {
     abl.textContent = `${payload.ablation_label}: ${methods
@@ -282,6 +309,8 @@ interface GalleryView {
   nLayers: number;
   nHeads: number;
   buttons: HTMLButtonElement[];
+  /** One line under the buttons: the shown kind's description, unit and colour range. */
+  describe: HTMLElement;
   /** Row-major (`layer * nHeads + head`). */
   cells: SVGRectElement[];
   selBox: SVGRectElement;
@@ -430,11 +459,17 @@ function paint(view: GalleryView): void {
   buttons.forEach((b, i) => b.setAttribute('aria-pressed', i === kind ? 'true' : 'false'));
   buttons.forEach((b, i) => (b.style.fontWeight = i === kind ? '700' : '400'));
   const label = payload.kind_labels[kind] ?? payload.kinds[kind];
+  const [lo, hi] = kindRange(payload, kind);
+  const unit = payload.kind_units?.[kind];
+  const description = payload.kind_descriptions?.[kind];
+  view.describe.textContent =
+    `${label}${description ? `: ${description}` : ' score'}. Colour: ${unit ? `${unit}, ` : ''}white ${lo} → red ${hi}` +
+    '; grey: not computed.';
   for (const r of view.cells) {
     const i = Number(r.getAttribute('data-layer'));
     const j = Number(r.getAttribute('data-head'));
     const v = num(payload.scores[kind]?.[i]?.[j]);
-    r.setAttribute('fill', sequentialColor(v));
+    r.setAttribute('fill', kindColor(payload, kind, v));
     r.setAttribute('data-value', v === null ? 'null' : String(v));
     const t = r.firstChild as SVGTitleElement;
     t.textContent = `${payload.layer_labels[i]}${payload.head_labels[j]} ${label} score: ${fmt(v, 4)}`;
@@ -531,9 +566,19 @@ export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): v
   const nHeads = payload.head_labels.length;
   const state = initialState(payload);
   const buttons = drawKindButtons(doc, root, payload);
+  const describe = htmlEl(doc, 'div', 'attnlab-gallery-kind-description', root);
+  describe.style.color = 'var(--jp-ui-font-color2, #555)';
+  describe.style.margin = '0 0 6px';
+  describe.style.maxWidth = '900px';
   const { gridBox, panel } = drawBody(doc, root);
   const { svg, cells, selBox } = drawGrid(doc, gridBox, payload, nLayers, nHeads);
-  const view: GalleryView = { host, payload, nLayers, nHeads, buttons, cells, selBox, panel, state };
+  for (const line of payload.notes ?? []) {
+    const note = htmlEl(doc, 'div', 'attnlab-gallery-note', gridBox, String(line));
+    note.style.color = 'var(--jp-ui-font-color2, #555)';
+    note.style.maxWidth = '420px';
+    note.style.marginTop = '4px';
+  }
+  const view: GalleryView = { host, payload, nLayers, nHeads, buttons, describe, cells, selBox, panel, state };
   bindEvents(view, svg);
 
   paint(view);
