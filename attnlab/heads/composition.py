@@ -389,8 +389,27 @@ class CompositionScores(serialisation.Saved):
                          f"{rows}</table>")
         return "".join(parts) + "</div>"
 
+    def view(self, model: Backend | None = None, *, comparison: "CompositionComparison | None" = None,
+             top_n: int = 20, mode: str | None = None):
+        """The interactive sender x receiver view (:func:`attnlab.render.composition.composition_view`): with
+        ``model``, the singular values of the ``top_n`` pairs of each mode are precomputed; with ``comparison``,
+        each compared pair's path-patching effect is shown beside them.
+
+        Returns:
+            A :class:`~attnlab.render.composition.CompositionView` (displays itself; ``.payload`` holds the data).
+
+        Raises:
+            ArgumentError, ArgumentTypeError: as :func:`~attnlab.render.composition.composition_view`.
+        """
+        from attnlab.render.composition import CompositionView
+
+        return CompositionView(self, model=model, comparison=comparison, top_n=top_n, mode=mode)
+
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        return {"text/plain": repr(self), "text/html": self._html()}
+        from attnlab.render.composition import COMPOSITION_MIME, composition_view
+
+        return {COMPOSITION_MIME: composition_view(self, top_n=0), "text/plain": repr(self),
+                "text/html": self._html()}
 
     def _summary(self) -> str:
         return (f"composition scores on {self.model.get('name', '?')}: {self.n_layers} layers x {self.n_heads} "

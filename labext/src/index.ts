@@ -1,19 +1,23 @@
 /**
  * JupyterLab 4 MIME renderer extension for attnlab heatmaps (`application/vnd.attnlab.heatmap.v1+json`), head
- * galleries (`application/vnd.attnlab.headgallery.v1+json`), circuits (`application/vnd.attnlab.circuit.v1+json`) and
- * recall-versus-reasoning dissociations (`application/vnd.attnlab.dissociation.v1+json`).
+ * galleries (`application/vnd.attnlab.headgallery.v1+json`), circuits (`application/vnd.attnlab.circuit.v1+json`),
+ * recall-versus-reasoning dissociations (`application/vnd.attnlab.dissociation.v1+json`) and composition between heads
+ * (`application/vnd.attnlab.composition.v1+json`).
  */
 
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
 import { renderCircuit } from './circuit';
+import { renderComposition } from './composition';
 import {
   CIRCUIT_MIME,
+  COMPOSITION_MIME,
   DISSOCIATION_MIME,
   HEADGALLERY_MIME,
   HEATMAP_MIME,
   type CircuitPayload,
+  type CompositionPayload,
   type DissociationPayload,
   type HeadGalleryPayload,
   type HeatmapPayload
@@ -22,13 +26,15 @@ import { renderDissociation } from './dissociation';
 import { renderGallery } from './gallery';
 import { renderHeatmap } from './heatmap';
 
-export { CIRCUIT_MIME, DISSOCIATION_MIME, HEADGALLERY_MIME, HEATMAP_MIME } from './contract';
+export { CIRCUIT_MIME, COMPOSITION_MIME, DISSOCIATION_MIME, HEADGALLERY_MIME, HEATMAP_MIME } from './contract';
+export type { CompositionPairClickDetail, CompositionPayload } from './contract';
+export { PAIR_CLICK_EVENT, compositionColor, compositionLayout, renderComposition } from './composition';
 export type { CircuitNodeClickDetail, CircuitPayload } from './contract';
 export { NODE_CLICK_EVENT, edgeTooltip, nearestSize, renderCircuit } from './circuit';
 export type { DissociationClickDetail, DissociationPayload } from './contract';
 export { COMPONENT_CLICK_EVENT, formatComponentTooltip, renderDissociation } from './dissociation';
 export type { HeadGalleryClickDetail, HeadGalleryPayload } from './contract';
-export { HEAD_CLICK_EVENT, renderGallery } from './gallery';
+export { HEAD_CLICK_EVENT, kindRange, renderGallery } from './gallery';
 export type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
 export { CELL_CLICK_EVENT, formatTooltip, renderHeatmap } from './heatmap';
 
@@ -184,4 +190,41 @@ const dissociationExtension: IRenderMime.IExtension = {
   dataType: 'json'
 };
 
-export default [extension, galleryExtension, circuitExtension, dissociationExtension];
+/** Class added to the composition renderer's widget node. */
+const COMPOSITION_CLASS = 'jp-RenderedAttnlabComposition';
+
+/** A widget that draws one composition payload. */
+export class CompositionRenderer extends Widget implements IRenderMime.IRenderer {
+  constructor(options: IRenderMime.IRendererOptions) {
+    super();
+    this._mimeType = options.mimeType;
+    this.node.dataset.mimeType = options.mimeType;
+    this.addClass(COMPOSITION_CLASS);
+  }
+
+  renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const payload = model.data[this._mimeType] as unknown as CompositionPayload;
+    renderComposition(this.node, payload);
+    return Promise.resolve();
+  }
+
+  private _mimeType: string;
+}
+
+/** Composition renderer factory: safe (payload strings are never HTML), ranked ahead of the text/html fallback. */
+export const compositionRendererFactory: IRenderMime.IRendererFactory = {
+  safe: true,
+  mimeTypes: [COMPOSITION_MIME],
+  defaultRank: 0,
+  createRenderer: options => new CompositionRenderer(options)
+};
+
+const compositionExtension: IRenderMime.IExtension = {
+  id: 'attnlab:composition',
+  description: 'Renders attnlab composition scores between heads (sender x receiver matrix, singular values, path patching).',
+  rendererFactory: compositionRendererFactory,
+  rank: 0,
+  dataType: 'json'
+};
+
+export default [extension, galleryExtension, circuitExtension, dissociationExtension, compositionExtension];
