@@ -1,12 +1,21 @@
 """attnlab's activation-patching engine side by side with TransformerLens's ``transformer_lens.patching``.
 
-One run, same model, same tokens, same metric. For each sweep it prints the wall time of both, the ratio, the peak
-memory each phase added, and the largest absolute difference between their results.
+One run, same model, same tokens, same metric. For each sweep it prints the wall time of TransformerLens, of attnlab
+without prefix reuse (``prefix_reuse=False``: every patched pass runs every position from the patched block on) and
+of attnlab with it (each pass runs only the positions from the first one its patch can change, attending to the
+target run's recorded keys and values for the earlier ones), the ratios, the peak memory each phase added, and the
+largest absolute difference between attnlab's results and TransformerLens's.
 
-Models: (a) the embedded SmolLM2-135M on 16 IOI prompts (S2-swap corruption); (b) a randomly initialised model with
-GPT-2 small's shape (12 layers, 12 heads, d_model 768, vocab 50257) on random prompts of the same shape, corrupted at
-the same position. Sweeps: head output over all positions ([layer, head]), head output by position
-([layer, head, pos]), residual stream by position ([layer, pos]).
+The compute floor. TransformerLens runs one full forward pass per cell: ``cells x n_layers x n_pos`` block-positions
+per prompt. attnlab with prefix reuse computes ``block_positions_run`` (recorded in ``result.settings``). Their
+ratio, printed as "floor", is the speedup a sweep would have if time were proportional to the positions computed;
+the measured ratio falls short of it by the per-pass overhead and the cost of the baselines.
+
+Models: (a) the embedded SmolLM2-135M on 16 IOI prompts; (b) a randomly initialised model with GPT-2 small's shape
+(Hugging Face's GPT-2 modules: 12 layers, 12 heads, d_model 768, vocab 50257) on random prompts of the same shape,
+corrupted at the same positions. Corruptions: S2-swap (only S2 changes) and ABC (IO, S1 and S2 replaced). Sweeps:
+head output over all positions ([layer, head]), head output by position ([layer, head, pos]), residual stream by
+position ([layer, pos]).
 
 TransformerLens runs one full forward pass per cell, so its time is the same for every cell. Where a sweep has more
 cells than ``--tl-max-cells``, TransformerLens runs a seeded random sample of cells and its full-sweep time is
@@ -14,8 +23,8 @@ extrapolated from the measured time per cell (stated in the output); the values 
 ``--tl-max-cells 0`` runs every cell (slow: ~4,300 passes per by-position sweep).
 
 Usage:
-    python benchmarks/bench_patching.py                 # everything (~25 min on 2 cores)
-    python benchmarks/bench_patching.py --models embedded --sweeps heads
+    python benchmarks/bench_patching.py                 # everything (~45 min on 2 cores)
+    python benchmarks/bench_patching.py --models embedded --sweeps heads --corruptions s2_swap
 """
 
 import argparse
@@ -67,14 +76,18 @@ class PeakMemory:
 
 
 def random_like_ioi(model, ioi: PatchingDataset, seed: int = 0) -> PatchingDataset:
-    """Random prompts with the IOI dataset's shape, corrupted at the same S2 positions."""
+    """Random prompts with the IOI dataset's shape, corrupted at the same positions as ``ioi`` (S2 for S2-swap; IO,
+    S1 and S2 for ABC)."""
     g = torch.Generator().manual_seed(seed)
     vocab = model.info.d_vocab
     clean = torch.randint(0, vocab, tuple(ioi.clean_tokens.shape), generator=g)
     corrupted = clean.clone()
     rows = torch.arange(len(ioi))
     s2 = ioi.positions["S2"]
-    corrupted[rows, s2] = (clean[rows, s2] + 1 + torch.randint(0, vocab - 1, (len(ioi),), generator=g)) % vocab
+    changed = ["S2"] if ioi.metadata.get("corruption") == "s2_swap" else ["IO", "S1", "S2"]
+    for name in changed:
+        at = ioi.positions[name]
+        corrupted[rows, at] = (clean[rows, at] + 1 + torch.randint(0, vocab - 1, (len(ioi),), generator=g)) % vocab
     answers = torch.stack([clean[rows, ioi.positions["IO"]], clean[rows, s2]], dim=1)
     return PatchingDataset(task="random (IOI-shaped)", clean_tokens=clean, corrupted_tokens=corrupted,
                            answers=answers, positions={"END": ioi.end, "S2": s2},
@@ -113,6 +126,10 @@ def math_prod(xs):
 
 
 def bench(model, dataset, component, tl_cells, rng, budget_mb) -> dict:
+    with PeakMemory() as plain_mem:
+        t0 = time.perf_counter()
+        plain = run_sweep(model, dataset, component, progress=False, memory_budget_mb=budget_mb, prefix_reuse=False)
+        no_reuse = time.perf_counter() - t0
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         result = run_sweep(model, dataset, component, progress=False, memory_budget_mb=budget_mb)
@@ -125,15 +142,26 @@ def bench(model, dataset, component, tl_cells, rng, budget_mb) -> dict:
         idx["head"] = grid["head"].tolist()
     if "pos" in grid:
         idx["pos"] = grid["pos"].tolist()
-    ours_at = result.values[tuple(torch.tensor(idx[d]) for d in result.dims)]
-    diff = float((ours_at - flat.float()).abs().max())
+    cells = tuple(torch.tensor(idx[d]) for d in result.dims)
+    diff = float((result.values[cells] - flat.float()).abs().max())
+    diff_plain = float((plain.values[cells] - flat.float()).abs().max())
     tl_full = tl_seconds / len(grid) * total_cells
+    reuse = result.settings["prefix_reuse"]
+    tl_block_positions = total_cells * model.info.n_layers * dataset.n_pos * len(dataset)
+    floor = tl_block_positions / reuse["block_positions_run"] if reuse.get("enabled") else None
     return {
-        "model": model.info.name, "sweep": component, "cells": total_cells, "tl_cells_run": len(grid),
-        "attnlab_s": round(ours, 2), "transformer_lens_s": round(tl_full, 2),
-        "tl_extrapolated": len(grid) < total_cells, "speedup": round(tl_full / ours, 2),
-        "attnlab_peak_mb": round(mem.added_mb, 1), "transformer_lens_peak_mb": round(tl_mb, 1),
-        "max_abs_diff": diff, "forward_passes_attnlab": result.settings["forward_passes"],
+        "model": model.info.name, "corruption": dataset.metadata.get("corruption", "?"), "sweep": component,
+        "cells": total_cells, "tl_cells_run": len(grid),
+        "transformer_lens_s": round(tl_full, 2), "attnlab_no_reuse_s": round(no_reuse, 2),
+        "attnlab_s": round(ours, 2), "tl_extrapolated": len(grid) < total_cells,
+        "speedup_no_reuse": round(tl_full / no_reuse, 2), "speedup": round(tl_full / ours, 2),
+        "floor_estimate": None if floor is None else round(floor, 1),
+        "fraction_of_positions_run": reuse.get("fraction_run"), "recorded_kv_mb": reuse.get("recorded_kv_mb"),
+        "attnlab_peak_mb": round(mem.added_mb, 1), "attnlab_no_reuse_peak_mb": round(plain_mem.added_mb, 1),
+        "transformer_lens_peak_mb": round(tl_mb, 1),
+        "max_abs_diff": diff, "max_abs_diff_no_reuse": diff_plain,
+        "forward_passes_attnlab": result.settings["forward_passes"],
+        "forward_passes_attnlab_no_reuse": plain.settings["forward_passes"],
         "forward_passes_tl": total_cells + 1, "no_op_variants_skipped": result.settings["variants_skipped_as_no_ops"],
         "variants_per_pass": result.settings["variants_per_pass"],
     }
@@ -144,6 +172,7 @@ def main() -> None:
     parser.add_argument("--models", default="embedded,gpt2", help="comma list of: embedded, gpt2")
     parser.add_argument("--sweeps", default="heads,heads_by_pos,resid_pre", help="comma list of sweeps")
     parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--corruptions", default="s2_swap,abc", help="comma list of: s2_swap, abc")
     parser.add_argument("--tl-max-cells", type=int, default=120,
                         help="run TransformerLens on at most this many sampled cells (0 = all)")
     parser.add_argument("--memory-budget-mb", type=float, default=DEFAULT_BUDGET_MB,
@@ -153,34 +182,39 @@ def main() -> None:
     torch.manual_seed(0)
     rng = random.Random(0)
     embedded = load_model("smollm2-135m")
-    ioi = ioi_dataset(embedded, args.prompts, seed=0, corruption="s2_swap")
     machine = f"{os.cpu_count()} CPU cores, {platform.machine()}, torch {torch.__version__}, " \
               f"{torch.get_num_threads()} threads"
-    print(f"# bench_patching on {machine}; {args.prompts} prompts x {ioi.n_pos} tokens; attnlab memory budget "
+    print(f"# bench_patching on {machine}; {args.prompts} IOI prompts; attnlab memory budget "
           f"{args.memory_budget_mb:g} MiB")
     rows = []
-    for name in args.models.split(","):
-        if name == "embedded":
-            model, dataset = embedded, ioi
-        elif name == "gpt2":
-            model = gpt2_shaped_model()
-            dataset = random_like_ioi(model, ioi)
-        else:
-            raise SystemExit(f"unknown model {name!r}")
-        for sweep in args.sweeps.split(","):
-            row = bench(model, dataset, sweep, args.tl_max_cells, rng, args.memory_budget_mb)
-            rows.append(row)
-            note = f" (extrapolated from {row['tl_cells_run']} of {row['cells']} cells)" if row["tl_extrapolated"] \
-                else ""
-            print(f"{row['model']:>28} {sweep:>13}: attnlab {row['attnlab_s']:8.1f} s | TransformerLens "
-                  f"{row['transformer_lens_s']:8.1f} s{note} | speedup {row['speedup']:5.2f}x | peak +MB "
-                  f"{row['attnlab_peak_mb']:.0f} vs {row['transformer_lens_peak_mb']:.0f} | max |diff| "
-                  f"{row['max_abs_diff']:.2e}", flush=True)
+    gpt2 = None
+    for corruption in args.corruptions.split(","):
+        ioi = ioi_dataset(embedded, args.prompts, seed=0, corruption=corruption)
+        for name in args.models.split(","):
+            if name == "embedded":
+                model, dataset = embedded, ioi
+            elif name == "gpt2":
+                gpt2 = gpt2 or gpt2_shaped_model()
+                model, dataset = gpt2, random_like_ioi(gpt2, ioi)
+                dataset.metadata["corruption"] = corruption
+            else:
+                raise SystemExit(f"unknown model {name!r}")
+            for sweep in args.sweeps.split(","):
+                row = bench(model, dataset, sweep, args.tl_max_cells, rng, args.memory_budget_mb)
+                rows.append(row)
+                note = f" (extrapolated from {row['tl_cells_run']} of {row['cells']} cells)" \
+                    if row["tl_extrapolated"] else ""
+                print(f"{row['model']:>28} {corruption:>7} {sweep:>13}: TransformerLens "
+                      f"{row['transformer_lens_s']:8.1f} s{note} | attnlab no reuse {row['attnlab_no_reuse_s']:7.1f} s "
+                      f"({row['speedup_no_reuse']:5.2f}x) | attnlab {row['attnlab_s']:7.1f} s ({row['speedup']:5.2f}x, "
+                      f"floor {row['floor_estimate']}x, {row['fraction_of_positions_run']} of positions) | peak +MB "
+                      f"{row['attnlab_peak_mb']:.0f} / {row['attnlab_no_reuse_peak_mb']:.0f} / "
+                      f"{row['transformer_lens_peak_mb']:.0f} | max |diff| {row['max_abs_diff']:.2e}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "prompts": args.prompts, "memory_budget_mb": args.memory_budget_mb,
                                     "rows": rows}, indent=1))
-    print(pd.DataFrame(rows)[["model", "sweep", "attnlab_s", "transformer_lens_s", "speedup", "attnlab_peak_mb",
-                              "transformer_lens_peak_mb", "max_abs_diff"]].to_string(index=False))
+    print(pd.DataFrame(rows)[["model", "corruption", "sweep", "transformer_lens_s", "attnlab_no_reuse_s", "attnlab_s",
+                              "speedup_no_reuse", "speedup", "floor_estimate", "max_abs_diff"]].to_string(index=False))
     print(f"saved {args.out}")
 
 

@@ -27,8 +27,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["MetricOp", "PatchOp", "RecordOp", "WirePass", "apply_intervention", "edge_pass", "handle",
-           "handle_grad", "narrow_activation", "output", "split_heads"]
+__all__ = ["MetricOp", "PatchOp", "RecordOp", "WirePass", "apply_intervention", "cache_tensors", "edge_pass", "handle",
+           "handle_grad", "narrow_activation", "output", "prefix_cache", "split_heads"]
 
 
 class PatchOp(NamedTuple):
@@ -82,6 +82,11 @@ class WirePass(NamedTuple):
         metric: a :class:`MetricOp` (None: return logits).
         grad: keep the autograd graph (local runs only).
         lo, hi: the blocks the trace visits, ``lo <= L < hi`` (the others are untouched).
+        kv: a suffix pass's key/value prefix, ``(keys, values, length, start, repeat)``: per block the recorded
+            Float[base_batch, n_kv_heads, recorded_pos, d_head] tensors (the same tensor objects in every pass of a
+            sweep, so a job serialises them once), the prefix's length, the first block read and the repeat of the
+            base batch; None for a full pass (:func:`prefix_cache`).
+        record_kv: return every block's keys and values (``"kv"`` in the result).
     """
 
     tokens: torch.Tensor
@@ -96,6 +101,41 @@ class WirePass(NamedTuple):
     grad: bool
     lo: int
     hi: int
+    kv: Optional[tuple] = None
+    record_kv: bool = False
+
+
+def prefix_cache(kv):
+    """A Hugging Face ``DynamicCache`` for a pass: empty (``kv`` None: the run fills it, for ``record_kv``), or
+    holding a suffix pass's prefix (:attr:`WirePass.kv`): block L's first ``length`` recorded positions, repeated for
+    the pass's variants; blocks before ``start`` (skipped) get a zero stand-in of that length, because Hugging Face
+    reads the number of cached positions from block 0 to place the suffix at its true positions."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    if kv is None:
+        return cache
+    keys, values, length, start, repeat = kv
+    like = None
+    for layer in range(len(keys)):
+        if layer < start:
+            continue
+        k, v = keys[layer][:, :, :length], values[layer][:, :, :length]
+        if repeat > 1:
+            k, v = k.repeat(repeat, 1, 1, 1), v.repeat(repeat, 1, 1, 1)
+        if like is None:
+            like = k
+            for skipped in range(start):
+                zero = torch.zeros((), dtype=k.dtype, device=k.device).expand(k.shape)
+                cache.update(zero, zero, skipped)
+        cache.update(k, v, layer)
+    return cache
+
+
+def cache_tensors(cache) -> tuple:
+    """``(keys, values)``: every block's recorded keys and values of a filled ``DynamicCache``, detached copies."""
+    return (tuple(layer.keys.detach().clone() for layer in cache.layers),
+            tuple(layer.values.detach().clone() for layer in cache.layers))
 
 
 def apply_intervention(act: torch.Tensor, iv: PatchOp) -> None:

@@ -11,6 +11,7 @@ backend class implements, and an analysis calls :meth:`Backend.require` before a
 :class:`~attnlab.errors.CapabilityError`, naming the capability, the backend and what to do.
 """
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -197,47 +198,61 @@ class KVPrefix:
     to a key/value cache. The keys are stored as the model's attention reads them (after rotary position
     embeddings), so the suffix positions must be run at their true positions, which the backends do.
 
+    The recorded tensors are shared, never copied, by the prefixes cut from them (:meth:`narrow`, :meth:`repeat`
+    only change ``length``, ``start_layer`` and ``repeat_count``): the many passes of a sweep hold the same tensor
+    objects, so a remote job serialises them once, however many of its passes read them.
+
     Attributes:
-        keys: per block, Float[batch, n_kv_heads, length, d_head], or None for blocks a pass does not run (before its
-            ``start_layer``).
+        keys: per block, Float[batch, n_kv_heads, recorded_pos, d_head], as recorded.
         values: per block, like ``keys``.
-        length: the number of prefix positions.
+        length: the prefix's positions, [0, length) of the recorded ones.
+        start_layer: the first block a pass reads (a pass starting at a later block does not run the earlier ones).
+        repeat_count: copies of the batch the pass runs (variant v's rows [v*batch, (v+1)*batch), like
+            :class:`RunSpec`).
     """
 
     keys: tuple
     values: tuple
     length: int
+    start_layer: int = 0
+    repeat_count: int = 1
 
     @property
     def batch(self) -> int:
-        """Rows of the base batch (from the first block held)."""
-        return next(k.shape[0] for k in self.keys if k is not None)
+        """Rows of the pass the prefix serves (the recorded batch times ``repeat_count``)."""
+        return self.keys[0].shape[0] * self.repeat_count
 
     def narrow(self, length: int, start_layer: int = 0) -> "KVPrefix":
-        """The first ``length`` positions of the blocks from ``start_layer`` on (views, no copy).
+        """The first ``length`` positions, read from block ``start_layer`` on (no copy).
 
         Raises:
-            SiteError: ``length`` outside [1, self.length], or a block from ``start_layer`` on that is not held.
+            SiteError: ``length`` outside [1, recorded positions], or ``start_layer`` outside the blocks.
         """
-        if not 1 <= length <= self.length:
-            raise SiteError(f"a key/value prefix of {self.length} positions cannot give {length}")
-        if any(k is None for k in self.keys[start_layer:]):
-            raise SiteError(f"the key/value prefix does not hold every block from {start_layer} on")
-        keys = tuple(None if i < start_layer else k[:, :, :length] for i, k in enumerate(self.keys))
-        values = tuple(None if i < start_layer else v[:, :, :length] for i, v in enumerate(self.values))
-        return KVPrefix(keys, values, length)
+        recorded = self.keys[0].shape[2]
+        if not 1 <= length <= recorded:
+            raise SiteError(f"a key/value prefix of {recorded} recorded positions cannot give {length}")
+        if not 0 <= start_layer < len(self.keys):
+            raise SiteError(f"start_layer must be in [0, {len(self.keys)}) (got {start_layer})")
+        return dataclasses.replace(self, length=length, start_layer=start_layer)
 
     def repeat(self, n: int) -> "KVPrefix":
-        """The prefix of ``n`` copies of the batch (variant v's rows [v*batch, (v+1)*batch), like :class:`RunSpec`)."""
-        if n == 1:
-            return self
-        rep = lambda t: None if t is None else t.repeat(n, 1, 1, 1)  # noqa: E731
-        return KVPrefix(tuple(rep(k) for k in self.keys), tuple(rep(v) for v in self.values), self.length)
+        """The prefix of ``n`` copies of the batch (no copy until :meth:`block`)."""
+        return dataclasses.replace(self, repeat_count=self.repeat_count * n)
+
+    def block(self, layer: int) -> tuple[Tensor, Tensor] | None:
+        """Keys and values of block ``layer`` as a pass reads them: Float[batch, n_kv_heads, length, d_head] each,
+        repeated ``repeat_count`` times (a copy); None for blocks before ``start_layer``."""
+        if layer < self.start_layer:
+            return None
+        k, v = self.keys[layer][:, :, :self.length], self.values[layer][:, :, :self.length]
+        if self.repeat_count > 1:
+            k, v = k.repeat(self.repeat_count, 1, 1, 1), v.repeat(self.repeat_count, 1, 1, 1)
+        return k, v
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the keys and values."""
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None)
+        """Bytes held by the recorded keys and values."""
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
 
 @dataclass(frozen=True)
@@ -677,8 +692,9 @@ class Backend(ABC):
         if len(prefix.keys) != self.info.n_layers or len(prefix.values) != self.info.n_layers:
             raise BackendError(f"the key/value prefix must have one entry per block ({self.info.n_layers}); got "
                                f"{len(prefix.keys)}")
-        if any(k is None or v is None for k, v in zip(prefix.keys[start_layer:], prefix.values[start_layer:])):
-            raise BackendError(f"the key/value prefix must hold every block from start_layer={start_layer} on")
+        if prefix.start_layer > start_layer:
+            raise BackendError(f"the key/value prefix is read from block {prefix.start_layer} on; this pass starts at "
+                               f"block {start_layer}: it must hold every block from start_layer={start_layer} on")
         x = resid if start_layer > 0 else tokens
         if x is None:
             raise BackendError("a suffix pass needs the suffix's tokens (or resid= with start_layer)")

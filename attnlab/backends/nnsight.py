@@ -50,6 +50,7 @@ sweep, run again, resumes where it stopped.
 """
 
 import functools
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,7 @@ from attnlab.backends.base import (
     Backend,
     Capability,
     Intervention,
+    KVPrefix,
     ModelInfo,
     ModelWeights,
     Reduction,
@@ -179,7 +181,11 @@ class PlannedPass:
     def starting_at(self, layer: int, resid: Tensor, repeat: int) -> "PlannedPass":
         """The same pass started at block ``layer`` from ``resid`` (Float[base_batch, pos, d_model], repeated
         ``repeat`` times on the server), so the blocks before it are skipped and the base rows travel once."""
-        return PlannedPass(self.wire._replace(start=layer, resid=resid.detach(), repeat=repeat, lo=0), self.sites)
+        kv = self.wire.kv
+        if kv is not None:  # the prefix is read from the new start block on
+            kv = kv[:3] + (layer,) + kv[4:]
+        return PlannedPass(self.wire._replace(start=layer, resid=resid.detach(), repeat=repeat, lo=0, kv=kv),
+                           self.sites)
 
 
 class NNsightBackend(Backend):
@@ -196,7 +202,7 @@ class NNsightBackend(Backend):
     #: every nnsight model records and patches, and runs edge-level programs (EAP, EAP-IG, faithfulness: on a server
     #: as one job); a local one (``remote=False``) also has :data:`LOCAL_CAPABILITIES`
     #: (set per instance): gradients and edge passes run the trace body in this process, and the weights are here
-    capabilities = frozenset({Capability.PATCHING, Capability.EDGE_PROGRAMS})
+    capabilities = frozenset({Capability.PATCHING, Capability.EDGE_PROGRAMS, Capability.PREFIX_REUSE})
     #: what a local model adds to :attr:`capabilities`
     LOCAL_CAPABILITIES = frozenset({Capability.GRADIENTS, Capability.WEIGHTS, Capability.EDGE_GRAPH})
 
@@ -382,9 +388,12 @@ class NNsightBackend(Backend):
         logits_at: Int[Tensor, " batch"] | None = None,
         grad: bool = False,
         reduce: Reduction | None = None,
+        prefix: KVPrefix | None = None,
+        record_kv: bool = False,
     ) -> RunOutput:
         pass_ = self._plan(tokens, resid=resid, start_layer=start_layer, stop_layer=stop_layer, cache=cache,
-                           interventions=interventions, logits_at=logits_at, grad=grad, reduce=reduce)
+                           interventions=interventions, logits_at=logits_at, grad=grad, reduce=reduce,
+                           prefix=prefix, record_kv=record_kv)
         if self._jobs is not None:
             return self._jobs.run_one(pass_)
         return self._outputs([pass_], self._execute([pass_]))[0]
@@ -405,7 +414,7 @@ class NNsightBackend(Backend):
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _plan(self, tokens=None, *, resid=None, start_layer=0, stop_layer=None, cache=(), interventions=(),
-              logits_at=None, grad=False, reduce=None) -> "PlannedPass":
+              logits_at=None, grad=False, reduce=None, prefix=None, record_kv=False) -> "PlannedPass":
         """Validate one pass and describe it in its wire form (what a trace block, local or remote, reads)."""
         n_layers = self.info.n_layers
         if grad:
@@ -414,6 +423,7 @@ class NNsightBackend(Backend):
             raise BackendError("the nnsight backend runs from token ids: pass tokens= (with resid= and start_layer "
                                "to start at a later block)")
         end, sites = self.check_run(tokens, resid, start_layer, stop_layer, cache, interventions, reduce, logits_at)
+        self.check_prefix(prefix, record_kv, tokens, resid, start_layer, stop_layer, grad)
         for site in sites:
             if site.kind is SiteKind.PATTERN and self.attn_implementation != "eager":
                 raise BackendError(f"attention patterns need eager attention; this model runs "
@@ -444,10 +454,20 @@ class NNsightBackend(Backend):
             grad=bool(grad),
             lo=0 if start_layer > 0 else min(touched, default=0),
             hi=max(touched, default=-1) + 1,
+            kv=None if prefix is None else (tuple(prefix.keys), tuple(prefix.values), prefix.length,
+                                            prefix.start_layer, prefix.repeat_count),
+            record_kv=bool(record_kv),
         )
         return PlannedPass(wire, tuple(sites))
 
     def _execute(self, passes: "list[PlannedPass]", backend=None):
+        """:meth:`_execute_session`, quiet about transformers >= 5.24 renaming ``past_key_values`` (the name suffix
+        passes use, which every transformers 5 release accepts) to ``cache``."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+            return self._execute_session(passes, backend)
+
+    def _execute_session(self, passes: "list[PlannedPass]", backend=None):
         """Run ``passes`` in one nnsight session (one trace per pass) and return the raw per-pass results.
 
         ``backend`` is None (run here) or an nnsight backend (remote job, local simulation). The block below is what
@@ -468,7 +488,9 @@ class NNsightBackend(Backend):
         with (torch.enable_grad() if grad else torch.no_grad()), model.session(backend=backend):
             results = []
             for p in jobs:
-                with model.trace(p.tokens) as tracer:
+                kv_cache = ops.prefix_cache(p.kv) if (p.kv is not None or p.record_kv) else None
+                trace_kwargs = {} if kv_cache is None else {"past_key_values": kv_cache}
+                with model.trace(p.tokens, **trace_kwargs) as tracer:
                     recorded = {}
                     g = p.grad
                     if p.start > 0:
@@ -568,6 +590,8 @@ class NNsightBackend(Backend):
                             out["logits"] = ops.output(logits[:, 0], g)
                         else:
                             out["logits"] = ops.output(logits, g)
+                        if p.record_kv:  # every block has run: the cache holds all their keys and values
+                            out["kv"] = ops.cache_tensors(kv_cache)
                         results.append(out)
             nnsight.save(results)
         return results
@@ -580,7 +604,10 @@ class NNsightBackend(Backend):
         outputs = []
         for p, r in zip(passes, raw):
             cache = {site: r["cache"][i] for i, site in enumerate(p.sites)}
-            outputs.append(RunOutput(logits=r["logits"], cache=cache, resid=r["resid"], metric=r.get("metric")))
+            kv = r.get("kv")
+            kv = None if kv is None else KVPrefix(tuple(kv[0]), tuple(kv[1]), int(p.wire.tokens.shape[1]))
+            outputs.append(RunOutput(logits=r["logits"], cache=cache, resid=r["resid"], metric=r.get("metric"),
+                                     kv=kv))
         return outputs
 
 

@@ -320,11 +320,12 @@ def _prefix_cache(prefix: KVPrefix | None):
     cache = DynamicCache()
     if prefix is None:
         return cache
-    like = next(k for k in prefix.keys if k is not None)
-    for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
-        if k is None:
-            k = v = torch.zeros((), dtype=like.dtype, device=like.device).expand(like.shape)
-        cache.update(k, v, layer)
+    like = prefix.block(prefix.start_layer)[0]
+    for layer in range(len(prefix.keys)):
+        kv = prefix.block(layer)
+        if kv is None:
+            kv = (torch.zeros((), dtype=like.dtype, device=like.device).expand(like.shape),) * 2
+        cache.update(*kv, layer)
     return cache
 
 

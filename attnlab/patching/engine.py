@@ -288,10 +288,11 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
                  memory_budget_mb, t0, passes, kv, reuse_info)
 
 
-#: The fixed cost of one forward pass, in positions of one row through one block (per block the pass runs): the
-#: module calls, hooks and kernel launches a pass pays whatever its size. A heuristic (measured on 2 CPU cores: a
-#: pass of SmolLM2 costs about as much as 8 more token positions); it only steers how variants share passes.
-_PASS_OVERHEAD_POSITIONS = 8
+#: The fixed cost of one forward pass, in positions of the base batch: the module calls, hooks and kernel launches a
+#: pass pays whatever its size. A heuristic, measured on 2 CPU cores: suffix passes of SmolLM2 from block 15 with 144
+#: rows cost 0.21 s plus 0.083 s per suffix position, so a pass costs what about 24 more positions of a 16-prompt
+#: batch cost. It only steers how variants share passes, never what they compute.
+_PASS_OVERHEAD_POSITIONS = 24
 
 
 def _group_by_first_position(variants: list, firsts: list[int], cap: Callable[[int], int], *, n_pos: int,

@@ -14,6 +14,7 @@ Deadline: nnsight's client waits on its websocket forever; :class:`DeadlineRemot
 ``GET /response/{id}`` polling) with a deadline of ``RemoteOptions.timeout_s`` per job.
 """
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -216,6 +217,14 @@ def _pass_bytes(pass_, info, shared: set | None = None) -> int:
         n += sum(op.values.numel() * 4 + op.rows.numel() * 24 for op in ops)
     if p.resid is not None:
         n += p.resid.numel() * 4
+    if p.kv is not None:  # the recorded prefix: the same tensors in every pass of a sweep, serialised once a job
+        for t in (*p.kv[0], *p.kv[1]):
+            if shared is None or id(t) not in shared:
+                n += t.numel() * 4
+                if shared is not None:
+                    shared.add(id(t))
+    if p.record_kv:
+        n += 2 * info.n_layers * rows * pos * info.n_kv_heads * info.d_head * 4
     if p.metric is not None:
         n += rows * 4 + p.metric.answers.numel() * 8
         reference = p.metric.reference
@@ -261,7 +270,10 @@ class JobRunner:
         """Yield ``(key, RunOutput)`` for every spec: kept passes at once, the rest chunk by chunk."""
         items = []
         for spec in specs:
-            p = self.backend._plan(**spec.run_kwargs(use_start_layer=False))
+            kwargs = spec.run_kwargs(use_start_layer=False)
+            if kwargs.get("prefix") is not None:  # planned from block 0 here; starting_at moves its first block
+                kwargs["prefix"] = dataclasses.replace(kwargs["prefix"], start_layer=0)
+            p = self.backend._plan(**kwargs)
             if spec.start_layer > 0 and spec.resid is not None:
                 # skip the blocks before start_layer: ship the base residual once, the server repeats it
                 p = p.starting_at(spec.start_layer, spec.resid, spec.repeat)
