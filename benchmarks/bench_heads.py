@@ -11,15 +11,24 @@ tokenises them itself); (b) a randomly initialised model with GPT-2 small's shap
 tokenizer: ``detect_head`` gets each sequence by name through a stand-in ``to_tokens`` that returns its token row
 (detect_head's own code is untouched).
 
+The further head analyses of ``attnlab.heads`` have benchmarks of their own, which ``--analyses`` runs after these
+(each against its naive loop, on the embedded model): ``retrieval`` and ``sinks`` (``bench_heads_extra.py``: one
+``run_with_cache`` per input and a Python loop over heads), ``composition`` (``bench_composition.py``: one head pair
+at a time with explicit matrices).
+
 Usage:
     python benchmarks/bench_heads.py                       # both models, 8 sequences of 2 x 20 tokens
     python benchmarks/bench_heads.py --models gpt2 --batch 16 --seq-len 32 --out benchmarks/results/heads.json
+    python benchmarks/bench_heads.py --analyses detect,retrieval_sinks,composition
 """
 
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformer_lens.head_detector import detect_head
@@ -56,7 +65,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="sequences")
     parser.add_argument("--seq-len", type=int, default=20, help="tokens per repeat")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--analyses", default="detect",
+                        help="comma list of: detect (this file), retrieval_sinks, composition (their own benchmarks)")
     args = parser.parse_args()
+    analyses = args.analyses.split(",")
+    unknown = set(analyses) - {"detect", "retrieval_sinks", "composition"}
+    if unknown:
+        parser.error(f"unknown analyses {sorted(unknown)}")
+    if "detect" in analyses:
+        detect(args, parser)
+    here = Path(__file__).parent
+    for name, script in (("retrieval_sinks", "bench_heads_extra.py"), ("composition", "bench_composition.py")):
+        if name in analyses:
+            print(f"\n# {name}: {script}", flush=True)
+            subprocess.run([sys.executable, str(here / script)], check=True)
+
+
+def detect(args, parser) -> None:
+    """Previous-token, duplicate-token and induction scores against ``detect_head``."""
     torch.manual_seed(0)
     rows = []
     for name in args.models.split(","):
