@@ -186,13 +186,15 @@ def check_executed(executed: Path, workdir: Path, model) -> None:
         expected = "helps" if r["lo"] > 0 else "hurts" if r["hi"] < 0 else "no clear change"
         assert r["verdict"] == expected, (name, r)
     chosen, every = table["needle, chosen heads"], table["needle, every head"]
-    # the prose: helps in the chosen heads on every prompt, hurts in every head on every prompt; small effects on a
-    # token predicted with probability above 0.9
-    assert chosen["verdict"] == "helps" and chosen["helped"] == chosen["n"]
+    # the prose: every head hurts on every prompt; the chosen heads change several times less and, with the suite's
+    # small settings, help on every prompt; hundredths of a nat, on a token predicted with probability above 0.9
     assert every["verdict"] == "hurts" and every["hurt"] == every["n"]
+    assert chosen["verdict"] == "helps" and chosen["helped"] == chosen["n"]
+    assert 3 * abs(chosen["change"]) < abs(every["change"])
     assert max(abs(chosen["change"]), abs(every["change"])) < 0.1 and chosen["before"] > -0.105
-    assert (f"in the 9 chosen heads the calibration {chosen['verdict']}, in every head it {every['verdict']}"
-            in text)
+    m = _find(rf"^hidden sinks scaled by 0\.5 on the needle step: in the 9 chosen heads {chosen['verdict']} \(change "
+              rf"([+-]\d+\.\d+)\), in every head {every['verdict']} \(change ([+-]\d+\.\d+), (\d+)x as large\)$", text)
+    assert abs(float(m.group(1)) - chosen["change"]) < 2e-4 and abs(float(m.group(2)) - every["change"]) < 2e-4
 
     text = cell_stdout(_cell(cells, 'cal = runs["IOI, every head"][0].calibration'))
     marks = re.findall(rf"^  prompt +(\d+) '.*' +([+-]\d+\.\d+) -> ([+-]\d+\.\d+) *(hurt|helped|)$", text, re.M)
