@@ -187,7 +187,8 @@ class SinkCalibration:
         change: ``{"mean", "lo", "hi"}`` of calibrated minus baseline (paired percentile bootstrap over prompts;
             ``lo`` and ``hi`` None for a single prompt).
         lower_is_better: whether a lower metric is better (then a rise hurts).
-        hurt, helped: prompt indices where calibration made the metric worse / better.
+        hurt, helped: prompt indices where calibration made the metric worse / better (by more than 1e-5 of the
+            metric's scale, and only prompts that have a sink to calibrate: rounding is not an effect).
         n_bootstrap, level, seed: the bootstrap's settings.
     """
 
@@ -665,8 +666,12 @@ def calibrate_sinks(
     change = calibrated - baseline
     if lower_is_better is None:
         lower_is_better = resolved.name == "kl_div"
-    worse = change > 0 if lower_is_better else change < 0
-    better = change < 0 if lower_is_better else change > 0
+    # float noise is no effect: a prompt counts as hurt or helped only past a tolerance of its metric's scale (a
+    # prompt with no sink to calibrate changes by rounding only)
+    tol = 1e-5 * torch.maximum(baseline.abs(), torch.ones_like(baseline))
+    moved = (change.abs() > tol) & torch.tensor([int(x) > 0 for x in mask.sum(-1)])
+    worse = moved & ((change > 0) if lower_is_better else (change < 0))
+    better = moved & ((change < 0) if lower_is_better else (change > 0))
     if change.numel() >= 2:
         mean, lo, hi = bootstrap_ci(change[None].double(), n_resamples=n_bootstrap, seed=seed, level=level)
         summary = {"mean": float(mean[0]), "lo": float(lo[0]), "hi": float(hi[0])}

@@ -183,3 +183,12 @@ def test_save_load_exact_and_escaped_display(tmp_path, dataset, sinker, analysis
     assert payload["example_sinks"][1] == {"position": 5, "token": "<script>alert(1)</script>"}  # plain text
     df = result.to_dataframe()
     assert len(df) == 8 and {"sink", "first_token", "hidden_sink", "first_token_ratio"} <= set(df.columns)
+
+
+def test_prompts_without_sinks_to_calibrate_are_neither_hurt_nor_helped(sinker, dataset, analysis):
+    """Calibrating hidden sinks where there are none changes the metric by rounding only: no prompt is counted."""
+    assert not analysis.sink_mask("hidden").any()
+    cal = calibrate_sinks(sinker, dataset, heads=[SINK_HEAD], factor=0.5, positions="hidden", analysis=analysis,
+                          n_bootstrap=100).calibration
+    assert cal.n_sinks == [0] * BATCH
+    assert cal.hurt == [] and cal.helped == []
