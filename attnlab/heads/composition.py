@@ -389,6 +389,11 @@ class CompositionScores(serialisation.Saved):
                          f"{rows}</table>")
         return "".join(parts) + "</div>"
 
+    def channel(self, model, sender, receiver, *, mode: str = "k", fold_norm: bool = True, k: int = 1):
+        """:func:`composition_svd` of one pair of this result's model (what the view precomputes for a clicked
+        pair)."""
+        return composition_svd(model, sender, receiver, mode=mode, k=k, fold_norm=fold_norm)
+
     def view(self, model: Backend | None = None, *, comparison: "CompositionComparison | None" = None,
              top_n: int = 20, mode: str | None = None):
         """The interactive sender x receiver view (:func:`attnlab.render.composition.composition_view`): with

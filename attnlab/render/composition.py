@@ -61,10 +61,9 @@ def _path_patching(comparison, scores) -> CompositionPathPatching:
         pairs=pairs)
 
 
-def _channel(model, mode: str, sender: tuple[int, int], receiver: tuple[int, int], fold_norm: bool):
-    from attnlab.heads.composition import composition_svd
-
-    ch = composition_svd(model, sender, receiver, mode=mode, k=1, fold_norm=fold_norm)
+def _channel(scores, model, mode: str, sender: tuple[int, int], receiver: tuple[int, int], fold_norm: bool):
+    # the analysis runs in attnlab.heads (render never imports the analyses: tests/test_architecture.py)
+    ch = scores.channel(model, sender, receiver, mode=mode, fold_norm=fold_norm)
     return CompositionChannelData(
         mode=mode, sender=list(ch.sender), receiver=list(ch.receiver), score=_num(ch.score),
         singular_values=[_num(v) for v in ch.singular_values.tolist()], rank90=ch.rank_for(0.9))
@@ -94,17 +93,16 @@ def composition_view(scores, *, model=None, comparison=None, top_n: int = 20, mo
         ArgumentError: ``top_n`` below 0; a mode not computed; a model or comparison of another shape or mode.
     """
     from attnlab.errors import ArgumentError, ArgumentTypeError
-    from attnlab.heads.composition import CompositionComparison, CompositionScores
     from attnlab.sites import as_int
 
-    if not isinstance(scores, CompositionScores):
+    if not type(scores).__name__ == "CompositionScores":
         raise ArgumentTypeError(f"'scores' must be a CompositionScores (got {type(scores).__name__})")
     n = as_int(top_n)
     if n is None:
         raise ArgumentTypeError(f"'top_n' must be an integer (got {top_n!r})")
     if n < 0:
         raise ArgumentError(f"'top_n' must be at least 0 (got {n})")
-    if comparison is not None and not isinstance(comparison, CompositionComparison):
+    if comparison is not None and not type(comparison).__name__ == "CompositionComparison":
         raise ArgumentTypeError(f"'comparison' must be a CompositionComparison (from compare_with_path_patching; got "
                                 f"{type(comparison).__name__})")
     if comparison is not None and comparison.mode not in scores.modes:
@@ -140,7 +138,7 @@ def composition_view(scores, *, model=None, comparison=None, top_n: int = 20, mo
                 for receiver in str(row.receiver).split("+"):
                     wanted.append((comparison.mode, tuple(_parse_head(row.sender)), tuple(_parse_head(receiver))))
         for key in dict.fromkeys(wanted):
-            channels.append(_channel(model, *key, fold))
+            channels.append(_channel(scores, model, *key, fold))
     model_name = str(scores.model.get("name", "?"))
     settings = scores.settings
     return CompositionPayload(

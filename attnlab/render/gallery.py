@@ -19,6 +19,12 @@ import math
 
 from attnlab.render.contract import HEADGALLERY_MIME, HeadGalleryHead, HeadGalleryPayload
 
+def _is(obj, name: str) -> bool:
+    """Whether ``obj`` is an ``attnlab.heads`` result of class ``name`` (render never imports the analyses:
+    tests/test_architecture.py)."""
+    return type(obj).__name__ == name and type(obj).__module__.startswith("attnlab.heads")
+
+
 __all__ = ["HeadGallery", "gallery_bundle", "gallery_tabs", "head_gallery", "static_gallery_html"]
 
 _KIND_LABELS = {"previous_token": "previous-token", "duplicate_token": "duplicate-token", "induction": "induction"}
@@ -56,10 +62,8 @@ def gallery_tabs(result) -> list[dict]:
         ArgumentTypeError: any other type.
     """
     from attnlab.errors import ArgumentTypeError
-    from attnlab.heads.retrieval import RetrievalScores
-    from attnlab.heads.sinks import SinkAnalysis
 
-    if isinstance(result, RetrievalScores):
+    if _is(result, "RetrievalScores"):
         acc = float(result.accuracy.mean())
         notes = [f"retrieval: {len(result.depths)} needle inputs, haystacks of {sorted(set(result.lengths))} tokens, "
                  f"depths {sorted(set(round(d, 3) for d in result.depths))}; the model predicts {acc:.1%} of the "
@@ -72,7 +76,7 @@ def gallery_tabs(result) -> list[dict]:
             "description": (f"Wu et al. 2024: fraction of the needle's tokens on which the head's top-1 attention "
                             f"lands on the token being copied; retrieval heads score above {result.threshold:g}"),
             "scores": _nested(result.scores), "std": _nested(_std(result.per_input)), "notes": notes}]
-    if isinstance(result, SinkAnalysis):
+    if _is(result, "SinkAnalysis"):
         words = result.str_tokens[0] if result.str_tokens else [str(t) for t in result.tokens[0]]
         first = result.sinks[0] if result.sinks else []
         where = ", ".join(f"{words[k]!r} at {k}" for k in first[:12]) + (" ..." if len(first) > 12 else "")
@@ -126,10 +130,9 @@ def head_gallery(result, *, extra=(), pattern_digits: int = 3) -> HeadGalleryPay
             two tabs of the same kind.
     """
     from attnlab.errors import ArgumentError
-    from attnlab.heads.results import HeadScores
 
     extra = list(extra)
-    if not isinstance(result, HeadScores):
+    if not _is(result, "HeadScores"):
         extra = [result, *extra]
         shape = (result.n_layers, result.n_heads) if hasattr(result, "n_layers") else None
         if shape is None:
