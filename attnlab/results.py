@@ -195,3 +195,19 @@ class PatchingResult(serialisation.Saved):
         return (f"<PatchingResult {self.component} ({self.direction}) on {self.model.get('name', '?')}: {shape}; "
                 f"clean {short} {self.baselines.get('clean', float('nan')):.3f}, "
                 f"corrupted {short} {self.baselines.get('corrupted', float('nan')):.3f}{state}>")
+
+    def plot(self, ax=None, **kw):
+        """Draw the heatmap of the scores (±1 by default: they are normalised) with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_patching`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width (``"column"``, ``"double"`` or inches), height, title, vmin, vmax, clip_percentile, cmap.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_patching
+
+        return plot_patching(self, ax, **kw)

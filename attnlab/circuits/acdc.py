@@ -75,6 +75,22 @@ class ACDCResult:
     trace: list = field(default_factory=list)
     metric_info: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
+    def plot(self, ax=None, **kw):
+        """Draw the circuit metric as the edges are pruned with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_acdc`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_acdc
+
+        return plot_acdc(self, ax, **kw)
+
 
 def _check_threshold(threshold) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \

@@ -131,6 +131,22 @@ class AgreementReport(serialisation.Saved):
                 f"Pearson {self.pearson:.3f}, top-{self.top_k} recall {self.top_k_recall:.2f}, "
                 f"{len(self.failures)} failures>")
 
+    def plot(self, ax=None, **kw):
+        """Draw attribution against exact scores, failures in red with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_agreement`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_agreement
+
+        return plot_agreement(self, ax, **kw)
+
 
 def agreement(
     exact: PatchingResult,

@@ -152,6 +152,22 @@ class Circuit(serialisation.Saved):
         return (f"Circuit({self.model.get('name')!r}, task={self.task.get('task')!r}, {self.n_edges} edges, "
                 f"{len(self.heads)} heads, selection={self.selection})")
 
+    def plot(self, ax=None, **kw):
+        """Draw the strongest edges as bars with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_circuit`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: n (edges shown, default 20), width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_circuit
+
+        return plot_circuit(self, ax, **kw)
+
 
 def _node_key(node: str) -> tuple:
     if node == "input":

@@ -189,6 +189,22 @@ class CircuitComparison(serialisation.Saved):
                 f"{self.n_shared} shared, Jaccard {self.jaccard:.2f}, {na} in {nb} {self.overlap_a_in_b:.0%}, "
                 f"{nb} in {na} {self.overlap_b_in_a:.0%}>")
 
+    def plot(self, ax=None, **kw):
+        """Draw a layer x head grid: heads of A only, B only, both with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_circuit_comparison`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: n_layers, n_heads, width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_circuit_comparison
+
+        return plot_circuit_comparison(self, ax, **kw)
+
 
 def compare_circuits(
     a,

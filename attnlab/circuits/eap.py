@@ -115,6 +115,22 @@ class EdgeScores:
         """The score of one edge ``"sender->receiver"``."""
         return float(self.scores[self.graph.edge_index(edge)])
 
+    def plot(self, ax=None, **kw):
+        """Draw every edge's score as a sender x receiver heatmap with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_edge_scores`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width, height, title, vmin, vmax, clip_percentile, cmap.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_edge_scores
+
+        return plot_edge_scores(self, ax, **kw)
+
 
 def _check_gradients(model: Backend) -> None:
     check_model(model, "edge attribution patching")

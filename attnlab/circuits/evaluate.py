@@ -408,6 +408,22 @@ class FaithfulnessCurve:
     ablated: Tensor
     metric: dict = field(default_factory=lambda: METRICS["logit_diff"].to_dict())
 
+    def plot(self, ax=None, **kw):
+        """Draw faithfulness against circuit size, with its interval band with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_faithfulness_curve`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_faithfulness_curve
+
+        return plot_faithfulness_curve(self, ax, **kw)
+
 
 def faithfulness_curve(
     model: Backend | GraphRunner,

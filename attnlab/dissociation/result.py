@@ -398,6 +398,22 @@ class DissociationResult(serialisation.Saved):
                 f"{len(self.selective('recall'))} recall- and {len(self.selective('reasoning'))} reasoning-selective; "
                 f"{found}{state}>")
 
+    def plot(self, ax=None, **kw):
+        """Draw recall drop against reasoning drop, with intervals with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_dissociation`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_dissociation
+
+        return plot_dissociation(self, ax, **kw)
+
 
 def _num(x) -> float | None:
     v = float(x)

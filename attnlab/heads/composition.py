@@ -428,6 +428,22 @@ class CompositionScores(serialisation.Saved):
                          f"{top[mode + '_ratio']:.1f}x random)")
         return f"<CompositionScores {self._summary()}; {'; '.join(parts)}>"
 
+    def plot(self, ax=None, **kw):
+        """Draw the sender x receiver scores of one mode with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_composition`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: mode (default ``"k"``), width, height, title, vmin, vmax, clip_percentile, cmap.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_composition
+
+        return plot_composition(self, ax, **kw)
+
 
 # -- the analyses -------------------------------------------------------------------------------------------------
 def composition_scores(

@@ -58,6 +58,22 @@ class PrefixCurves:
         return cls(prefix_lengths=list(d["prefix_lengths"]), values=_from_nested(d["values"]),
                    per_sequence=_from_nested(d["per_sequence"]))
 
+    def plot(self, ax=None, **kw):
+        """Draw induction attention against prefix length, one line per head with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_prefix_curves`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: heads (default the top ``k``), k, width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_prefix_curves
+
+        return plot_prefix_curves(self, ax, **kw)
+
 
 def prefix_curves(model: Backend, probe: PrefixProbe, *, batch_size: int = 32) -> PrefixCurves:
     """Attention from the current token to the induction target, for every head and prefix length.

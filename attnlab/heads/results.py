@@ -223,3 +223,19 @@ class HeadScores(serialisation.Saved):
                          ", copying" if self.copying is not None else ""])
         return (f"<HeadScores ({self.definition}) on {self.model.get('name', '?')}: {self.n_layers} layers x "
                 f"{self.n_heads} heads, {n} sequences; {'; '.join(parts)}{extra}>")
+
+    def plot(self, ax=None, **kw):
+        """Draw one score kind as a [layer, head] heatmap on [0, 1] with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_head_scores`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: kind (default ``"induction"``), width, height, title, vmin, vmax, clip_percentile, cmap.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_head_scores
+
+        return plot_head_scores(self, ax, **kw)

@@ -156,6 +156,22 @@ class RetrievalAblation:
                 f"{len(self.heads)} heads {s['random']['mean']:.3f} [{s['random']['lo']:.3f}, "
                 f"{s['random']['hi']:.3f}] ({len(self.random_heads)} draws)>")
 
+    def plot(self, ax=None, **kw):
+        """Draw accuracy bars: clean, top-k heads ablated, k random heads ablated with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_retrieval_ablation`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width, height, title.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_retrieval_ablation
+
+        return plot_retrieval_ablation(self, ax, **kw)
+
 
 @dataclass
 class RetrievalScores(serialisation.Saved):
@@ -305,6 +321,22 @@ class RetrievalScores(serialisation.Saved):
                 f"{len(self.depths)} inputs; top L{a}H{b} ({float(self.scores[a, b]):.3f}); {len(heads)} retrieval "
                 f"heads above {self.threshold:g}; accuracy {float(self.accuracy.mean()):.3f}"
                 f"{', ablation' if self.ablation is not None else ''}>")
+
+    def plot(self, ax=None, **kw):
+        """Draw the retrieval scores as a [layer, head] heatmap, the threshold on the colour bar with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_retrieval`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: width, height, title, vmin, vmax, clip_percentile, cmap.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_retrieval
+
+        return plot_retrieval(self, ax, **kw)
 
 
 def retrieval_scores(

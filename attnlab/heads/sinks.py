@@ -441,6 +441,22 @@ class SinkAnalysis(serialisation.Saved):
                 f"head L{a}H{b} ({float(self.scores[0, a, b]):.3f})"
                 f"{', calibration' if self.calibration is not None else ''}>")
 
+    def plot(self, ax=None, **kw):
+        """Draw one sink score kind as a [layer, head] heatmap on [0, 1] with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_sinks`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: kind (default ``"sink"``), width, height, title, vmin, vmax, clip_percentile, cmap.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_sinks
+
+        return plot_sinks(self, ax, **kw)
+
 
 # -- analysis -------------------------------------------------------------------------------------------------------
 def sink_analysis(

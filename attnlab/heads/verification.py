@@ -122,6 +122,22 @@ class HeadAblation:
                    seq_len=d["seq_len"], bos_offset=d["bos_offset"], heads=[tuple(h) for h in d["heads"]],
                    metric=d.get("metric"))
 
+    def plot(self, ax=None, **kw):
+        """Draw the ablation effect of each head, diverging at 0, heads not ablated hatched with matplotlib.
+
+        The drawing is :func:`attnlab.plotting.plot_head_ablation`; its options pass through ``kw``.
+
+        Args:
+            ax: a matplotlib Axes to draw into (default: a new figure, 3.4 in wide for a paper column).
+            **kw: method, width, height, title, vmin, vmax, clip_percentile, cmap.
+
+        Returns:
+            matplotlib.figure.Figure (``fig.savefig("figure.pdf")`` saves it).
+        """
+        from attnlab.plotting import plot_head_ablation
+
+        return plot_head_ablation(self, ax, **kw)
+
 
 def _repeat_means(loss: Tensor, data: RepeatedTokens) -> tuple[Tensor, Tensor]:
     """Per-sequence mean loss over the first repeat (its tokens 2..L) and over the induction targets."""
