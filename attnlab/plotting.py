@@ -141,6 +141,7 @@ class _Canvas:
                 self.fig = Figure(figsize=(w, h), layout="constrained")
                 self.ax = self.fig.add_subplot()
                 self.width = w
+                self.own = True
             else:
                 from matplotlib.axes import Axes
 
@@ -150,6 +151,7 @@ class _Canvas:
                 root = getattr(ax.figure, "figure", None)  # an axes of a SubFigure: return the root Figure
                 self.fig = root if root is not None else ax.figure
                 self.width = ax.get_position().width * self.fig.get_figwidth()
+                self.own = False
         except BaseException:
             self._rc.__exit__(None, None, None)
             raise
@@ -168,13 +170,21 @@ def _check_height(height) -> float:
 
 
 def _wrap(text: str, width_in: float, points: float = 8.0) -> str:
-    """``text`` broken into lines that fit ``width_in`` inches at ``points`` (about 0.55 em per character)."""
-    chars = max(20, int(width_in * 72 / (points * 0.55)))
+    """``text`` broken into lines that fit ``width_in`` inches at ``points`` (about 0.6 em per character)."""
+    chars = max(20, int(width_in * 72 / (points * 0.6)))
     return "\n".join(textwrap.wrap(text, chars)) if text else ""
 
 
 def _title(canvas: _Canvas, text: str, custom: str | None) -> None:
-    canvas.ax.set_title(_wrap(custom if custom is not None else text, canvas.width), loc="left")
+    """The title, left-aligned with the axes and wrapped to the room right of the axis labels."""
+    room = max(1.5, canvas.width - 0.6) if canvas.own else canvas.width
+    canvas.ax.set_title(_wrap(custom if custom is not None else text, room), loc="left")
+
+
+def _ylabel(canvas: _Canvas, text: str) -> None:
+    """A y label wrapped to the axes' height (a long label with its unit never runs off the figure)."""
+    height = canvas.fig.get_figheight() * (0.72 if canvas.own else canvas.ax.get_position().height)
+    canvas.ax.set_ylabel(_wrap(text, max(1.2, height), 7.0))
 
 
 def _thin(n: int, length_in: float, points: float = 6.0) -> int:
@@ -279,9 +289,11 @@ def color_limits(values, *, vmin=None, vmax=None, clip_percentile=None, fixed: t
     return lo, hi, extend[(below, above)]
 
 
-def _hatch_missing(ax, missing: np.ndarray, label: str) -> bool:
-    """Grey hatched rectangles over the True cells of ``missing`` [rows, cols] (runs of a row merged); a legend
-    entry ``label``. Returns whether anything was hatched."""
+def _hatch_missing(canvas: "_Canvas", missing: np.ndarray, label: str) -> bool:
+    """Grey hatched rectangles over the True cells of ``missing`` [rows, cols] (runs of a row merged), and a legend
+    entry ``label``: under the figure when it is ours (constrained layout keeps it clear of the tick labels), in the
+    axes' corner when it is the caller's. Returns whether anything was hatched."""
+    ax = canvas.ax
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Patch, Rectangle
 
@@ -302,8 +314,11 @@ def _hatch_missing(ax, missing: np.ndarray, label: str) -> bool:
     ax.add_collection(PatchCollection(rects, facecolor=NOT_COMPUTED_COLOUR, edgecolor=_HATCH_EDGE, hatch="////",
                                       linewidth=0.0, zorder=2))
     handle = Patch(facecolor=NOT_COMPUTED_COLOUR, edgecolor=_HATCH_EDGE, hatch="////", linewidth=0.0, label=label)
-    ax.legend(handles=[handle], loc="upper left", bbox_to_anchor=(0.0, -0.02), frameon=False, borderaxespad=0.0,
-              handlelength=1.2, handleheight=1.0)
+    if canvas.own:
+        canvas.fig.legend(handles=[handle], loc="outside lower left", frameon=False, handlelength=1.2,
+                          handleheight=1.0)
+    else:
+        ax.legend(handles=[handle], loc="upper right", framealpha=0.9, handlelength=1.2, handleheight=1.0)
     return True
 
 
@@ -321,19 +336,17 @@ def _heatmap(canvas: _Canvas, matrix: np.ndarray, *, value_label: str, signed: b
 
     lo, hi, extend = color_limits(matrix, vmin=vmin, vmax=vmax, clip_percentile=clip_percentile, fixed=fixed,
                                   signed=signed)
-    if isinstance(cmap, Colormap):
-        cm = cmap.copy()
-    else:
+    if not isinstance(cmap, Colormap):
         name = cmap or (_DIVERGING if signed else _SEQUENTIAL)
         if name not in colormaps:
             raise ArgumentError(f"'cmap' must be a matplotlib colormap or its name, e.g. 'RdBu_r' (got {cmap!r})")
-        cm = colormaps[name].copy()
-    cm.set_bad(NOT_COMPUTED_COLOUR)
+        cmap = colormaps[name]
+    cm = cmap.with_extremes(bad=NOT_COMPUTED_COLOUR)
     ax = canvas.ax
     data = np.ma.masked_invalid(np.asarray(matrix, dtype=float))
     im = ax.imshow(data, cmap=cm, norm=Normalize(lo, hi), aspect="auto", interpolation="nearest")
     if missing is not None:
-        _hatch_missing(ax, np.asarray(missing, dtype=bool), missing_label)
+        _hatch_missing(canvas, np.asarray(missing, dtype=bool), missing_label)
     cb = ax.figure.colorbar(im, ax=ax, extend=extend, fraction=0.06, pad=0.03, aspect=25)
     shown = [(v, text) for v, text in marks if lo <= v <= hi]
     for value, _ in shown:
@@ -455,7 +468,7 @@ def plot_head_matrix(matrix, ax=None, *, title: str, value_label: str, width="co
                  marks=marks)
         _set_ticks(c.ax, "y", [f"L{i}" for i in range(n_l)])
         _set_ticks(c.ax, "x", [f"H{i}" for i in range(n_h)])
-        c.ax.set_ylabel("layer")
+        _ylabel(c, "layer")
         c.ax.set_xlabel("head")
         _title(c, title, None)
         return _figure(c)
@@ -582,7 +595,7 @@ def plot_composition(result, ax=None, *, mode: str = "k", width="column", height
                  missing=None, marks=[(mean, f"random baseline {mean:.3f}")])
         _layer_ticks(c.ax, "y", n_l, n_h)
         _layer_ticks(c.ax, "x", n_l, n_h)
-        c.ax.set_ylabel("sender head")
+        _ylabel(c, "sender head")
         c.ax.set_xlabel("receiver head")
         _title(c, title if title is not None else
                f"{mode.upper()}-composition between heads of {_model_name(result)} (random {mean:.3f})", None)
@@ -625,7 +638,7 @@ def plot_prefix_curves(result, ax=None, *, heads: Sequence[tuple[int, int]] | No
         c.ax.minorticks_off()
         c.ax.set_ylim(0, 1)
         c.ax.set_xlabel("matching prefix length (tokens)")
-        c.ax.set_ylabel("induction attention (probability)")
+        _ylabel(c, "induction attention (probability)")
         c.ax.legend(loc="best", frameon=False)
         _title(c, title if title is not None else "Induction attention by matching prefix length", None)
         return _figure(c)
@@ -657,8 +670,9 @@ def plot_retrieval_ablation(result, ax=None, *, width="column", height=None, tit
                       color="black", label="random draws")
             c.ax.legend(loc="upper right", frameon=False)
         c.ax.set_xticks(x, [label for _, label in conds])
+        c.ax.set_xlabel("heads ablated together")
         c.ax.set_ylim(0, 1.05)
-        c.ax.set_ylabel("retrieval accuracy (fraction of needle tokens)")
+        _ylabel(c, "retrieval accuracy (fraction of needle tokens)")
         _title(c, title if title is not None else f"Retrieval heads ablated ({result.method} ablation, "
                                                   f"{100 * result.level:.0f}% intervals)", None)
         return _figure(c)
@@ -707,8 +721,8 @@ def plot_dissociation(result, ax=None, *, width="column", height=None, title=Non
                 if len(row):
                     c.ax.annotate(name, (float(row["recall_drop"].iloc[0]), float(row["reasoning_drop"].iloc[0])),
                                   xytext=(3, 3), textcoords="offset points", fontsize=6)
-        c.ax.set_xlabel(_wrap(f"normalised recall drop ({label})", c.width * 0.9, 7))
-        c.ax.set_ylabel(_wrap(f"normalised reasoning drop ({label})", 2.4, 7))
+        c.ax.set_xlabel(_wrap(f"recall drop (fraction of the clean {label})", c.width * 0.9, 7))
+        _ylabel(c, f"reasoning drop (fraction of the clean {label})")
         n_run, n_all = len(ran), len(df)
         state = "" if n_run == n_all else f"; cancelled: {n_run} of {n_all} components run"
         _title(c, title if title is not None else f"{result.title}{state}", None)
@@ -747,6 +761,7 @@ def plot_circuit(circuit, ax=None, *, n: int = 20, width="column", height=None, 
         c.ax.invert_yaxis()
         c.ax.axvline(0, color="black", linewidth=0.5)
         c.ax.set_xlabel(f"edge score ({_metric_label(circuit.metric)})")
+        _ylabel(c, "edge (sender -> receiver input)")
         method = circuit.provenance.get("method", "?") if isinstance(circuit.provenance, dict) else "?"
         task = circuit.task.get("task", "?") if isinstance(circuit.task, dict) else "?"
         _title(c, title if title is not None else
@@ -802,7 +817,7 @@ def plot_circuit_comparison(comparison, ax=None, *, n_layers: int | None = None,
         c.ax.tick_params(which="minor", length=0)
         _set_ticks(c.ax, "y", [f"L{i}" for i in range(n_layers)])
         _set_ticks(c.ax, "x", [f"H{i}" for i in range(n_heads)])
-        c.ax.set_ylabel("layer")
+        _ylabel(c, "layer")
         c.ax.set_xlabel("head")
         handles = [Patch(facecolor=colours[1], label=f"only {na}"), Patch(facecolor=colours[2], label=f"only {nb}"),
                    Patch(facecolor=colours[3], label="both")]
@@ -835,7 +850,7 @@ def plot_agreement(report, ax=None, *, width="column", height=None, title=None):
         c.ax.set_xlim(lo - pad, hi + pad)
         c.ax.set_ylim(lo - pad, hi + pad)
         c.ax.set_xlabel(f"exact patching (normalised {report.metric})")
-        c.ax.set_ylabel(f"attribution patching (normalised {report.metric})")
+        _ylabel(c, f"attribution patching (normalised {report.metric})")
         if fails.any():
             from matplotlib.lines import Line2D
 
@@ -867,7 +882,7 @@ def plot_edge_scores(scores, ax=None, *, width="column", height=None, title=None
                  vmin=vmin, vmax=vmax, clip_percentile=clip_percentile, cmap=cmap, missing=None)
         _node_ticks(c.ax, "y", list(g.senders))
         _node_ticks(c.ax, "x", list(g.receivers))
-        c.ax.set_ylabel("sender")
+        _ylabel(c, "sender")
         c.ax.set_xlabel("receiver")
         task = scores.task.get("task", "?") if isinstance(scores.task, dict) else "?"
         state = ""
@@ -916,7 +931,7 @@ def plot_faithfulness_curve(curve, ax=None, *, width="column", height=None, titl
         if sizes.size and sizes.min() > 0 and sizes.max() / sizes.min() >= 20:
             c.ax.set_xscale("log")
         c.ax.set_xlabel("edges in the circuit")
-        c.ax.set_ylabel(_wrap(f"faithfulness (fraction of the full model's {_metric_label(curve.metric)})", 2.2, 7))
+        _ylabel(c, f"faithfulness (fraction of the full model's {_metric_label(curve.metric)})")
         c.ax.legend(loc="lower right", frameon=False)
         _title(c, title if title is not None else "Faithfulness by circuit size (1: full model, 0: all ablated)", None)
         return _figure(c)
@@ -940,8 +955,11 @@ def plot_acdc(result, ax=None, *, width="column", height=None, title=None):
         c.ax.plot(steps, after, marker="o", markersize=2, color=_POS, label="circuit")
         c.ax.axhline(result.full_metric, linestyle="--", color="#525252", linewidth=0.6, label="full model")
         c.ax.set_xlabel("receivers processed (output first)")
-        c.ax.set_ylabel(_wrap(label, 2.2, 7))
-        c.ax.legend(loc="best", frameon=False)
+        _ylabel(c, label)
+        if c.own:
+            c.fig.legend(loc="outside lower center", ncols=2, frameon=False)
+        else:
+            c.ax.legend(loc="best", frameon=False)
         if trace:
             twin = c.ax.twinx()
             twin.plot(steps, n_total - removed, color="#969696", linewidth=0.8)

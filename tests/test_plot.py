@@ -125,7 +125,7 @@ def test_a_cancelled_sweep_is_hatched_and_keeps_the_full_scale(patching, tmp_pat
     hatched = [c for c in fig.axes[0].collections if isinstance(c, PatchCollection)]
     assert len(hatched) == 1 and hatched[0].get_hatch() == "////"
     assert len(hatched[0].get_paths()) == values.shape[0] - 1  # one merged rectangle per missing row
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["not computed"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["not computed"]
     assert "cancelled" in fig.axes[0].get_title(loc="left")
     _check_figure(fig, tmp_path, name="patching-partial", colorbar=True)
 
@@ -153,7 +153,7 @@ def test_color_limits():
     assert color_limits(v) == (-2.0, 2.0, "neither")  # ±max|value|, NaN ignored
     assert color_limits(v, fixed=(-1, 1)) == (-1.0, 1.0, "max")
     assert color_limits(v, vmin=-0.4) == (-0.4, 0.4, "both")  # one end mirrors
-    assert color_limits(v, signed=False, fixed=(0, 1)) == (0.0, 1.0, "max")
+    assert color_limits(v, signed=False, fixed=(0, 1)) == (0.0, 1.0, "both")
     assert color_limits(np.full((2, 2), np.nan)) == (-1.0, 1.0, "neither")  # nothing computed: a unit scale
     with pytest.raises(ArgumentError, match="vmin < vmax"):
         color_limits(v, vmin=1, vmax=0)
@@ -188,7 +188,7 @@ def test_head_ablation_heatmap_hatches_heads_not_ablated(heads, tmp_path):
     assert im.get_clim() == pytest.approx((-top, top))  # raw effects: ±max|value|
     assert abl.label in _colorbar_label(fig)
     assert len(abl.heads) < heads.n_layers * heads.n_heads
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["not ablated"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["not ablated"]
     _check_figure(fig, tmp_path, name="head-ablation", colorbar=True)
     with pytest.raises(ArgumentError, match="method"):
         abl.plot(method="resample")
@@ -363,6 +363,6 @@ def test_import_attnlab_does_not_load_matplotlib():
     import subprocess
     import sys
 
-    code = "import sys, attnlab, attnlab.results; print('matplotlib' in sys.modules)"
+    code = "import sys, attnlab; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
