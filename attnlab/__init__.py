@@ -16,6 +16,7 @@ __all__ = [
     "Capability",
     "CapabilityError",
     "Explorer",
+    "HeadGalleryWidget",
     "HeadScores",
     "Intervention",
     "ModelInfo",
@@ -48,6 +49,7 @@ _LAZY = {
     "Capability": "attnlab.backends.base",
     "CapabilityError": "attnlab.errors",
     "Explorer": "attnlab.explorer",
+    "HeadGalleryWidget": "attnlab.gallery_widget.widget",
     "HeadScores": "attnlab.heads.results",
     "Intervention": "attnlab.backends.base",
     "ModelInfo": "attnlab.backends.base",
@@ -105,6 +107,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo
     from attnlab.errors import AttnlabError, CapabilityError
     from attnlab.explorer.widget import Explorer
+    from attnlab.gallery_widget.widget import HeadGalleryWidget
     from attnlab.heads import ablation_effects, induction_analysis, prefix_curves, score_heads
     from attnlab.heads.results import HeadScores
     from attnlab.models import gpt2_shaped_model, load_model, tiny_hf_model, tiny_model

@@ -8,6 +8,10 @@
  * for the selected head: its scores, its attention pattern on the example repeated sequence (an SVG matrix with the
  * tokens as axis labels), its ablation effects, its prefix-length curve and its prefix class.
  *
+ * Under the grid, a colour bar (`svg.attnlab-gallery-colorbar`) shows the shown kind's scale with its ends and middle
+ * labelled, its unit, and the hatched grey of heads that were not computed (a cancelled run). SVG and PNG export
+ * buttons sit beside the kind buttons (`export.ts`).
+ *
  * Clicking a cell (or Enter/Space on a focused cell) selects the head, redraws the panel and dispatches a bubbling
  * `CustomEvent('attnlab-head-click', {detail: {layer, head}})` on the host. Nothing touches the network, and every
  * payload string reaches the page through `textContent` / SVG text nodes, never as HTML.
@@ -15,6 +19,7 @@
 
 import type { HeadGalleryClickDetail, HeadGalleryHead, HeadGalleryPayload } from './contract';
 import { Attrs, htmlEl, svgEl } from './dom';
+import { exportButtons } from './export';
 
 /** Name of the bubbling CustomEvent dispatched on the host element when a head is selected. */
 export const HEAD_CLICK_EVENT = 'attnlab-head-click';
@@ -197,9 +202,10 @@ function drawScores(doc: Document, panel: HTMLElement, payload: HeadGalleryPaylo
       'div',
       'attnlab-gallery-score',
       scores,
-      `${label} score ${fmt(v)}${sd === null ? '' : ` ± ${fmt(sd)}`}${unit ? ` (${unit})` : ''}`
+      `${label} score ${v === null ? 'not computed' : fmt(v)}${sd === null ? '' : ` ± ${fmt(sd)}`}${unit ? ` (${unit})` : ''}`
     );
     el.setAttribute('data-kind', payload.kinds[k]);
+    el.setAttribute('data-value', v === null ? 'null' : String(v));
   });
 }
 
@@ -257,7 +263,7 @@ function drawPlots(doc: Document, panel: HTMLElement, payload: HeadGalleryPayloa
 }
 
 /** Draw the details of one head into `panel` (replacing its content). */
-function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: number, head: number): void {
+export function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: number, head: number): void {
   const doc = panel.ownerDocument;
   panel.replaceChildren();
   const nHeads = payload.head_labels.length;
@@ -268,6 +274,83 @@ function renderDetail(panel: HTMLElement, payload: HeadGalleryPayload, layer: nu
   }
   drawEffects(doc, panel, payload, info);
   drawPlots(doc, panel, payload, info);
+}
+
+// ---- Colour bar and "not computed" hatching ---------------------------------------------------------------
+
+let uniqueId = 0;
+
+/** A document-unique id for an SVG pattern or gradient (several galleries can share a page). */
+function nextId(prefix: string): string {
+  uniqueId += 1;
+  return `${prefix}-${uniqueId}`;
+}
+
+/** A grey pattern hatched with darker lines, for heads that were not computed; returns its `url(#id)`. */
+function hatchPattern(doc: Document, svg: Element): string {
+  const id = nextId('attnlab-gallery-hatch');
+  const defs = svgEl(doc, 'defs', {}, svg);
+  const p = svgEl(
+    doc,
+    'pattern',
+    { id, width: 4, height: 4, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)' },
+    defs
+  );
+  svgEl(doc, 'rect', { width: 4, height: 4, fill: 'rgb(217, 217, 217)' }, p);
+  svgEl(doc, 'line', { x1: 0, y1: 0, x2: 0, y2: 4, stroke: '#8c8c8c', 'stroke-width': 1.2 }, p);
+  return `url(#${id})`;
+}
+
+/** A tick label: at most 3 significant digits, no trailing zeros (`0`, `0.5`, `1`, `0.125`). */
+function tickText(v: number): string {
+  return String(Number(v.toPrecision(3)));
+}
+
+/**
+ * The colour bar of kind `kind` into `box` (replacing its content): the white-to-red gradient from the scale's low
+ * to its high end, ticks at both ends and the middle (`text.attnlab-gallery-colorbar-tick`), the kind's label and unit
+ * (`text.attnlab-gallery-colorbar-label`), and a hatched swatch for "not computed".
+ */
+export function drawColorBar(box: HTMLElement, payload: HeadGalleryPayload, kind: number): void {
+  const doc = box.ownerDocument;
+  box.replaceChildren();
+  const [lo, hi] = kindRange(payload, kind);
+  const unit = payload.kind_units?.[kind];
+  const label = `${payload.kind_labels[kind] ?? payload.kinds[kind]} score${unit ? ` (${unit})` : ''}`;
+  const barW = 160;
+  const x0 = 10;
+  const width = Math.max(x0 + barW + 110, Math.ceil(label.length * 6.2) + 2 * x0);
+  const height = 50;
+  const svg = svgEl(doc, 'svg', {
+    class: 'attnlab-gallery-colorbar',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'img',
+    'aria-label': `colour scale: ${label}, white ${tickText(lo)} to red ${tickText(hi)}`
+  });
+  box.appendChild(svg);
+  const gradId = nextId('attnlab-gallery-gradient');
+  const grad = svgEl(doc, 'linearGradient', { id: gradId, x1: 0, x2: 1, y1: 0, y2: 0 }, svgEl(doc, 'defs', {}, svg));
+  for (let i = 0; i <= 10; i++) {
+    svgEl(doc, 'stop', { offset: `${i * 10}%`, 'stop-color': sequentialColor(i / 10) }, grad);
+  }
+  svgEl(doc, 'rect', { x: x0, y: 4, width: barW, height: 11, fill: `url(#${gradId})`, stroke: '#999', 'stroke-width': 0.5 }, svg);
+  [lo, (lo + hi) / 2, hi].forEach((v, i) => {
+    const x = x0 + (i * barW) / 2;
+    svgEl(doc, 'line', { x1: x, x2: x, y1: 15, y2: 19, stroke: '#999' }, svg);
+    svgText(doc, svg, tickText(v), {
+      x,
+      y: 28,
+      'text-anchor': i === 0 ? 'start' : i === 2 ? 'end' : 'middle',
+      'font-size': 10,
+      class: 'attnlab-gallery-colorbar-tick'
+    });
+  });
+  svgText(doc, svg, label, { x: x0, y: 44, 'font-size': 10, class: 'attnlab-gallery-colorbar-label' });
+  const sx = x0 + barW + 14;
+  svgEl(doc, 'rect', { x: sx, y: 4, width: 11, height: 11, fill: hatchPattern(doc, svg), stroke: '#999', 'stroke-width': 0.5 }, svg);
+  svgText(doc, svg, 'not computed', { x: sx + 15, y: 13, 'font-size': 10 });
 }
 
 // ---- The grid -----------------------------------------------------------------------------------------------
@@ -316,13 +399,23 @@ interface GalleryView {
   selBox: SVGRectElement;
   panel: HTMLElement;
   state: GalleryState;
+  /** The colour bar's box under the grid, and the grid's fill for heads not computed. */
+  colorBar: HTMLElement;
+  missingFill: string;
 }
 
-/** Induction scores first when the payload has them; the payload's selected head, if it names one. */
-function initialState(payload: HeadGalleryPayload): GalleryState {
-  const kind = Math.max(0, payload.kinds.indexOf('induction'));
-  const selected: [number, number] | null =
+/** Induction scores first when the payload has them; the payload's selected head, if it names one; `initial`
+ * (a redraw that keeps what the user chose) overrides both. */
+function initialState(payload: HeadGalleryPayload, initial?: Partial<GalleryState>): GalleryState {
+  let kind = Math.max(0, payload.kinds.indexOf('induction'));
+  if (initial?.kind !== undefined && initial.kind >= 0 && initial.kind < payload.kinds.length) {
+    kind = initial.kind;
+  }
+  let selected: [number, number] | null =
     payload.selected && payload.selected.length === 2 ? [payload.selected[0], payload.selected[1]] : null;
+  if (initial?.selected !== undefined) {
+    selected = initial.selected;
+  }
   return { kind, selected };
 }
 
@@ -334,21 +427,24 @@ function drawHeader(doc: Document, root: HTMLElement, payload: HeadGalleryPayloa
   sub.style.color = 'var(--jp-ui-font-color2, #555)';
 }
 
-/** One button per score kind. */
+/** One button per score kind, then the SVG and PNG export buttons. */
 function drawKindButtons(doc: Document, root: HTMLElement, payload: HeadGalleryPayload): HTMLButtonElement[] {
   const bar = htmlEl(doc, 'div', 'attnlab-gallery-kinds', root);
   bar.setAttribute('role', 'group');
   bar.style.margin = '6px 0';
-  return payload.kinds.map((k, i) => {
+  const buttons = payload.kinds.map((k, i) => {
     const b = doc.createElement('button');
     b.className = 'attnlab-gallery-kind';
     b.type = 'button';
     b.setAttribute('data-kind', k);
     b.textContent = payload.kind_labels[i] ?? k;
     b.style.marginRight = '4px';
+    b.setAttribute('data-export', 'skip');
     bar.appendChild(b);
     return b;
   });
+  exportButtons(bar, () => root, () => String(payload.title ?? 'attnlab-gallery'));
+  return buttons;
 }
 
 /** The grid's box and the detail panel beside it (below it when narrow). */
@@ -427,7 +523,7 @@ function drawGrid(
   payload: HeadGalleryPayload,
   nLayers: number,
   nHeads: number
-): { svg: SVGSVGElement; cells: SVGRectElement[]; selBox: SVGRectElement } {
+): { svg: SVGSVGElement; cells: SVGRectElement[]; selBox: SVGRectElement; missingFill: string } {
   const layout = galleryGridLayout(nLayers, nHeads);
   const { width, height } = layout;
   const svg = svgEl(doc, 'svg', {
@@ -439,6 +535,7 @@ function drawGrid(
     'aria-label': 'heads by layer'
   });
   gridBox.appendChild(svg);
+  const missingFill = hatchPattern(doc, svg);
   drawGridLabels(doc, svg, payload, layout);
   const cells = drawCells(doc, svg, nLayers, nHeads, layout);
   const selBox = svgEl(
@@ -447,7 +544,7 @@ function drawGrid(
     { width: layout.cw, height: layout.ch, fill: 'none', stroke: '#000', 'stroke-width': 2, visibility: 'hidden' },
     svg
   );
-  return { svg, cells, selBox };
+  return { svg, cells, selBox, missingFill };
 }
 
 // ---- State updates and interaction --------------------------------------------------------------------------
@@ -464,16 +561,17 @@ function paint(view: GalleryView): void {
   const description = payload.kind_descriptions?.[kind];
   view.describe.textContent =
     `${label}${description ? `: ${description}` : ' score'}. Colour: ${unit ? `${unit}, ` : ''}white ${lo} → red ${hi}` +
-    '; grey: not computed.';
+    '; hatched grey: not computed.';
   for (const r of view.cells) {
     const i = Number(r.getAttribute('data-layer'));
     const j = Number(r.getAttribute('data-head'));
     const v = num(payload.scores[kind]?.[i]?.[j]);
-    r.setAttribute('fill', kindColor(payload, kind, v));
+    r.setAttribute('fill', v === null ? view.missingFill : kindColor(payload, kind, v));
     r.setAttribute('data-value', v === null ? 'null' : String(v));
     const t = r.firstChild as SVGTitleElement;
-    t.textContent = `${payload.layer_labels[i]}${payload.head_labels[j]} ${label} score: ${fmt(v, 4)}`;
+    t.textContent = `${payload.layer_labels[i]}${payload.head_labels[j]} ${label} score: ${v === null ? 'not computed' : fmt(v, 4)}`;
   }
+  drawColorBar(view.colorBar, payload, kind);
 }
 
 /** Select a head: outline its cell, redraw the panel and, with `notify`, dispatch the head-click event. */
@@ -547,10 +645,27 @@ function bindEvents(view: GalleryView, svg: SVGSVGElement): void {
   svg.addEventListener('keydown', ev => onKeydown(view, ev));
 }
 
+/** What a caller can do with a drawn gallery (a widget redrawing it, or answering a click from its kernel). */
+export interface GalleryHandle {
+  /** Select a head as a click does, without dispatching the click event. */
+  select(layer: number, head: number): void;
+  /** The score kind shown (an index into `payload.kinds`) and the selected `[layer, head]`. */
+  state(): { kind: number; selected: [number, number] | null };
+  /** The detail panel (`div.attnlab-gallery-detail`), for {@link renderDetail}. */
+  panel: HTMLElement;
+}
+
 /**
  * Draw `payload` into `host`, replacing whatever `host` held. See the module comment for the DOM it produces.
+ *
+ * `initial` starts the view on another kind or selection (a redraw that keeps what the user chose). Returns a
+ * {@link GalleryHandle}, or null for a malformed payload (an error line is drawn instead).
  */
-export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): void {
+export function renderGallery(
+  host: HTMLElement,
+  payload: HeadGalleryPayload,
+  initial?: { kind?: number; selected?: [number, number] | null }
+): GalleryHandle | null {
   const doc = host.ownerDocument;
   host.replaceChildren();
   const root = htmlEl(doc, 'div', 'attnlab-gallery', host);
@@ -559,26 +674,42 @@ export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): v
   root.style.padding = '4px 8px';
   if (!payload || !Array.isArray(payload.scores) || !Array.isArray(payload.kinds)) {
     htmlEl(doc, 'div', 'attnlab-error', root, 'attnlab: malformed head-gallery payload.');
-    return;
+    return null;
   }
   drawHeader(doc, root, payload);
   const nLayers = payload.layer_labels.length;
   const nHeads = payload.head_labels.length;
-  const state = initialState(payload);
+  const state = initialState(payload, initial);
   const buttons = drawKindButtons(doc, root, payload);
   const describe = htmlEl(doc, 'div', 'attnlab-gallery-kind-description', root);
   describe.style.color = 'var(--jp-ui-font-color2, #555)';
   describe.style.margin = '0 0 6px';
   describe.style.maxWidth = '900px';
+  describe.setAttribute('data-export-text', 'true');
   const { gridBox, panel } = drawBody(doc, root);
-  const { svg, cells, selBox } = drawGrid(doc, gridBox, payload, nLayers, nHeads);
+  const { svg, cells, selBox, missingFill } = drawGrid(doc, gridBox, payload, nLayers, nHeads);
+  const colorBar = htmlEl(doc, 'div', 'attnlab-gallery-colorbar-box', gridBox);
+  colorBar.style.marginTop = '4px';
   for (const line of payload.notes ?? []) {
     const note = htmlEl(doc, 'div', 'attnlab-gallery-note', gridBox, String(line));
     note.style.color = 'var(--jp-ui-font-color2, #555)';
     note.style.maxWidth = '420px';
     note.style.marginTop = '4px';
   }
-  const view: GalleryView = { host, payload, nLayers, nHeads, buttons, describe, cells, selBox, panel, state };
+  const view: GalleryView = {
+    host,
+    payload,
+    nLayers,
+    nHeads,
+    buttons,
+    describe,
+    cells,
+    selBox,
+    panel,
+    state,
+    colorBar,
+    missingFill
+  };
   bindEvents(view, svg);
 
   paint(view);
@@ -588,4 +719,9 @@ export function renderGallery(host: HTMLElement, payload: HeadGalleryPayload): v
   } else {
     htmlEl(doc, 'div', 'attnlab-gallery-hint', panel, 'click a head to see its pattern, ablation and prefix curve');
   }
+  return {
+    select: (layer: number, head: number) => select(view, layer, head, false),
+    state: () => ({ kind: view.state.kind, selected: view.state.selected }),
+    panel
+  };
 }
