@@ -281,7 +281,8 @@ class GalleryController:
     def _head_scores(self, cls, kinds, per_sequence, example, data, layers_done):
         return cls(
             kinds=list(kinds), scores=per_sequence.mean(1), per_sequence=per_sequence.clone(), definition="diagonal",
-            example_tokens=[int(t) for t in data.tokens[0]], example_str_tokens=self.model.to_str_tokens(data.tokens[0]),
+            example_tokens=[int(t) for t in data.tokens[0]],
+            example_str_tokens=self.model.to_str_tokens(data.tokens[0]),
             example_patterns=example.clone(), model=self.model.info.to_dict(), task=data.describe(),
             settings={"definition": "diagonal", "exclude_bos": False, "exclude_current_token": False, "example": 0,
                       "layers_done": list(layers_done), "complete": False, "source": "HeadGalleryWidget"})
@@ -314,7 +315,13 @@ class GalleryController:
 
     @property
     def running(self) -> bool:
+        """Whether a run holds the controller (from its start until its last notification)."""
         return self._lock.locked()
+
+    @property
+    def in_progress(self) -> bool:
+        """Whether the run on display is still being scored (its result is partial until it finishes)."""
+        return self._partial is not None
 
     def _set_status(self, status: str, message: str) -> None:
         self.status, self.message = status, message

@@ -7,8 +7,8 @@ the ``text/html`` part: a one-line note and, once a run has finished, the galler
 
 Synced state (Python <-> browser): ``controls``, ``limits``, ``model_name``, ``status``, ``message``, ``progress``,
 ``eta``, ``elapsed``, ``payload`` (the gallery payload of the run on display), ``selected_head`` and
-``detail_payload`` (the kernel's answer to a click). Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" | "controls",
-...}``.
+``detail_payload`` (the kernel's answer to a click). Actions arrive as custom messages
+``{"type": "run" | "cancel" | "select" | "controls", ...}``.
 """
 
 import html
@@ -165,8 +165,11 @@ class HeadGalleryWidget(anywidget.AnyWidget):
         run = self.controller.current
         n_l = result.n_layers
         done = len(run.layers_done)
+        payload["subtitle"] = payload["subtitle"].replace(
+            "click a head for its pattern, ablation effect and prefix-length curve",
+            "click a head: the kernel computes its pattern and ablation effect")
         if done < n_l:
-            state = "running" if self.controller.running else "cancelled"
+            state = "running" if self.controller.in_progress else "cancelled"
             payload["subtitle"] += f" · {state}: {done} of {n_l} blocks scored, the other heads not computed"
         best = _best_head(result)
         payload["selected"] = None if best is None else list(best)

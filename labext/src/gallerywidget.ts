@@ -214,8 +214,10 @@ function renderDetailAnswer(view: GalleryWidgetView): void {
   handle.select(d.layer, d.head); // outlines the head and redraws the panel from the updated payload
   if (!d.computed) {
     const doc = panel.ownerDocument;
-    htmlEl(doc, 'div', 'attnlab-note', panel, 'this head’s block was not scored (the run was cancelled before it): ' +
-      'its scores and pattern are not computed; the ablation above was measured for this click');
+    const note = htmlEl(doc, 'div', 'attnlab-note attnlab-gallery-not-computed', panel, 'this head’s block was not ' +
+      'scored (the run stopped before it): its scores and pattern are not computed; the ablation above was ' +
+      'measured for this click');
+    note.style.maxWidth = '420px';
   }
   panel.setAttribute('data-layer', String(d.layer));
   panel.setAttribute('data-head', String(d.head));
