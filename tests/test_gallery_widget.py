@@ -64,6 +64,7 @@ def test_cancel_keeps_the_finished_blocks(tiny, reference):
     assert run.result.scores[:, 1:].isnan().all()
     assert run.result.example_patterns[1:].isnan().all()
     assert run.result.settings["complete"] is False
+    assert run.result.ranking("induction")[0][0] == 0  # the heads not computed rank last
     # the not-computed heads are null in the gallery payload
     from attnlab.render.gallery import head_gallery
 

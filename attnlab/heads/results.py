@@ -87,8 +87,8 @@ class HeadScores(serialisation.Saved):
         return ps.std(0) if ps.shape[0] > 1 else torch.zeros_like(ps[0])
 
     def ranking(self, kind: str) -> list[tuple[int, int]]:
-        """All heads, highest score of ``kind`` first."""
-        s = self.score(kind)
+        """All heads, highest score of ``kind`` first (heads not computed, NaN, last)."""
+        s = self.score(kind).nan_to_num(nan=float("-inf"))
         order = torch.argsort(s.reshape(-1), descending=True, stable=True).tolist()
         return [divmod(i, self.n_heads) for i in order]
 

@@ -7,11 +7,12 @@ the others as "not computed". Screenshots go to test-artifacts/.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
 
-from .jupyter import LabServer, collect_console_errors, notebook_panel, open_notebook, run_all_cells, run_cell_code, \
+from .jupyter import ARTIFACTS_DIR, LabServer, collect_console_errors, notebook_panel, open_notebook, run_all_cells, run_cell_code, \
     screenshot, write_notebook
 
 
@@ -94,6 +95,17 @@ def test_gallery_widget_run_click_and_cancel(lab: LabServer, browser_page: Page)
     assert gallery.locator("button.attnlab-export-png").count() == 1
     w.scroll_into_view_if_needed()
     screenshot(page, "gallery-widget-after-run")
+    # the exported figure holds the title, the grid and the colour bar with its labels
+    with page.expect_download() as download:
+        gallery.locator("button.attnlab-export-svg").click()
+    svg = Path(download.value.path()).read_text()
+    assert download.value.suggested_filename == "Attention-heads-of-tiny-llama.svg"
+    assert "Attention heads of tiny-llama" in svg and "induction score (attention probability)" in svg
+    assert ">0.5</text>" in svg and svg.count("attnlab-gallery-cell") == N_LAYERS * N_HEADS
+    with page.expect_download() as download:
+        gallery.locator("button.attnlab-export-png").click()
+    assert Path(download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    download.value.save_as(ARTIFACTS_DIR / "gallery-widget-export.png")  # to look at
 
     # Click a head: the kernel answers with its detail; the panel shows the kernel's numbers.
     layer, head = 2, 1
