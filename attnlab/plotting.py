@@ -39,6 +39,7 @@ from attnlab.errors import ArgumentError, ArgumentTypeError
 
 __all__ = [
     "COLUMN_WIDTH",
+    "COMPARISON_CODES",
     "DOUBLE_WIDTH",
     "NOT_COMPUTED_COLOUR",
     "color_limits",

@@ -65,6 +65,14 @@ def test_cancel_keeps_the_finished_blocks(tiny, reference):
     assert run.result.example_patterns[1:].isnan().all()
     assert run.result.settings["complete"] is False
     assert run.result.ranking("induction")[0][0] == 0  # the heads not computed rank last
+    # drawn with matplotlib: the blocks not reached are hatched "not computed", the scale stays [0, 1]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = run.result.plot()
+    (im,) = fig.axes[0].images
+    assert im.get_clim() == (0.0, 1.0) and im.get_array().mask[1:].all() and not im.get_array().mask[0].any()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["not computed"]
     # the not-computed heads are null in the gallery payload
     from attnlab.render.gallery import head_gallery
 
