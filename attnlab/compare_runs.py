@@ -195,6 +195,7 @@ def comparison_payloads(a: "PatchingResult", b: "PatchingResult", *, scores: str
             payload["fixed_range"] = None
         out[key] = payload
     out["diff"] = dict(diff.heatmap_payload())
+    out["diff"]["warnings"] = []  # each run's warnings show on its own panel
     if scores == "raw":  # one symmetric scale over the three
         from attnlab.render.views import scale_limit
 
