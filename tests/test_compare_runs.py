@@ -231,3 +231,23 @@ def test_explorer_compare_two_runs_and_refuse_a_bad_pair(tiny):
 def test_difference_of_nan_free_results_has_no_nan(runs):
     diff = compare_results(runs["den"], runs["seed5"])
     assert not math.isnan(float(diff.values.sum()))
+
+
+def test_the_explorer_widget_compares_from_python_and_from_its_messages(tiny):
+    from attnlab.explorer.widget import Explorer
+
+    ex = Explorer(tiny, RANDOM, n_prompts=3, component="heads")
+    ex.run()
+    ex.set_control("seed", 2)
+    ex.run()
+    diff = ex.compare(1, 0, scores="raw")
+    a, b = ex.controller.runs[1].result, ex.controller.runs[0].result
+    _same(diff.values, a.per_prompt.mean(-1) - b.per_prompt.mean(-1))
+    assert ex.comparison["scores"] == "raw" and (ex.comparison["a_index"], ex.comparison["b_index"]) == (1, 0)
+    ex._on_message(ex, {"type": "compare", "a": 0, "b": 1, "scores": "normalised"}, [])
+    flat = np.array([[np.nan if v is None else v for v in row] for row in ex.comparison["diff"]["values"]])
+    assert np.allclose(flat, (b.values - a.values).numpy(), equal_nan=True)
+    ex._on_message(ex, {"type": "compare", "a": 0, "b": 9}, [])
+    assert "no run 9" in ex.comparison["error"] and "no run 9" in ex.message
+    ex._on_message(ex, {"type": "close_compare"}, [])
+    assert ex.comparison == {}

@@ -120,3 +120,33 @@ def test_scale_menu_clips_at_the_percentile_and_fixed_range(browser: Browser, re
         assert len(set(fills)) > 1 and not any(math.isnan(x) for x in finite)
     finally:
         page.close()
+
+
+@pytest.mark.browser
+def test_a_cancelled_run_is_drawn_on_the_fixed_normalised_scale(browser: Browser) -> None:
+    from attnlab.models import tiny_model
+    from attnlab.patching import run_sweep
+    from tests.conftest import random_pair_dataset
+
+    model = tiny_model(n_layers=3, n_heads=4, seed=1)
+    passes = iter(range(100))
+    partial = run_sweep(model, random_pair_dataset(model, batch=4, n_pos=8, changed=(3,), seed=2), "heads",
+                        progress=False, should_stop=lambda: next(passes) >= 1)
+    assert not partial.complete
+    finished = partial.values[~partial.values.isnan()]
+    page = browser.new_page(viewport={"width": 1100, "height": 700})
+    try:
+        page.set_content(standalone_html(partial.heatmap_payload()))
+        heat = page.locator(".attnlab-heatmap")
+        heat.locator("rect.attnlab-cell").first.wait_for()
+        # not the range of the few finished cells: the fixed ±1 of normalised scores
+        assert heat.get_attribute("data-scale") == "fixed" and float(heat.get_attribute("data-zmax")) == 1.0
+        assert float(finished.abs().max()) != 1.0
+        assert "scale: fixed ±1" in heat.locator(".attnlab-legend-caption").text_content()
+        assert heat.locator("rect.attnlab-cell-missing").count() == int(partial.values.isnan().sum()) > 0
+        screenshot(page, "export-heatmap-cancelled-run")
+        # the symmetric scale is one click away, and then spans the finished cells
+        heat.locator("select.attnlab-scale-mode").select_option("symmetric")
+        assert float(heat.get_attribute("data-zmax")) == pytest.approx(float(finished.abs().max()), rel=1e-6)
+    finally:
+        page.close()
