@@ -27,6 +27,7 @@ __all__ = [
     "SiteKind",
     "__version__",
     "ablation_effects",
+    "compare_results",
     "gpt2_shaped_model",
     "induction_analysis",
     "load_model",
@@ -59,6 +60,7 @@ _LAZY = {
     "Site": "attnlab.sites",
     "SiteKind": "attnlab.sites",
     "ablation_effects": "attnlab.heads",
+    "compare_results": "attnlab.compare_runs",
     "gpt2_shaped_model": "attnlab.models",
     "induction_analysis": "attnlab.heads",
     "load_model": "attnlab.models",
@@ -105,6 +107,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo
+    from attnlab.compare_runs import compare_results
     from attnlab.errors import AttnlabError, CapabilityError
     from attnlab.explorer.widget import Explorer
     from attnlab.gallery_widget.widget import HeadGalleryWidget

@@ -40,6 +40,7 @@ __all__ = [
     "RemoteVersionError",
     "ResultFileError",
     "ResultFileNotFoundError",
+    "RunComparisonError",
     "SiteError",
     "TaskError",
     "TokenizationError",
@@ -179,6 +180,11 @@ class CircuitComparisonFileError(ResultFileError, CircuitComparisonError):
 
 
 # -- the Explorer -------------------------------------------------------------------------------------------------
+class RunComparisonError(ArgumentError):
+    """Two results that cannot be compared cell by cell (different component or grid, or raw scores of different
+    metrics); raised by :func:`attnlab.compare_runs.compare_results`."""
+
+
 class ExplorerError(AttnlabError, ValueError):
     """An Explorer request is invalid: a control value out of range, a selection outside the result, no run yet."""
 

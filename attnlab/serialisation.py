@@ -115,12 +115,12 @@ RESULT = RecordFormat(
     family="attnlab.result", version=1, what="result", loader="attnlab.PatchingResult.load",
     required=("analysis", "component", "direction", "dims", "values", "per_prompt", "labels", "index"),
     optional=("tokens", "prompt_tokens", "metric", "metric_description", "metric_label", "baselines", "model",
-              "task", "settings", "complete", "layers_done"),
+              "task", "settings", "complete", "layers_done", "baselines_per_prompt", "warnings"),
     types={"analysis": _STR, "component": _STR, "direction": _STR, "dims": _LIST, "values": (list, *_NUMBER, _NONE),
            "per_prompt": (list, *_NUMBER, _NONE), "labels": _DICT, "index": _DICT, "tokens": (list, _NONE),
            "prompt_tokens": (list, _NONE), "metric": _STR, "metric_description": _STR, "metric_label": _STR,
            "baselines": _DICT, "model": _DICT, "task": _DICT, "settings": _DICT, "complete": _BOOL,
-           "layers_done": _LIST},
+           "layers_done": _LIST, "baselines_per_prompt": _DICT, "warnings": _LIST},
 )
 """A :class:`~attnlab.results.PatchingResult` (``{"format": "attnlab.result", "format_version": 1, ...}``)."""
 

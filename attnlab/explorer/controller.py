@@ -149,6 +149,8 @@ class ExplorerController:
         self.detail_prompt = 0
         self.status = "idle"  # idle | running | done | cancelled | error
         self.message = ""
+        self.comparison: dict | None = None  # the comparison view's payloads (see compare())
+        self.comparison_result: PatchingResult | None = None
         self.progress = (0, 0)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -156,7 +158,7 @@ class ExplorerController:
     # -- notification ---------------------------------------------------------------------------------------------
     def on_change(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(what)`` whenever state changes (``"controls"``, ``"status"``, ``"progress"``,
-        ``"result"``, ``"selected"``, ``"detail"``, ``"history"``)."""
+        ``"result"``, ``"selected"``, ``"detail"``, ``"history"``, ``"comparison"``)."""
         self._listeners.append(callback)
 
     def _emit(self, what: str) -> None:
@@ -390,6 +392,44 @@ class ExplorerController:
         data = run.result.to_dict()
         data["settings"] = {**data["settings"], "explorer_controls": run.controls}
         return json.dumps(data, allow_nan=False)
+
+    # -- comparison of two runs -----------------------------------------------------------------------------------
+    def compare(self, a: int, b: int, *, scores: str = "normalised"):
+        """Compare runs ``a`` and ``b`` of the history: their difference ``a - b`` cell by cell, and the comparison
+        view's payloads (A, B and A - B on one colour scale) in :attr:`comparison`.
+
+        Args:
+            a, b: run indices (as in :meth:`history`).
+            scores: ``"normalised"`` (difference of normalised scores) or ``"raw"`` (of the patched metric's mean,
+                in the metric's units). See :mod:`attnlab.compare_runs`.
+
+        Returns:
+            The difference, a :class:`~attnlab.results.PatchingResult` with ``analysis="patching_difference"``.
+
+        Raises:
+            ExplorerError: no such run, or the runs cannot be compared (different component or grid; raw scores of
+                different metrics): the message says why; :attr:`comparison` then holds the error for the view.
+        """
+        from attnlab.compare_runs import RunComparisonError, comparison_payloads
+
+        try:
+            ra, rb = self._check_run(a), self._check_run(b)
+            names = (f"#{a} {ra.label()}", f"#{b} {rb.label()}")
+            payloads = comparison_payloads(ra.result, rb.result, scores=scores, names=names)
+        except (RunComparisonError, ExplorerError) as exc:
+            self.comparison = {"error": str(exc), "a_index": a, "b_index": b, "scores": scores}
+            self._emit("comparison")
+            raise ExplorerError(f"cannot compare runs {a!r} and {b!r}: {exc}") from None
+        diff = payloads.pop("difference")
+        self.comparison = {**payloads, "a_index": a, "b_index": b, "names": list(names)}
+        self.comparison_result = diff
+        self._emit("comparison")
+        return diff
+
+    def close_comparison(self) -> None:
+        """Hide the comparison view."""
+        self.comparison, self.comparison_result = None, None
+        self._emit("comparison")
 
     def _check_run(self, index) -> ExplorerRun:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.runs):

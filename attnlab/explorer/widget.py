@@ -8,8 +8,8 @@ explorer has a result at display time, its static heatmap.
 
 Synced state (Python <-> browser): ``controls``, ``options``, ``status``, ``message``, ``progress``, ``baselines``,
 ``heatmap``, ``run_history``, ``current_run``, ``selected_name``, ``selected_cell``, ``detail_payload``, ``detail_prompt``,
-``prompts``, ``circuit``. Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" | "show_run" | "export" |
-"prompt" | "controls", ...}``.
+``prompts``, ``circuit``, ``comparison``. Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" | "show_run" | "export" |
+"prompt" | "controls" | "compare" | "close_compare", ...}``.
 """
 
 import html
@@ -62,7 +62,7 @@ class Explorer(anywidget.AnyWidget):
 
     Python API: :meth:`run` (blocking; ``wait=False`` runs in the background), :meth:`cancel`, :attr:`selected`
     (get, or set with ``"L9H9"`` / ``(9, 9)`` / None), :attr:`result`, :attr:`detail`, :attr:`history`,
-    :meth:`show_run`, :meth:`export_run`; the plain-Python logic is :attr:`controller`.
+    :meth:`show_run`, :meth:`export_run`, :meth:`compare`; the plain-Python logic is :attr:`controller`.
 
     Raises:
         ExplorerError, TaskError: invalid initial settings or unknown task.
@@ -86,6 +86,8 @@ class Explorer(anywidget.AnyWidget):
     detail_prompt = t.Int(0).tag(sync=True)
     prompts = t.List().tag(sync=True)
     circuit = t.Dict().tag(sync=True)
+    comparison = t.Dict(help="two runs compared: heatmap payloads a, b, diff on one scale (or an error)").tag(
+        sync=True)
 
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
@@ -169,6 +171,15 @@ class Explorer(anywidget.AnyWidget):
         """Display run ``index`` of the history again."""
         self.controller.show_run(index)
 
+    def compare(self, a: int, b: int, *, scores: str = "normalised"):
+        """Compare runs ``a`` and ``b`` of the history side by side, with their difference ``a - b`` (shown under
+        the heatmap; see :meth:`ExplorerController.compare`). Returns the difference result.
+
+        Raises:
+            ExplorerError: no such run, or runs that cannot be compared (the view shows why too).
+        """
+        return self.controller.compare(a, b, scores=scores)
+
     def export_run(self, index: int, path):
         """Save run ``index`` as JSON (reload with ``PatchingResult.load``). Returns the path."""
         return self.controller.export_run(index, path)
@@ -194,7 +205,9 @@ class Explorer(anywidget.AnyWidget):
                 result = c.result
                 self.current_run = -1 if c.current is None else c.current
                 self.heatmap = {} if result is None else dict(result.heatmap_payload())
-                self.baselines = {} if result is None else {**result.baselines, "label": metric_label(result)}
+                self.baselines = {} if result is None else {
+                    **result.baselines, "label": metric_label(result),
+                    "warnings": [w.get("message", "") for w in result.warnings or []]}
                 self.prompts = [] if c.current is None else list(c.runs[c.current].prompts)
             elif what == "selected":
                 sel = c.selected
@@ -203,6 +216,8 @@ class Explorer(anywidget.AnyWidget):
             elif what == "detail":
                 self.detail_payload = c.detail or {}
                 self.detail_prompt = c.detail_prompt
+            elif what == "comparison":
+                self.comparison = dict(c.comparison or {})
 
     def _heatmap_cell(self, sel: Selection) -> list[int]:
         result = self.controller.result
@@ -237,6 +252,11 @@ class Explorer(anywidget.AnyWidget):
                 c.set_detail_prompt(int(content.get("index", 0)))
             elif kind == "show_run":
                 c.show_run(int(content.get("index", -1)))
+            elif kind == "compare":
+                c.compare(int(content.get("a", -1)), int(content.get("b", -1)),
+                          scores=str(content.get("scores", "normalised")))
+            elif kind == "close_compare":
+                c.close_comparison()
             elif kind == "export":
                 index = int(content.get("index", -1))
                 self.send({"type": "export", "filename": f"attnlab-run-{index}.json", "content": c.export_json(index)})

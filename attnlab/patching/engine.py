@@ -174,6 +174,7 @@ class _Plan:
     passes: list[tuple[int, int, list[tuple[int | None, int | None]]]]  # (layer, first position run, variants)
     kv: object  # the target run's KVPrefix (prefix reuse), or None
     reuse: dict  # what prefix reuse did (result.settings["prefix_reuse"])
+    baselines_per_prompt: dict | None = None  # {"clean": [prompt], "corrupted": [prompt]} metric values
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -285,7 +286,9 @@ def _plan(model, dataset, component, direction, metric, layers, heads, positions
         reuse_info = {"enabled": False, "reason": why}
     return _Plan(spec, direction, metric, layers, heads, positions, baselines, target_m, reference,
                  variants_by_layer, max_variants, source, start_resid, target_tokens, answers, end,
-                 memory_budget_mb, t0, passes, kv, reuse_info)
+                 memory_budget_mb, t0, passes, kv, reuse_info,
+                 baselines_per_prompt={"clean": [float(x) for x in clean_m.reshape(-1).tolist()],
+                                       "corrupted": [float(x) for x in corrupted_m.reshape(-1).tolist()]})
 
 
 #: The fixed cost of one forward pass, in positions of the base batch: the module calls, hooks and kernel launches a
@@ -419,6 +422,7 @@ def _assemble(model, dataset, plan: _Plan, per_prompt: Tensor, done_layers: list
         metric_description=f"normalised {plan.metric.description}",
         metric_label=plan.metric.label,
         baselines={"clean": clean_mean, "corrupted": corrupted_mean},
+        baselines_per_prompt=dict(plan.baselines_per_prompt or {}),
         model=model.info.to_dict(),
         task=dataset.describe(),
         settings={

@@ -6,7 +6,12 @@ gets a new MIME type (``...v2+json``) rather than a silent change of meaning.
 
 from typing import Literal, NotRequired, TypedDict
 
-__all__ = ["HEATMAP_MIME", "HeatmapPayload"]
+__all__ = ["HEATMAP_MIME", "HEATMAP_SCALES", "HeatmapPayload"]
+
+#: The colour scales a heatmap offers (its scale menu): ``"fixed"`` ``-fixed_range .. +fixed_range``;
+#: ``"symmetric"`` ± the largest |value|; ``"percentile"`` ± the ``clip_percentile``-th percentile of |value|
+#: (nearest rank over the computed cells), cells beyond it marked as clipped.
+HEATMAP_SCALES = ("fixed", "symmetric", "percentile")
 
 #: MIME type of a heatmap payload, rendered by labext's heatmap view.
 HEATMAP_MIME = "application/vnd.attnlab.heatmap.v1+json"
@@ -28,7 +33,16 @@ class HeatmapPayload(TypedDict):
         col_title: axis title of the columns (``"head"``, ``"position"``).
         row_groups: row indices at which a new group starts (a separator line is drawn), or null.
         value_label: what a cell's number means, with its unit (``"normalised logit difference"``).
-        zmax: colour-scale limit: -zmax is full blue, 0 white, +zmax full red.
+        zmax: colour-scale limit: -zmax is full blue, 0 white, +zmax full red (the limit of ``scale``; renderers
+            that know no scales use it as is).
+        scale: optional, the scale shown first, one of :data:`HEATMAP_SCALES`; absent means ``"symmetric"`` with
+            ``zmax`` as given.
+        fixed_range: optional, the limit of the ``"fixed"`` scale (1 for normalised scores), or null when the
+            values have no natural range (then the menu offers a fixed range only as typed by the user).
+        clip_percentile: optional, the percentile of the ``"percentile"`` scale (99).
+        complete: optional, false for an interrupted sweep (its scale never defaults to the few finished cells).
+        warnings: optional, plain-text warnings shown under the subtitle (e.g. baselines too close for normalised
+            scores to mean much).
     """
 
     kind: Literal["heatmap"]
@@ -44,6 +58,11 @@ class HeatmapPayload(TypedDict):
     row_groups: list[int] | None
     value_label: str
     zmax: float
+    scale: NotRequired[Literal["fixed", "symmetric", "percentile"]]
+    fixed_range: NotRequired[float | None]
+    clip_percentile: NotRequired[float]
+    complete: NotRequired[bool]
+    warnings: NotRequired[list[str]]
 
 
 __all__ += ["HEADGALLERY_MIME", "HeadGalleryHead", "HeadGalleryPayload"]

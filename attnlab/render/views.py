@@ -12,17 +12,56 @@ import math
 from importlib import resources
 
 from attnlab import serialisation
-from attnlab.render.contract import HEATMAP_MIME, HeatmapPayload
+from attnlab.render.contract import HEATMAP_MIME, HEATMAP_SCALES, HeatmapPayload
 
-__all__ = ["mime_bundle", "patching_heatmap", "standalone_html", "static_heatmap_html"]
+__all__ = ["mime_bundle", "patching_heatmap", "scale_limit", "standalone_html", "static_heatmap_html"]
 
 _NEG = (33, 102, 172)   # blue end of the diverging scale
 _POS = (178, 24, 43)    # red end
 
 
-def _zmax(values: list[list[float | None]]) -> float:
-    finite = [abs(v) for row in values for v in row if v is not None and math.isfinite(v)]
-    top = max(finite, default=0.0)
+def scale_limit(values, scale: str, *, fixed_range: float | None = 1.0, percentile: float = 99.0) -> float:
+    """The colour-scale limit ``zmax`` of a heatmap's scale (mirrored by ``scaleLimit`` in labext/src/heatmap.ts).
+
+    Args:
+        values: nested lists of numbers (None or NaN: not computed), any number of matrices.
+        scale: ``"fixed"`` (``fixed_range``), ``"symmetric"`` (the largest |value|) or ``"percentile"`` (the
+            ``percentile``-th percentile of |value| by nearest rank: the ``ceil(p/100 * n)``-th smallest of the n
+            computed |values|).
+        fixed_range: the fixed scale's limit (None: fall back to symmetric).
+        percentile: in (0, 100].
+
+    Returns:
+        A positive limit (1 when nothing is computed or every value is 0).
+
+    Raises:
+        ArgumentError: an unknown scale or a percentile outside (0, 100].
+    """
+    from attnlab.errors import ArgumentError
+
+    if scale not in HEATMAP_SCALES:
+        raise ArgumentError(f"'scale' must be one of {list(HEATMAP_SCALES)} (got {scale!r})")
+    if not 0 < percentile <= 100:
+        raise ArgumentError(f"'percentile' must be in (0, 100] (got {percentile!r})")
+    if scale == "fixed" and fixed_range is not None and fixed_range > 0:
+        return float(fixed_range)
+    flat: list[float] = []
+
+    def walk(x):
+        if isinstance(x, (list, tuple)):
+            for y in x:
+                walk(y)
+        elif x is not None and math.isfinite(float(x)):
+            flat.append(abs(float(x)))
+
+    walk(values)
+    if not flat:
+        return 1.0
+    if scale == "percentile":
+        flat.sort()
+        top = flat[max(0, math.ceil(percentile / 100 * len(flat)) - 1)]
+    else:
+        top = max(flat)
     return top if top > 0 else 1.0
 
 
@@ -44,11 +83,21 @@ def metric_label(result) -> str:
     return m.label if m is not None else result.metric
 
 
-def patching_heatmap(result) -> HeatmapPayload:
+def patching_heatmap(result, *, scale: str | None = None, zmax: float | None = None,
+                     percentile: float = 99.0) -> HeatmapPayload:
     """Heatmap payload of a :class:`~attnlab.results.PatchingResult`.
 
     [layer, head] and [layer, pos] results map directly; [layer, head, pos] results become
     (layer x head) rows grouped by layer, one column per position.
+
+    The colour scale (``scale``, see :data:`~attnlab.render.contract.HEATMAP_SCALES`) defaults to symmetric (± the
+    largest |value|) for a complete result, and to the fixed ±1 of normalised scores for an interrupted one (so a few
+    finished cells of noise are not drawn saturated) and for a difference of normalised scores. ``zmax`` sets the
+    fixed range (default 1 for normalised scores, none for raw metric values). The result's warnings (e.g. baselines
+    too close) travel in the payload and show under the subtitle.
+
+    Raises:
+        ArgumentError: an unknown scale or a bad percentile.
     """
     v = result.values
     if result.dims == ("layer", "head", "pos"):
@@ -78,10 +127,25 @@ def patching_heatmap(result) -> HeatmapPayload:
                 f"{b.get('clean', float('nan')):.3f}, corrupted {short} {b.get('corrupted', float('nan')):.3f}")
     if not result.complete:
         subtitle += " · INCOMPLETE (interrupted)"
+    title = (f"{_ANALYSIS_TITLES.get(result.analysis, result.analysis.replace('_', ' ').capitalize())}: "
+             f"{result.component.replace('_', ' ')} ({result.direction})")
+    value_label = f"normalised {metric_label(result)}"
+    comparison = result.settings.get("comparison") if result.analysis == "patching_difference" else None
+    normalised = True
+    if comparison is not None:
+        normalised = comparison.get("scores") == "normalised"
+        title = f"Difference of runs: {result.component.replace('_', ' ')} (A − B)"
+        subtitle = (f"A = {comparison['a'].get('name', '?')} · B = {comparison['b'].get('name', '?')}"
+                    + "".join(f" · {note}" for note in comparison.get("notes", [])))
+        value_label = (f"A − B, normalised {comparison.get('metric_label', metric_label(result))}" if normalised
+                       else f"A − B, patched {comparison.get('metric_label', metric_label(result))}")
+    fixed_range = (zmax if zmax is not None else 1.0) if normalised else zmax
+    if scale is None:
+        scale = "fixed" if normalised and (not result.complete or comparison is not None) else "symmetric"
+    limit = scale_limit(values, scale, fixed_range=fixed_range, percentile=percentile)
     return HeatmapPayload(
         kind="heatmap", version=1,
-        title=f"{_ANALYSIS_TITLES.get(result.analysis, result.analysis.replace('_', ' ').capitalize())}: "
-              f"{result.component.replace('_', ' ')} ({result.direction})",
+        title=title,
         subtitle=subtitle,
         values=values,
         row_labels=rows,
@@ -90,8 +154,13 @@ def patching_heatmap(result) -> HeatmapPayload:
         row_title=row_title,
         col_title=col_title,
         row_groups=groups,
-        value_label=f"normalised {metric_label(result)}",
-        zmax=_zmax(values),
+        value_label=value_label,
+        zmax=limit,
+        scale=scale,
+        fixed_range=fixed_range,
+        clip_percentile=float(percentile),
+        complete=bool(result.complete),
+        warnings=[str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in (result.warnings or [])],
     )
 
 
@@ -124,6 +193,8 @@ def static_heatmap_html(payload: HeatmapPayload) -> str:
         '<div class="attnlab-static" style="font:11px sans-serif">'
         f'<div style="font-weight:bold;font-size:13px">{e(payload["title"])}</div>'
         f'<div style="color:#555">{e(payload["subtitle"])}</div>'
+        + "".join(f'<div style="color:#8a4b00">warning: {e(w)}</div>' for w in payload.get("warnings") or [])
+        +
         f'<div style="color:#555">colour: {e(payload["value_label"])}, blue -{z:.3g} · white 0 · red +{z:.3g}; '
         f'rows: {e(payload["row_title"])}, columns: {e(payload["col_title"])}. Hover a cell for its value. '
         'Static view: install the attnlab JupyterLab extension for the interactive one.</div>'

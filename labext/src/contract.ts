@@ -38,9 +38,26 @@ export interface HeatmapPayload {
   row_groups: number[] | null;
   /** What a cell's number means, with its unit (`"normalised logit difference"`). */
   value_label: string;
-  /** Colour-scale limit: `-zmax` is full blue, 0 white, `+zmax` full red. */
+  /** Colour-scale limit: `-zmax` is full blue, 0 white, `+zmax` full red (the limit of `scale`, as shown first). */
   zmax: number;
+  /** Optional: the scale shown first (absent: `"symmetric"` with `zmax` as given). See {@link HeatmapScale}. */
+  scale?: HeatmapScale;
+  /** Optional: the limit of the `"fixed"` scale (1 for normalised scores), or null without a natural range. */
+  fixed_range?: number | null;
+  /** Optional: the percentile of the `"percentile"` scale (99). */
+  clip_percentile?: number;
+  /** Optional: false for an interrupted sweep. */
+  complete?: boolean;
+  /** Optional: plain-text warnings shown under the subtitle (baselines too close ...). */
+  warnings?: string[];
 }
+
+/**
+ * A heatmap colour scale: `"fixed"` is `±fixed_range`; `"symmetric"` ± the largest |value|; `"percentile"` ± the
+ * `clip_percentile`-th percentile of |value| (nearest rank), cells beyond it marked as clipped. Mirrors
+ * `HEATMAP_SCALES` in `attnlab/render/contract.py`.
+ */
+export type HeatmapScale = 'fixed' | 'symmetric' | 'percentile';
 
 /** `detail` of the bubbling `attnlab-cell-click` CustomEvent dispatched on the host element. */
 export interface HeatmapCellClickDetail {

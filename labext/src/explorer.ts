@@ -13,7 +13,9 @@ import type { HeatmapPayload } from './contract';
 import { htmlEl, svgEl } from './dom';
 import { NODE_CLICK_EVENT, renderCircuit } from './circuit';
 import type { CircuitPayload } from './contract';
-import { CELL_CLICK_EVENT, type HeatmapHandle, renderHeatmap } from './heatmap';
+import { CELL_CLICK_EVENT, type HeatmapHandle, payloadScale, renderHeatmap, scaleControl, scaleLimit } from './heatmap';
+import type { ScaleChoice } from './heatmap';
+import { exportButtons, fileStem } from './export';
 
 // ---- The slice of anywidget's model API used here.
 interface WidgetModel {
@@ -282,6 +284,8 @@ interface ExplorerView {
   model: WidgetModel;
   dom: ExplorerDom;
   state: ExplorerState;
+  /** The run comparison's controls and view (see `buildCompare`). */
+  cmp?: CompareDom;
 }
 
 /** A labelled control appended to `form`. */
@@ -447,7 +451,12 @@ function baselinesLine(b: { clean?: number; corrupted?: number; label?: string }
 }
 
 function renderBaselines({ model, dom }: ExplorerView): void {
-  dom.baselines.textContent = baselinesLine(model.get('baselines') ?? {});
+  const b = model.get('baselines') ?? {};
+  dom.baselines.textContent = baselinesLine(b);
+  // Baselines too close for normalised scores to mean much (attnlab.results.baseline_check): said right here.
+  for (const w of Array.isArray(b.warnings) ? b.warnings : []) {
+    htmlEl(dom.baselines.ownerDocument, 'div', 'attnlab-warning attnlab-baseline-warning', dom.baselines, `⚠ ${String(w)}`);
+  }
 }
 
 function renderHistory({ model, dom }: ExplorerView): void {
@@ -516,6 +525,7 @@ function renderDetail(view: ExplorerView): void {
   } else {
     htmlEl(doc, 'div', 'attnlab-note', panel, `${detail.name}: ${detail.message ?? ''}`);
   }
+  decorateDetail(view, detail);
 }
 
 function renderCircuitView({ model, dom }: ExplorerView): void {
@@ -596,8 +606,189 @@ function traitHandlers(view: ExplorerView): [string, () => void][] {
     ['change:selected_name', selection],
     ['change:detail_payload', detail],
     ['change:prompts', detail],
-    ['change:circuit', run(renderCircuitView)]
+    ['change:circuit', run(renderCircuitView)],
+    ['change:comparison', run(renderComparison)],
+    ['change:run_history', run(renderCompareChoices)]
   ];
+}
+
+// ---- Runs compared, detail-panel figures (self-contained: new functions only).
+
+/** The comparison's controls (two runs, the scores) and the view under the heatmap. */
+interface CompareDom {
+  a: HTMLSelectElement;
+  b: HTMLSelectElement;
+  scores: HTMLSelectElement;
+  button: HTMLButtonElement;
+  box: HTMLElement;
+}
+
+/**
+ * "compare run A with run B" controls after the history row, and the comparison view's box after the main area.
+ * Compare sends `{type: 'compare', a, b, scores}`; the kernel answers with the `comparison` trait.
+ */
+function buildCompare(doc: Document, view: ExplorerView): CompareDom {
+  const { dom, model } = view;
+  const row = doc.createElement('div');
+  row.className = 'attnlab-compare-controls';
+  dom.root.insertBefore(row, dom.plot.parentElement);
+  htmlEl(doc, 'span', '', row, 'compare run ');
+  const a = doc.createElement('select');
+  a.className = 'attnlab-compare-a';
+  row.appendChild(a);
+  htmlEl(doc, 'span', '', row, ' with ');
+  const b = doc.createElement('select');
+  b.className = 'attnlab-compare-b';
+  row.appendChild(b);
+  const scores = doc.createElement('select');
+  scores.className = 'attnlab-compare-scores';
+  setOptions(scores, [
+    { value: 'normalised', label: 'normalised scores (A − B, fractions of each gap)' },
+    { value: 'raw', label: 'raw patched metric (A − B, metric units)' }
+  ], 'normalised');
+  row.appendChild(scores);
+  const button = htmlEl(doc, 'button', 'attnlab-compare-run', row, 'Compare') as HTMLButtonElement;
+  button.addEventListener('click', () =>
+    model.send({ type: 'compare', a: Number(a.value), b: Number(b.value), scores: scores.value }));
+  const box = doc.createElement('div');
+  box.className = 'attnlab-explorer-compare';
+  box.hidden = true;
+  dom.root.insertBefore(box, dom.circuitBox);
+  return { a, b, scores, button, box };
+}
+
+/** The run menus of the comparison: A defaults to the run shown, B to the run before it. */
+function renderCompareChoices(view: ExplorerView): void {
+  const cmp = view.cmp;
+  if (!cmp) {
+    return;
+  }
+  const runs: { index: number; label: string }[] = view.model.get('run_history') ?? [];
+  const items = runs.map(r => ({ value: String(r.index), label: `#${r.index} · ${r.label}` }));
+  const keep = (sel: HTMLSelectElement, fallback: number): string =>
+    runs.some(r => String(r.index) === sel.value) ? sel.value : String(Math.max(0, fallback));
+  const n = runs.length;
+  const av = keep(cmp.a, n - 1);
+  const bv = keep(cmp.b, n - 2);
+  setOptions(cmp.a, items, av);
+  setOptions(cmp.b, items, bv);
+  cmp.button.disabled = n < 2;
+}
+
+/** Runs A and B side by side on one colour scale, and their difference; or why they cannot be compared. */
+function renderComparison(view: ExplorerView): void {
+  const cmp = view.cmp;
+  if (!cmp) {
+    return;
+  }
+  const { box } = cmp;
+  const doc = box.ownerDocument;
+  const c = view.model.get('comparison') ?? {};
+  box.replaceChildren();
+  box.removeAttribute('data-scores');
+  if (!c.a && !c.error) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  const head = htmlEl(doc, 'div', 'attnlab-compare-header', box);
+  htmlEl(doc, 'div', 'attnlab-title', head, `Runs compared: #${c.a_index} (A) and #${c.b_index} (B)`);
+  const close = htmlEl(doc, 'button', 'attnlab-compare-close', head, 'Close') as HTMLButtonElement;
+  close.setAttribute('data-export', 'skip');
+  close.addEventListener('click', () => view.model.send({ type: 'close_compare' }));
+  if (c.error) {
+    box.setAttribute('data-error', 'true');
+    htmlEl(doc, 'div', 'attnlab-error-text attnlab-compare-error', box, `cannot compare: ${String(c.error)}`);
+    return;
+  }
+  box.removeAttribute('data-error');
+  box.setAttribute('data-scores', String(c.scores));
+  const names: string[] = c.names ?? [];
+  const sub = htmlEl(doc, 'div', 'attnlab-subtitle', box,
+    `A = ${names[0] ?? ''} · B = ${names[1] ?? ''} · ` +
+      (c.scores === 'raw' ? 'raw patched metric, in its units' : 'normalised scores (each run against its own gap)') +
+      '; the difference is A − B on the cells both runs computed; one colour scale for all three');
+  sub.setAttribute('data-export-text', '');
+  for (const note of c.notes ?? []) {
+    htmlEl(doc, 'div', 'attnlab-note attnlab-compare-note', box, String(note)).setAttribute('data-export-text', '');
+  }
+  const toolbar = htmlEl(doc, 'div', 'attnlab-heatmap-toolbar', box);
+  toolbar.setAttribute('data-export', 'skip');
+  const grid = htmlEl(doc, 'div', 'attnlab-compare-grid', box);
+  const payloads = [c.a, c.b, c.diff] as HeatmapPayload[];
+  const values = payloads.map(p => p.values);
+  let choice: ScaleChoice = payloadScale(c.diff);
+  let zmax = scaleLimit(values, choice);
+  const handles = (['a', 'b', 'diff'] as const).map((key, i) => {
+    const panel = htmlEl(doc, 'div', 'attnlab-compare-panel', grid);
+    panel.setAttribute('data-panel', key);
+    return renderHeatmap(panel, payloads[i], { scale: choice, scaleValues: values, scaleControl: false });
+  });
+  scaleControl(toolbar, () => ({ choice, zmax }), next => {
+    choice = next;
+    zmax = scaleLimit(values, choice);
+    handles.forEach(h => h.setScale(next));
+  });
+  exportButtons(toolbar, () => box, () => fileStem(`attnlab-compare-${c.a_index}-${c.b_index}`));
+}
+
+/** The attention strip's colour bar: shading from 0 to this row's largest weight, as `patternView` draws it. */
+function patternColourBar(section: HTMLElement, strip: HTMLElement): void {
+  const doc = section.ownerDocument;
+  const weights = Array.from(strip.querySelectorAll('[data-attn]'))
+    .map(el => Number(el.getAttribute('data-attn')))
+    .filter(v => Number.isFinite(v));
+  const max = Math.max(1e-9, ...weights);
+  const W = 420;
+  const svg = svgEl(doc, 'svg', { class: 'attnlab-legend attnlab-pattern-legend', width: W, height: 34, viewBox: `0 0 ${W} 34`, role: 'img',
+    'aria-label': `shading: attention probability from 0 (white) to ${fmt(max, 3)} (darkest), this row's largest weight` });
+  const id = `attnlab-pattern-grad-${Math.random().toString(36).slice(2)}`;
+  const grad = svgEl(doc, 'linearGradient', { id, x1: 0, x2: 1, y1: 0, y2: 0 }, svgEl(doc, 'defs', {}, svg));
+  svgEl(doc, 'stop', { offset: '0%', 'stop-color': 'rgb(255, 255, 255)' }, grad);
+  svgEl(doc, 'stop', { offset: '100%', 'stop-color': 'rgb(178, 24, 43)', 'stop-opacity': 0.85 }, grad);
+  svgEl(doc, 'rect', { x: 10, y: 3, width: 160, height: 10, fill: `url(#${id})`, class: 'attnlab-legend-bar' }, svg);
+  for (const [f, text] of [[0, '0'], [1, fmt(max, 3)]] as [number, string][]) {
+    svgEl(doc, 'line', { x1: 10 + 160 * f, x2: 10 + 160 * f, y1: 13, y2: 17, class: 'attnlab-tick' }, svg);
+    const t = svgEl(doc, 'text', { x: 10 + 160 * f, y: 27, 'text-anchor': 'middle', class: 'attnlab-legend-tick' }, svg);
+    t.textContent = text;
+  }
+  const lab = svgEl(doc, 'text', { x: 200, y: 8, 'dominant-baseline': 'central', class: 'attnlab-legend-label' }, svg);
+  lab.textContent = 'attention probability';
+  const lab2 = svgEl(doc, 'text', { x: 200, y: 23, 'dominant-baseline': 'central', class: 'attnlab-legend-tick' }, svg);
+  lab2.textContent = "(darkest = this row's largest weight)";
+  strip.insertAdjacentElement('afterend', svg);
+}
+
+/**
+ * After a detail panel is drawn: each section gets SVG/PNG export buttons in its heading (the figure holds the
+ * heading, its captions and charts), and the attention strip gets a colour bar and is exported as boxes.
+ */
+function decorateDetail(view: ExplorerView, detail: any): void {
+  const panel = view.dom.panel;
+  const name = String(detail?.name ?? 'detail');
+  const modelName = String(view.model.get('model_name') ?? '');
+  const prompts: string[] = view.model.get('prompts') ?? [];
+  panel.querySelectorAll('.attnlab-detail-title').forEach(el => el.setAttribute('data-export-text', 'title'));
+  panel.querySelectorAll('section.attnlab-detail-section').forEach(node => {
+    const sec = node as HTMLElement;
+    const heading = sec.querySelector('.attnlab-detail-heading') as HTMLElement | null;
+    if (!heading || sec.querySelector('.attnlab-export')) {
+      return;
+    }
+    heading.setAttribute('data-export-text', 'title');
+    sec.querySelectorAll('.attnlab-pattern-caption, .attnlab-chart-title, .attnlab-bar-caption, .attnlab-note').forEach(el =>
+      el.setAttribute('data-export-text', ''));
+    sec.querySelectorAll('table tr').forEach(tr => tr.setAttribute('data-export-boxes', '')); // the logit lens
+    const strip = sec.querySelector('.attnlab-pattern') as HTMLElement | null;
+    if (strip) {
+      strip.setAttribute('data-export-boxes', '');
+      patternColourBar(sec, strip);
+    }
+    const what = heading.textContent ?? '';
+    const p = detail?.prompt?.index;
+    exportButtons(heading, () => sec, () => fileStem(`${name}-${what}`), () =>
+      `${modelName} · ${name}` + (strip && typeof p === 'number' ? ` · prompt ${p}` + (prompts[p] ? `: ${prompts[p]}` : '') : ''));
+  });
 }
 
 function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
@@ -609,6 +800,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     dom: buildDom(doc, el),
     state: { lastMessage: '', handle: null, dest: null, destFor: '' }
   };
+  view.cmp = buildCompare(doc, view);
   bindControls(view);
   bindSelection(view);
   const handlers = traitHandlers(view);
@@ -617,7 +809,8 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     model.on(ev, fn);
   }
   model.on('msg:custom', onCustom);
-  const initial = [renderControls, renderStatus, renderBaselines, renderHistory, renderPlot, renderDetail, renderCircuitView];
+  const initial = [renderControls, renderStatus, renderBaselines, renderHistory, renderPlot, renderDetail, renderCircuitView,
+    renderCompareChoices, renderComparison];
   for (const fn of initial) {
     fn(view);
   }

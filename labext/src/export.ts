@@ -4,9 +4,11 @@
  * on screen.
  *
  * A view is HTML (title, subtitle, scroll boxes) around one or more SVGs. `figureSvg(root)` composes them into one
- * SVG: the texts of `root`'s `.attnlab-title` and `.attnlab-subtitle` elements (and any element marked
- * `data-export-text`) become `<text>` lines at the top, and each top-level SVG inside `root` is cloned at its offset
- * from `root`, full size even where a scroll box clips it on screen. Computed styles (fills, strokes, fonts) are
+ * SVG, each piece at its offset from `root` as on screen: the texts of `root`'s `.attnlab-title` and
+ * `.attnlab-subtitle` elements (and any element marked `data-export-text`, bold when its value is `"title"`) become
+ * `<text>` lines wrapped to their width, each top-level SVG inside `root` is cloned full size even where a scroll box
+ * clips it on screen, and HTML strips marked `data-export-boxes` (tokens shaded by attention) become rectangles with
+ * their text. `url(#id)` references (gradients, hatching) stay local to the file. Computed styles (fills, strokes, fonts) are
  * written inline on the clone, so the file looks like the view without the page's stylesheet. Elements marked
  * `data-export="skip"` (buttons, tooltips) are left out.
  *
@@ -56,6 +58,15 @@ function topLevelSvgs(root: HTMLElement): SVGSVGElement[] {
   return out;
 }
 
+/**
+ * A computed `url(...)` reference as a local one: browsers resolve `fill="url(#id)"` against the page
+ * (`url("http://host/lab/tree/x.ipynb#id")`), which a standalone file or a PNG drawn from a data URL cannot follow;
+ * the referenced gradient or pattern travels inside the figure, so `url(#id)` is what the file needs.
+ */
+export function localUrl(value: string): string {
+  return value.replace(/url\(\s*(["']?)[^"')#]*#([^"')]+)\1\s*\)/g, 'url(#$2)');
+}
+
 /** Copy computed presentation styles from `src` (in the page) to `dst` (its clone), element by element. */
 function inlineStyles(src: Element, dst: Element): void {
   const view = src.ownerDocument.defaultView;
@@ -65,7 +76,7 @@ function inlineStyles(src: Element, dst: Element): void {
     for (const p of STYLE_PROPS) {
       const v = cs.getPropertyValue(p);
       if (v) {
-        decl.push(`${p}:${v}`);
+        decl.push(`${p}:${localUrl(v)}`);
       }
     }
     const own = dst.getAttribute('style');
@@ -97,33 +108,128 @@ function wrap(text: string, maxChars: number): string[] {
   return lines;
 }
 
-/** The header texts of a view: [text, font size, bold] for its title, subtitle and `data-export-text` elements. */
-function headerTexts(root: HTMLElement): [string, number, boolean][] {
-  const out: [string, number, boolean][] = [];
-  root.querySelectorAll('.attnlab-title, .attnlab-subtitle, [data-export-text]').forEach(el => {
-    if (el.closest('[data-export="skip"]') || el.closest('svg')) {
+/** One piece of a figure: an SVG, a block of text, or an HTML strip of boxes, at its offset from the view's root. */
+type Piece =
+  | { kind: 'svg'; el: SVGSVGElement; x: number; y: number; w: number; h: number }
+  | { kind: 'text'; lines: string[]; size: number; bold: boolean; color: string; x: number; y: number; w: number; h: number }
+  | { kind: 'boxes'; el: HTMLElement; x: number; y: number; w: number; h: number };
+
+/** Average advance of a character in em, generous for sans-serif text (wrapping uses it). */
+const CHAR_EM = 0.56;
+
+/**
+ * The text blocks of a view: its `.attnlab-title`, `.attnlab-subtitle` and `[data-export-text]` elements (not
+ * inside an SVG or a skipped element), at their places, wrapped to their on-screen width. A title is bold.
+ */
+function textPieces(root: HTMLElement, base: DOMRect): Piece[] {
+  const out: Piece[] = [];
+  const view = root.ownerDocument.defaultView;
+  root.querySelectorAll('.attnlab-title, .attnlab-subtitle, [data-export-text]').forEach(node => {
+    const el = node as HTMLElement;
+    if (el.closest('[data-export="skip"]') || el.closest('svg') || el.parentElement?.closest('[data-export-text]')) {
       return;
     }
-    const text = (el.textContent ?? '').trim();
-    if (text) {
-      const title = el.classList.contains('attnlab-title');
-      out.push([text, title ? TITLE_FONT : SUBTITLE_FONT, title]);
+    const text = ownText(el).replace(/\s+/g, ' ').trim();
+    const r = el.getBoundingClientRect();
+    if (!text || r.width === 0) {
+      return;
+    }
+    const cs = view?.getComputedStyle(el);
+    const size = parseFloat(cs?.fontSize ?? '') || SUBTITLE_FONT;
+    const weight = cs?.fontWeight ?? '';
+    const bold = el.classList.contains('attnlab-title') || el.getAttribute('data-export-text') === 'title' || Number(weight) >= 600 || weight === 'bold';
+    const maxChars = Math.max(24, Math.floor(r.width / (size * CHAR_EM)));
+    const lines = wrap(text, maxChars);
+    const w = Math.max(r.width, ...lines.map(l => l.length * size * CHAR_EM));
+    out.push({ kind: 'text', lines, size, bold, color: cs?.color || '#222222', x: r.left - base.left, y: r.top - base.top, w, h: lines.length * size * 1.35 });
+  });
+  return out;
+}
+
+/** The text of `el` without what its `data-export="skip"` descendants (buttons, menus) say. */
+function ownText(el: HTMLElement): string {
+  if (!el.querySelector('[data-export="skip"], select, button')) {
+    return el.textContent ?? '';
+  }
+  const copy = el.cloneNode(true) as HTMLElement;
+  copy.querySelectorAll('[data-export="skip"], select, button').forEach(n => n.remove());
+  return copy.textContent ?? '';
+}
+
+/** HTML strips marked `data-export-boxes` (e.g. tokens shaded by attention): each child becomes a box with its text. */
+function boxPieces(root: HTMLElement, base: DOMRect): Piece[] {
+  const out: Piece[] = [];
+  root.querySelectorAll('[data-export-boxes]').forEach(node => {
+    const el = node as HTMLElement;
+    if (el.closest('[data-export="skip"]')) {
+      return;
+    }
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0) {
+      out.push({ kind: 'boxes', el, x: r.left - base.left, y: r.top - base.top, w: r.width, h: r.height });
     }
   });
   return out;
+}
+
+/** Draw the children of an HTML strip as SVG rectangles (background, border) with their text, at their places. */
+function drawBoxes(doc: Document, out: SVGSVGElement, strip: HTMLElement, dx: number, dy: number): void {
+  const view = doc.defaultView;
+  const base = strip.getBoundingClientRect();
+  const g = doc.createElementNS(SVG_NS, 'g');
+  g.setAttribute('class', 'attnlab-export-boxes');
+  g.setAttribute('transform', `translate(${dx}, ${dy})`);
+  Array.from(strip.children).forEach(child => {
+    const c = child as HTMLElement;
+    const r = c.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) {
+      return;
+    }
+    const cs = view?.getComputedStyle(c);
+    const rect = doc.createElementNS(SVG_NS, 'rect');
+    rect.setAttribute('x', String(r.left - base.left));
+    rect.setAttribute('y', String(r.top - base.top));
+    rect.setAttribute('width', String(r.width));
+    rect.setAttribute('height', String(r.height));
+    rect.setAttribute('fill', cs?.backgroundColor || 'none');
+    const border = !cs ? '#dddddd' : cs.borderTopStyle !== 'none' ? cs.borderTopColor
+      : cs.borderBottomStyle !== 'none' ? cs.borderBottomColor : 'none';
+    rect.setAttribute('stroke', border);
+    rect.setAttribute('stroke-width', '1');
+    if (cs && parseFloat(cs.opacity) < 1) {
+      rect.setAttribute('opacity', cs.opacity);
+    }
+    g.appendChild(rect);
+    const t = doc.createElementNS(SVG_NS, 'text');
+    t.setAttribute('x', String(r.left - base.left + r.width / 2));
+    t.setAttribute('y', String(r.top - base.top + r.height / 2));
+    t.setAttribute('text-anchor', 'middle');
+    t.setAttribute('dominant-baseline', 'central');
+    t.setAttribute('font-size', cs?.fontSize || '12px');
+    t.setAttribute('font-family', cs?.fontFamily || 'monospace');
+    t.setAttribute('fill', cs?.color || '#111111');
+    t.setAttribute('xml:space', 'preserve');
+    if (cs && parseFloat(cs.opacity) < 1) {
+      t.setAttribute('opacity', cs.opacity);
+    }
+    t.textContent = c.textContent ?? '';
+    g.appendChild(t);
+  });
+  out.appendChild(g);
 }
 
 /**
  * Compose the view under `root` into one standalone SVG element (not attached to the page).
  *
  * Args: `root`, the view's outer element; `title`, an optional first line (e.g. the model and task) put above the
- * view's own title. Returns an `<svg>` with a white background, the header lines, then each of the view's SVGs at
- * its offset from `root`. Throws `Error` if the view draws no SVG (nothing to export).
+ * view. Returns an `<svg>` with a white background and, each at its offset from `root` as on screen: the view's
+ * title, subtitle and `data-export-text` texts (wrapped to their width), its SVGs (whole, even where a scroll box
+ * clips them) and its `data-export-boxes` strips. Throws `Error` if the view draws neither an SVG nor a strip.
  */
 export function figureSvg(root: HTMLElement, title?: string): SVGSVGElement {
   const doc = root.ownerDocument;
   const svgs = topLevelSvgs(root);
-  if (svgs.length === 0) {
+  if (svgs.length === 0 && !root.querySelector('[data-export-boxes]')) {
     throw new Error('attnlab: this view has nothing drawn to export yet');
   }
   // Scroll boxes are reset while measuring, so a clipped SVG is placed (and exported) whole.
@@ -137,38 +243,24 @@ export function figureSvg(root: HTMLElement, title?: string): SVGSVGElement {
   });
   try {
     const base = root.getBoundingClientRect();
-    const placed = svgs.map(s => {
+    const pieces: Piece[] = svgs.map(s => {
       const r = s.getBoundingClientRect();
-      const w = Number(s.getAttribute('width')) || r.width;
-      const h = Number(s.getAttribute('height')) || r.height;
-      return { s, x: r.left - base.left, y: r.top - base.top, w, h };
+      // the size drawn on screen (an SVG scaled by CSS keeps its viewBox), else its own attributes
+      const scaled = s.hasAttribute('viewBox');
+      const w = (scaled && r.width) || Number(s.getAttribute('width')) || r.width;
+      const h = (scaled && r.height) || Number(s.getAttribute('height')) || r.height;
+      return { kind: 'svg' as const, el: s, x: r.left - base.left, y: r.top - base.top, w, h };
     });
-    const minX = Math.min(...placed.map(p => p.x));
-    const minY = Math.min(...placed.map(p => p.y));
-    const contentW = Math.max(...placed.map(p => p.x - minX + p.w));
-    const contentH = Math.max(...placed.map(p => p.y - minY + p.h));
+    pieces.push(...textPieces(root, base), ...boxPieces(root, base));
+    const minX = Math.min(...pieces.map(p => p.x));
+    const minY = Math.min(...pieces.map(p => p.y));
+    const contentW = Math.max(...pieces.map(p => p.x - minX + p.w));
+    const contentH = Math.max(...pieces.map(p => p.y - minY + p.h));
 
-    const lines: [string, number, boolean][] = [];
-    const maxChars = Math.max(40, Math.floor(contentW / (SUBTITLE_FONT * 0.6)));
-    const texts = headerTexts(root);
-    if (title) {
-      texts.unshift([title, TITLE_FONT, true]);
-    }
-    for (const [text, size, bold] of texts) {
-      for (const line of wrap(text, bold ? Math.floor((maxChars * SUBTITLE_FONT) / TITLE_FONT) : maxChars)) {
-        lines.push([line, size, bold]);
-      }
-    }
-    let headerH = MARGIN;
-    const lineYs: number[] = [];
-    for (const [, size] of lines) {
-      headerH += size * 1.35;
-      lineYs.push(headerH);
-    }
-    headerH += lines.length ? MARGIN : 0;
-
+    const top: string[] = title ? wrap(title, Math.max(40, Math.floor(contentW / (TITLE_FONT * CHAR_EM)))) : [];
+    const headerH = top.length ? MARGIN + top.length * TITLE_FONT * 1.35 : 0;
     const width = Math.ceil(contentW + 2 * MARGIN);
-    const height = Math.ceil(headerH + contentH + MARGIN);
+    const height = Math.ceil(headerH + MARGIN + contentH + MARGIN);
     const out = doc.createElementNS(SVG_NS, 'svg') as SVGSVGElement;
     out.setAttribute('xmlns', SVG_NS);
     out.setAttribute('width', String(width));
@@ -180,29 +272,40 @@ export function figureSvg(root: HTMLElement, title?: string): SVGSVGElement {
     bg.setAttribute('height', '100%');
     bg.setAttribute('fill', '#ffffff');
     out.appendChild(bg);
-    lines.forEach(([text, size, bold], i) => {
+    const textEl = (text: string, x: number, y: number, size: number, bold: boolean, color: string, cls: string) => {
       const t = doc.createElementNS(SVG_NS, 'text');
-      t.setAttribute('x', String(MARGIN));
-      t.setAttribute('y', String(lineYs[i]));
+      t.setAttribute('x', String(x));
+      t.setAttribute('y', String(y));
       t.setAttribute('font-size', String(size));
-      t.setAttribute('fill', '#222222');
+      t.setAttribute('fill', color);
       if (bold) {
         t.setAttribute('font-weight', 'bold');
       }
-      t.setAttribute('class', bold ? 'attnlab-export-title' : 'attnlab-export-subtitle');
+      t.setAttribute('class', cls);
       t.textContent = text;
       out.appendChild(t);
-    });
-    for (const p of placed) {
-      const clone = p.s.cloneNode(true) as SVGSVGElement;
-      inlineStyles(p.s, clone);
-      clone.querySelectorAll('[data-export="skip"]').forEach(el => el.remove());
-      clone.setAttribute('x', String(MARGIN + p.x - minX));
-      clone.setAttribute('y', String(headerH + p.y - minY));
-      clone.setAttribute('width', String(p.w));
-      clone.setAttribute('height', String(p.h));
-      clone.style.removeProperty('display');
-      out.appendChild(clone);
+    };
+    top.forEach((line, i) => textEl(line, MARGIN, MARGIN + (i + 1) * TITLE_FONT * 1.35 - 4, TITLE_FONT, true, '#222222', 'attnlab-export-title'));
+    const ox = MARGIN - minX;
+    const oy = headerH + MARGIN - minY;
+    for (const p of pieces) {
+      if (p.kind === 'text') {
+        p.lines.forEach((line, i) =>
+          textEl(line, ox + p.x, oy + p.y + (i + 1) * p.size * 1.35 - p.size * 0.3, p.size, p.bold, p.color,
+            p.bold ? 'attnlab-export-title' : 'attnlab-export-subtitle'));
+      } else if (p.kind === 'boxes') {
+        drawBoxes(doc, out, p.el, ox + p.x, oy + p.y);
+      } else {
+        const clone = p.el.cloneNode(true) as SVGSVGElement;
+        inlineStyles(p.el, clone);
+        clone.querySelectorAll('[data-export="skip"]').forEach(el => el.remove());
+        clone.setAttribute('x', String(ox + p.x));
+        clone.setAttribute('y', String(oy + p.y));
+        clone.setAttribute('width', String(p.w));
+        clone.setAttribute('height', String(p.h));
+        clone.style.removeProperty('display');
+        out.appendChild(clone);
+      }
     }
     return out;
   } finally {

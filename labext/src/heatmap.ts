@@ -14,18 +14,46 @@
  * e.g. "L9 · END\ntoken \" Mary\"\n0.8123 normalised logit difference". See {@link formatTooltip}.
  */
 
-import type { HeatmapCellClickDetail, HeatmapPayload } from './contract';
+import type { HeatmapCellClickDetail, HeatmapPayload, HeatmapScale } from './contract';
 import { Attrs, htmlEl, svgEl } from './dom';
+import { exportButtons, fileStem } from './export';
 
 /** Name of the bubbling CustomEvent dispatched on the host element when a cell is clicked. */
 export const CELL_CLICK_EVENT = 'attnlab-cell-click';
 
-/** What {@link renderHeatmap} returns: select a cell from code (no click event is dispatched). */
+/** What {@link renderHeatmap} returns: select a cell from code (no click event is dispatched), change the scale. */
 export interface HeatmapHandle {
   select(row: number | null, col?: number): void;
+  /** Redraw the cells and the colour bar on another scale (no event is dispatched). */
+  setScale(choice: ScaleChoice): void;
+  /** The scale shown now. */
+  scale(): ScaleChoice;
 }
 
-const NO_HANDLE: HeatmapHandle = { select: () => undefined };
+const NO_HANDLE: HeatmapHandle = {
+  select: () => undefined,
+  setScale: () => undefined,
+  scale: () => ({ mode: 'symmetric', fixed: null, percentile: 99 })
+};
+
+/** A colour-scale choice: the mode, the fixed range (null: none given) and the clipping percentile. */
+export interface ScaleChoice {
+  mode: HeatmapScale;
+  fixed: number | null;
+  percentile: number;
+}
+
+/** Options of {@link renderHeatmap}. */
+export interface HeatmapOptions {
+  /** The scale shown first (default: the payload's `scale`, `fixed_range` and `clip_percentile`). */
+  scale?: ScaleChoice;
+  /** Matrices whose values set the automatic scales (default: the payload's own); views on one shared scale pass all. */
+  scaleValues?: (number | null)[][][];
+  /** Draw the scale menu in the header (default true); views that share one scale draw their own. */
+  scaleControl?: boolean;
+  /** Draw the SVG/PNG export buttons in the header (default true). */
+  exportControls?: boolean;
+}
 
 
 // Font sizes in px; they mirror style/index.css and drive the layout estimates below.
@@ -40,6 +68,8 @@ const MONO_EM = 0.62;
 const MAX_TOKEN_CHARS = 32;
 
 const LEGEND_BAR_WIDTH = 200;
+/** Value labels longer than this go on their own line under the colour bar's ticks. */
+const LEGEND_LABEL_INLINE_CHARS = 28;
 
 /** Colour stops of the diverging scale, t in [-1, 1]: blue, light blue, white, light red, red. */
 const STOPS: ReadonlyArray<readonly [number, readonly [number, number, number]]> = [
@@ -111,6 +141,85 @@ function formatTick(v: number): string {
   return v > 0 ? `+${s}` : s;
 }
 
+/**
+ * The colour-scale limit of `choice` over `matrices` (mirrors `scale_limit` in `attnlab/render/views.py`):
+ * `fixed` is the fixed range (symmetric when none); `symmetric` the largest |value|; `percentile` the
+ * `ceil(p/100 * n)`-th smallest |value| of the n finite cells. 1 when nothing is computed or all values are 0.
+ */
+export function scaleLimit(matrices: readonly (readonly (number | null)[])[][], choice: ScaleChoice): number {
+  if (choice.mode === 'fixed' && choice.fixed !== null && Number.isFinite(choice.fixed) && choice.fixed > 0) {
+    return choice.fixed;
+  }
+  const flat: number[] = [];
+  for (const m of matrices) {
+    for (const row of m ?? []) {
+      for (const v of row ?? []) {
+        if (typeof v === 'number' && Number.isFinite(v)) {
+          flat.push(Math.abs(v));
+        }
+      }
+    }
+  }
+  if (flat.length === 0) {
+    return 1;
+  }
+  let top: number;
+  if (choice.mode === 'percentile') {
+    flat.sort((a, b) => a - b);
+    const p = Math.min(100, Math.max(1e-9, choice.percentile));
+    top = flat[Math.max(0, Math.ceil((p / 100) * flat.length) - 1)];
+  } else {
+    top = Math.max(...flat);
+  }
+  return top > 0 ? top : 1;
+}
+
+/** The payload's own scale choice (absent fields: symmetric, no fixed range, p99). */
+export function payloadScale(payload: HeatmapPayload): ScaleChoice {
+  const fixed = typeof payload.fixed_range === 'number' && payload.fixed_range > 0 ? payload.fixed_range : null;
+  const mode: HeatmapScale =
+    payload.scale === 'fixed' || payload.scale === 'percentile' || payload.scale === 'symmetric' ? payload.scale : 'symmetric';
+  const percentile = typeof payload.clip_percentile === 'number' ? payload.clip_percentile : 99;
+  return { mode, fixed, percentile };
+}
+
+/** `99` -> `"p99"`, `99.5` -> `"p99.5"`. */
+const pct = (p: number): string => `p${Number(p.toPrecision(4))}`;
+
+/** One line saying which scale is shown, e.g. `"scale: clipped at p99 (±0.412); 3 cells beyond, marked ●"`. */
+export function scaleCaption(choice: ScaleChoice, zmax: number, clipped: number): string {
+  const what =
+    choice.mode === 'fixed' && choice.fixed !== null
+      ? `fixed ±${formatTick(zmax).replace('+', '')}`
+      : choice.mode === 'percentile'
+        ? `clipped at ${pct(choice.percentile)} (±${formatTick(zmax).replace('+', '')})`
+        : `symmetric ±max |value| (${formatTick(zmax).replace('+', '')})`;
+  return `scale: ${what}` + (clipped > 0 ? `; ${clipped} cell${clipped === 1 ? '' : 's'} beyond, marked ●` : '');
+}
+
+/**
+ * The colour bar's tick labels at fractions `f` of the bar (-1 .. 1), thinned so that no two collide: the five
+ * ticks -z, -z/2, 0, +z/2, +z when their labels fit the spacing, else -z, 0, +z. The end labels get `≤` / `≥`
+ * when cells beyond the limit are clipped.
+ */
+export function legendTicks(zmax: number, clipped: boolean, barWidth = LEGEND_BAR_WIDTH): { f: number; text: string }[] {
+  const ticks = [-1, -0.5, 0, 0.5, 1].map(f => ({ f, text: formatTick(f * zmax) }));
+  if (clipped) {
+    ticks[0].text = `≤${ticks[0].text}`;
+    ticks[4].text = `≥${ticks[4].text}`;
+  }
+  const fits = (ts: { f: number; text: string }[]): boolean =>
+    ts.every((t, i) => {
+      if (i === 0) {
+        return true;
+      }
+      const prev = ts[i - 1];
+      const gap = ((t.f - prev.f) / 2) * barWidth;
+      return gap >= (textWidth(t.text, SMALL_FONT) + textWidth(prev.text, SMALL_FONT)) / 2 + 4;
+    });
+  return fits(ticks) ? ticks : [ticks[0], ticks[2], ticks[4]];
+}
+
 function clamp(x: number, lo: number, hi: number): number {
   return Math.max(lo, Math.min(hi, x));
 }
@@ -141,33 +250,65 @@ function hatchPattern(doc: Document, defs: Element, id: string): void {
   svgEl(doc, 'line', { x1: 0, y1: 0, x2: 0, y2: 6, class: 'attnlab-hatch-line' }, p);
 }
 
-/** Colour bar from -zmax to +zmax with ticks, the value label, and a "not computed" swatch if needed. */
+/** What the colour bar says besides its range: which scale, and how many cells it clips. */
+interface LegendInfo {
+  caption: string;
+  clipped: number;
+}
+
+/**
+ * Colour bar from -zmax to +zmax with ticks that never collide ({@link legendTicks}), the value label, a "not
+ * computed" swatch if needed, a "clipped" swatch when cells lie beyond the limit, and a caption naming the scale.
+ */
 function renderLegend(
   doc: Document,
   parent: Element,
   uid: string,
   zmax: number,
   valueLabel: string,
-  hasMissing: boolean
-): void {
-  const x0 = 20;
+  hasMissing: boolean,
+  info?: LegendInfo
+): SVGSVGElement {
+  const clipped = info?.clipped ?? 0;
+  const ticks = legendTicks(zmax, clipped > 0);
+  const x0 = Math.max(20, Math.ceil(textWidth(ticks[0].text, SMALL_FONT) / 2) + 4);
   const barY = 4;
   const barH = 12;
-  const labelX = x0 + LEGEND_BAR_WIDTH + 14;
-  let width = labelX + textWidth(valueLabel, LABEL_FONT) + 8;
+  const afterBar = x0 + LEGEND_BAR_WIDTH + Math.max(14, Math.ceil(textWidth(ticks[ticks.length - 1].text, SMALL_FONT) / 2) + 6);
+  // a long value label goes on its own line under the ticks, so the colour bar stays narrow enough for side-by-side
+  // views; a short one sits right of the bar
+  const labelBelow = valueLabel.length > LEGEND_LABEL_INLINE_CHARS;
+  const labelX = labelBelow ? 4 : afterBar;
+  let width = labelBelow ? afterBar - 6 : labelX + textWidth(valueLabel, LABEL_FONT) + 8;
   const missingX = width + 12;
   const missingText = 'not computed';
   if (hasMissing) {
     width = missingX + 18 + textWidth(missingText, SMALL_FONT) + 8;
   }
-  const height = 38;
+  const clipX = width + 12;
+  const clipText = 'clipped';
+  if (clipped > 0) {
+    width = clipX + 18 + textWidth(clipText, SMALL_FONT) + 8;
+  }
+  const caption = info?.caption ?? '';
+  if (caption) {
+    width = Math.max(width, 8 + textWidth(caption, SMALL_FONT));
+  }
+  if (labelBelow) {
+    width = Math.max(width, 8 + textWidth(valueLabel, LABEL_FONT));
+  }
+  const lineY = (k: number): number => barY + barH + 29 + 15 * k; // baselines of the lines under the ticks
+  const captionLine = labelBelow ? 1 : 0;
+  const height = 38 + 15 * ((labelBelow ? 1 : 0) + (caption ? 1 : 0)) - (caption || labelBelow ? 1 : 0);
   const svg = svgEl(doc, 'svg', {
     class: 'attnlab-legend',
     width,
     height,
     viewBox: `0 0 ${width} ${height}`,
     role: 'img',
-    'aria-label': `colour scale from ${formatTick(-zmax)} (blue) through 0 (white) to ${formatTick(zmax)} (red)`
+    'aria-label': `colour scale from ${formatTick(-zmax)} (blue) through 0 (white) to ${formatTick(zmax)} (red)`,
+    'data-zmax': String(zmax),
+    'data-clipped': String(clipped)
   });
   parent.appendChild(svg);
   const defs = svgEl(doc, 'defs', {}, svg);
@@ -181,22 +322,19 @@ function renderLegend(
     { x: x0, y: barY, width: LEGEND_BAR_WIDTH, height: barH, fill: `url(#${uid}-grad)`, class: 'attnlab-legend-bar' },
     svg
   );
-  for (const f of [-1, -0.5, 0, 0.5, 1]) {
+  for (const { f, text } of ticks) {
     const x = x0 + ((f + 1) / 2) * LEGEND_BAR_WIDTH;
     svgEl(doc, 'line', { x1: x, x2: x, y1: barY + barH, y2: barY + barH + 4, class: 'attnlab-tick' }, svg);
-    svgText(doc, svg, formatTick(f * zmax), {
+    svgText(doc, svg, text, {
       x,
       y: barY + barH + 13,
       'text-anchor': 'middle',
-      class: 'attnlab-legend-tick'
+      class: 'attnlab-legend-tick attnlab-legend-value'
     });
   }
-  svgText(doc, svg, valueLabel, {
-    x: labelX,
-    y: barY + barH / 2,
-    'dominant-baseline': 'central',
-    class: 'attnlab-legend-label'
-  });
+  svgText(doc, svg, valueLabel, labelBelow
+    ? { x: labelX, y: lineY(0), class: 'attnlab-legend-label' }
+    : { x: labelX, y: barY + barH / 2, 'dominant-baseline': 'central', class: 'attnlab-legend-label' });
   if (hasMissing) {
     const defsId = `${uid}-hatch-legend`;
     hatchPattern(doc, defs, defsId);
@@ -213,6 +351,20 @@ function renderLegend(
       class: 'attnlab-legend-tick'
     });
   }
+  if (clipped > 0) {
+    svgEl(doc, 'rect', { x: clipX, y: barY, width: 14, height: barH, fill: divergingColor(1, 1), class: 'attnlab-legend-clip' }, svg);
+    svgEl(doc, 'circle', { cx: clipX + 7, cy: barY + barH / 2, r: 2.5, class: 'attnlab-clip-mark' }, svg);
+    svgText(doc, svg, clipText, {
+      x: clipX + 18,
+      y: barY + barH / 2,
+      'dominant-baseline': 'central',
+      class: 'attnlab-legend-tick'
+    });
+  }
+  if (caption) {
+    svgText(doc, svg, caption, { x: 4, y: lineY(captionLine), class: 'attnlab-legend-tick attnlab-legend-caption' });
+  }
+  return svg;
 }
 
 // ---- Data and layout (pure) ---------------------------------------------------------------------------------
@@ -380,8 +532,15 @@ export function tooltipPosition(
 
 // ---- DOM builders -------------------------------------------------------------------------------------------
 
-/** Title, subtitle (HTML, so long lines wrap) and the colour legend. */
-function drawHeader(doc: Document, root: Element, payload: HeatmapPayload, uid: string, data: HeatmapData): void {
+/** The header's parts that change with the scale: the toolbar (scale menu, export buttons) and the legend box. */
+interface HeaderParts {
+  header: HTMLElement;
+  toolbar: HTMLElement;
+  legendBox: HTMLElement;
+}
+
+/** Title, subtitle (HTML, so long lines wrap), warnings, a toolbar, and a box for the colour legend. */
+function drawHeader(doc: Document, root: Element, payload: HeatmapPayload): HeaderParts {
   const header = htmlEl(doc, 'div', 'attnlab-heatmap-header', root);
   if (payload.title) {
     htmlEl(doc, 'div', 'attnlab-title', header, String(payload.title));
@@ -389,7 +548,73 @@ function drawHeader(doc: Document, root: Element, payload: HeatmapPayload, uid: 
   if (payload.subtitle) {
     htmlEl(doc, 'div', 'attnlab-subtitle', header, String(payload.subtitle));
   }
-  renderLegend(doc, header, uid, data.zmax, String(payload.value_label ?? ''), data.hasMissing);
+  for (const w of Array.isArray(payload.warnings) ? payload.warnings : []) {
+    const el = htmlEl(doc, 'div', 'attnlab-warning', header, `⚠ ${String(w)}`);
+    el.setAttribute('data-export-text', '');
+  }
+  const toolbar = htmlEl(doc, 'div', 'attnlab-heatmap-toolbar', header);
+  toolbar.setAttribute('data-export', 'skip');
+  const legendBox = htmlEl(doc, 'div', 'attnlab-legend-box', header);
+  return { header, toolbar, legendBox };
+}
+
+/**
+ * The colour-scale menu (`select.attnlab-scale-mode`: fixed, symmetric, clip at a percentile) and the fixed range
+ * (`input.attnlab-scale-fixed`, shown for the fixed scale). `current()` reads the scale shown; `onChange` gets the
+ * new choice. Marked `data-export="skip"`.
+ */
+export function scaleControl(
+  parent: HTMLElement,
+  current: () => { choice: ScaleChoice; zmax: number },
+  onChange: (choice: ScaleChoice) => void
+): HTMLElement {
+  const doc = parent.ownerDocument;
+  const box = htmlEl(doc, 'label', 'attnlab-scale-control', parent, 'colour scale ');
+  box.setAttribute('data-export', 'skip');
+  const sel = doc.createElement('select');
+  sel.className = 'attnlab-scale-mode';
+  const { choice } = current();
+  const items: [HeatmapScale, string][] = [
+    ['fixed', choice.fixed !== null ? `fixed ±${formatTick(choice.fixed).replace('+', '')}` : 'fixed range'],
+    ['symmetric', 'symmetric (± largest |value|)'],
+    ['percentile', `clip outliers at ${pct(choice.percentile)}`]
+  ];
+  for (const [value, text] of items) {
+    const o = doc.createElement('option');
+    o.value = value;
+    o.textContent = text;
+    sel.appendChild(o);
+  }
+  sel.value = choice.mode;
+  box.appendChild(sel);
+  const input = doc.createElement('input');
+  input.type = 'number';
+  input.className = 'attnlab-scale-fixed';
+  input.min = '0';
+  input.step = 'any';
+  input.title = 'the fixed range: cells from -range (blue) to +range (red); larger |values| are marked as clipped';
+  box.appendChild(input);
+  const sync = (): void => {
+    const { choice: c, zmax } = current();
+    sel.value = c.mode;
+    input.hidden = c.mode !== 'fixed';
+    input.value = String(Number((c.fixed ?? zmax).toPrecision(4)));
+  };
+  sync();
+  sel.addEventListener('change', () => {
+    const { choice: c, zmax } = current();
+    const mode = sel.value as HeatmapScale;
+    onChange({ ...c, mode, fixed: mode === 'fixed' && c.fixed === null ? Number(zmax.toPrecision(4)) : c.fixed });
+    sync();
+  });
+  input.addEventListener('change', () => {
+    const v = Number(input.value);
+    if (Number.isFinite(v) && v > 0) {
+      onChange({ ...current().choice, mode: 'fixed', fixed: v });
+    }
+    sync();
+  });
+  return box;
 }
 
 /** The matrix's SVG in its scroll box, with the hatch pattern for cells not computed. */
@@ -423,7 +648,8 @@ function drawCells(
   payload: HeatmapPayload,
   uid: string,
   data: HeatmapData,
-  layout: HeatmapLayout
+  layout: HeatmapLayout,
+  zmax: number
 ): SVGRectElement[][] {
   const { gridX, gridY, cw, ch } = layout;
   const cellsG = svgEl(doc, 'g', { class: 'attnlab-cells' }, svg);
@@ -441,7 +667,7 @@ function drawCells(
           y: gridY + i * ch,
           width: cw,
           height: ch,
-          fill: v === null ? `url(#${uid}-hatch)` : divergingColor(v, data.zmax),
+          fill: v === null ? `url(#${uid}-hatch)` : divergingColor(v, zmax),
           'data-row': i,
           'data-col': j,
           'data-value': v === null ? 'null' : String(v),
@@ -456,6 +682,39 @@ function drawCells(
   const border = { x: gridX, y: gridY, width: layout.gridW, height: layout.gridH, class: 'attnlab-grid-border' };
   svgEl(doc, 'rect', border, svg);
   return cells;
+}
+
+/**
+ * Colour every cell on `±zmax` and mark the cells beyond it (`rect.attnlab-cell-clipped[data-clipped]`, with a
+ * dot `circle.attnlab-clip-mark` drawn in `g.attnlab-clip-marks` on top). Returns the number of clipped cells.
+ */
+function colourCells(doc: Document, svg: Element, view: { cells: SVGRectElement[][]; payload: HeatmapPayload }, layout: HeatmapLayout, zmax: number): number {
+  svg.querySelector('g.attnlab-clip-marks')?.remove();
+  const marks = svgEl(doc, 'g', { class: 'attnlab-clip-marks', 'pointer-events': 'none' });
+  const limit = zmax * (1 + 1e-9);
+  let clipped = 0;
+  view.cells.forEach((row, i) =>
+    row.forEach((rect, j) => {
+      const v = cellValue(view.payload, i, j);
+      if (v === null) {
+        return;
+      }
+      rect.setAttribute('fill', divergingColor(v, zmax));
+      const beyond = Math.abs(v) > limit;
+      rect.classList.toggle('attnlab-cell-clipped', beyond);
+      if (beyond) {
+        clipped++;
+        rect.setAttribute('data-clipped', 'true');
+        const r = Math.max(1, Math.min(layout.cw, layout.ch) / 5);
+        svgEl(doc, 'circle', { cx: layout.gridX + (j + 0.5) * layout.cw, cy: layout.gridY + (i + 0.5) * layout.ch, r, class: 'attnlab-clip-mark' }, marks);
+      } else {
+        rect.removeAttribute('data-clipped');
+      }
+    })
+  );
+  const border = svg.querySelector('rect.attnlab-grid-border');
+  svg.insertBefore(marks, border ? border.nextSibling : null);
+  return clipped;
 }
 
 /** Group separators: a thin line before each group start, through the row labels and across the grid. */
@@ -747,9 +1006,15 @@ function bindEvents(view: HeatmapView, svg: SVGSVGElement): void {
  * colLabel, value}})` on `host`. Arrow keys move the focus between cells.
  *
  * Returns a handle whose `select(row, col)` marks a cell as selected from code (e.g. a selection made in the kernel)
- * without dispatching the click event; `select(null)` clears the selection.
+ * without dispatching the click event; `select(null)` clears the selection; `setScale(choice)` redraws on another
+ * colour scale.
+ *
+ * The header holds the warnings (`div.attnlab-warning`), a toolbar with the colour-scale menu ({@link scaleControl})
+ * and the SVG/PNG export buttons (`./export`), and the colour bar, whose caption names the scale and how many cells
+ * it clips (marked with a dot). `options` choose the first scale, share one scale between views, and turn the
+ * toolbar's parts off.
  */
-export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): HeatmapHandle {
+export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload, options: HeatmapOptions = {}): HeatmapHandle {
   const doc = host.ownerDocument;
   const uid = `attnlab-${++instances}`;
   host.replaceChildren();
@@ -760,15 +1025,20 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
     return NO_HANDLE;
   }
   const data = heatmapData(payload);
-  drawHeader(doc, root, payload, uid, data);
+  const parts = drawHeader(doc, root, payload);
+  const scaleValues = options.scaleValues ?? [payload.values];
+  let choice: ScaleChoice = options.scale ?? payloadScale(payload);
+  // The payload's zmax is the kernel's limit of its own scale; a scale given here is computed here.
+  let zmax = options.scale || options.scaleValues ? scaleLimit(scaleValues, choice) : data.zmax;
   if (data.nRows === 0 || data.nCols === 0) {
+    renderLegend(doc, parts.legendBox, uid, zmax, String(payload.value_label ?? ''), data.hasMissing);
     htmlEl(doc, 'div', 'attnlab-empty', root, 'empty matrix');
     return NO_HANDLE;
   }
 
   const layout = heatmapLayout(payload, data);
   const svg = drawMatrixSvg(doc, root, payload, uid, layout);
-  const cells = drawCells(doc, svg, payload, uid, data, layout);
+  const cells = drawCells(doc, svg, payload, uid, data, layout, zmax);
   drawGroupSeparators(doc, svg, payload.row_groups, data.nRows, layout);
   drawRowLabels(doc, svg, payload, data, layout);
   drawColumnAxis(doc, svg, payload, data, layout);
@@ -778,11 +1048,35 @@ export function renderHeatmap(host: HTMLElement, payload: HeatmapPayload): Heatm
   const tooltip = drawTooltip(doc, root, uid);
 
   const view: HeatmapView = { host, root, payload, data, cells, tooltip, hoverBox, selectBox, selected: null };
+  const applyScale = (): void => {
+    const clipped = colourCells(doc, svg, view, layout, zmax);
+    parts.legendBox.replaceChildren();
+    renderLegend(doc, parts.legendBox, uid, zmax, String(payload.value_label ?? ''), data.hasMissing, {
+      caption: scaleCaption(choice, zmax, clipped),
+      clipped
+    });
+    root.setAttribute('data-scale', choice.mode);
+    root.setAttribute('data-zmax', String(zmax));
+  };
+  const setScale = (c: ScaleChoice): void => {
+    choice = c;
+    zmax = scaleLimit(scaleValues, choice);
+    applyScale();
+  };
+  applyScale();
+  if (options.scaleControl !== false) {
+    scaleControl(parts.toolbar, () => ({ choice, zmax }), setScale);
+  }
+  if (options.exportControls !== false) {
+    exportButtons(parts.toolbar, () => root, () => fileStem(String(payload.title || 'attnlab-heatmap')));
+  }
   bindEvents(view, svg);
   return {
     select: (row, col) => {
       const cell = row === null ? null : cells[row]?.[col ?? 0];
       mark(view, cell ?? null);
-    }
+    },
+    setScale,
+    scale: () => ({ ...choice })
   };
 }
