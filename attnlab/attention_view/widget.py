@@ -6,7 +6,8 @@ The front end is TypeScript in ``labext/src/attention.ts``, bundled by labext's 
 browser. The enlarged head is a synced trait (``selected``: [layer, head]), so Python can read and set it.
 
 Synced state: ``meta`` (model, text, tokens, dimensions, encoding), ``weights`` (bytes), ``selected`` ([layer, head]),
-``scale`` (``"unit"``: the enlarged head's colours span 0..1; ``"max"``: 0..that head's largest weight).
+``scale`` (``"unit"``: the enlarged head's colours span 0..1; ``"max"``: 0..that head's largest weight off token 0,
+which attends only to itself and is where attention sinks put their weight; larger weights show as the darkest).
 """
 
 import html
@@ -45,7 +46,7 @@ class AttentionView(anywidget.AnyWidget):
       colour scale from 0 to 1 with its colour bar;
     - the selected head enlarged (click a thumbnail): the full matrix with every token labelled on both axes (long
       tokens shortened, the full text in a tooltip), a colour bar with its range (0 to 1, or 0 to the head's largest
-      weight), and SVG/PNG export buttons.
+      weight off token 0), and SVG/PNG export buttons.
 
     Args:
         model: a loaded model (:func:`attnlab.load_model`; either backend).
@@ -70,8 +71,8 @@ class AttentionView(anywidget.AnyWidget):
                       ).tag(sync=True)
     selected = t.List(t.Int(), default_value=[0, 0], minlen=2, maxlen=2,
                       help="the enlarged head: [layer, head]").tag(sync=True)
-    scale = t.Unicode("unit", help="the enlarged head's colour range: 'unit' (0..1) or 'max' (0..its largest weight)"
-                      ).tag(sync=True)
+    scale = t.Unicode("unit", help="the enlarged head's colour range: 'unit' (0..1) or 'max' (0..its largest weight "
+                                   "off token 0)").tag(sync=True)
 
     def __init__(self, model, text, *, max_tokens: int = DEFAULT_MAX_TOKENS, layer: int = 0, head: int = 0) -> None:
         esm = _front_end()

@@ -51,7 +51,11 @@ export interface Patterns {
   /** Float32[layer * nHeads + head][q * n + k] */
   data: Float32Array;
   get(layer: number, head: number, q: number, k: number): number;
+  /** The head's largest weight. */
   headMax(layer: number, head: number): number;
+  /** The head's largest weight off token 0 (queries and keys from 1 on): token 0 attends only to itself (weight 1),
+   * and it is where attention sinks put most weight, so this is the range that shows the rest. 0 for one token. */
+  restMax(layer: number, head: number): number;
 }
 
 const STYLE_ID = 'attnlab-attention-css';
@@ -63,7 +67,7 @@ const CSS = `
 .attnlab-av-token { border: 1px solid #ccc; border-radius: 3px; padding: 1px 3px; margin: 0 1px; cursor: default;
   font-family: var(--jp-code-font-family, monospace); white-space: pre; }
 .attnlab-av-token.attnlab-av-focus { border-color: #08306b; box-shadow: 0 0 0 1px #08306b; }
-.attnlab-av-lists { margin: 4px 0 8px; min-height: 3.2em; }
+.attnlab-av-lists { margin: 4px 0 8px; min-height: 6.4em; }
 .attnlab-av-list { margin: 2px 0; line-height: 2.4; }
 .attnlab-av-list-label { color: #555; font-size: 12px; margin-right: 4px; }
 .attnlab-av-weight { display: inline-flex; flex-direction: column; align-items: center; border: 1px solid #ddd;
@@ -72,7 +76,7 @@ const CSS = `
 .attnlab-av-weight .attnlab-av-wnum { font-size: 10px; color: #333; }
 .attnlab-av-weight.attnlab-av-none { color: #aaa; border-style: dashed; }
 .attnlab-av-main { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-.attnlab-av-gridbox { max-height: 620px; overflow: auto; border: 1px solid #eee; padding: 4px; }
+.attnlab-av-gridbox { max-height: 600px; overflow: auto; border: 1px solid #eee; padding: 4px; }
 .attnlab-av-thumb { cursor: pointer; }
 .attnlab-av-panel { display: flex; flex-direction: column; gap: 4px; }
 .attnlab-av-toolbar { display: flex; gap: 8px; align-items: center; flex-wrap: wrap; font-size: 12px; }
@@ -131,12 +135,21 @@ export function decodePatterns(meta: AttentionMeta, raw: unknown): Patterns {
     }
   }
   const maxes = new Float32Array(heads);
+  const rest = new Float32Array(heads);
   for (let h = 0; h < heads; h++) {
     let m = 0;
-    for (let i = h * n * n; i < (h + 1) * n * n; i++) {
-      m = Math.max(m, data[i]);
+    let r = 0;
+    for (let q = 0; q < n; q++) {
+      for (let k = 0; k < n; k++) {
+        const w = data[h * n * n + q * n + k];
+        m = Math.max(m, w);
+        if (q > 0 && k > 0) {
+          r = Math.max(r, w);
+        }
+      }
     }
     maxes[h] = m;
+    rest[h] = r;
   }
   return {
     n,
@@ -144,7 +157,8 @@ export function decodePatterns(meta: AttentionMeta, raw: unknown): Patterns {
     nHeads: meta.n_heads,
     data,
     get: (l, hd, q, k) => data[(l * meta.n_heads + hd) * n * n + q * n + k],
-    headMax: (l, hd) => maxes[l * meta.n_heads + hd]
+    headMax: (l, hd) => maxes[l * meta.n_heads + hd],
+    restMax: (l, hd) => rest[l * meta.n_heads + hd]
   };
 }
 
@@ -169,13 +183,16 @@ export function axisToken(t: string, max = 14): string {
 }
 
 /** Ticks of a colour bar from 0 to `hi`: 0, hi/2, hi, labelled with enough digits to tell them apart. */
-export function colorbarTicks(hi: number): { value: number; label: string }[] {
+export function colorbarTicks(hi: number, clipped = false): { value: number; label: string }[] {
   const digits = hi >= 0.1 ? 2 : hi >= 0.01 ? 3 : 4;
-  return [0, hi / 2, hi].map(v => ({ value: v, label: v === 0 ? '0' : v.toFixed(digits) }));
+  return [0, hi / 2, hi].map((v, i) => ({
+    value: v,
+    label: v === 0 ? '0' : (clipped && i === 2 ? '≥' : '') + v.toFixed(digits)
+  }));
 }
 
 /** A vertical colour bar from 0 (bottom) to `hi` (top), with tick labels and a caption, as its own SVG. */
-function colorbar(doc: Document, parent: Element, hi: number, height: number, caption: string): SVGSVGElement {
+function colorbar(doc: Document, parent: Element, hi: number, height: number, caption: string, clipped = false): SVGSVGElement {
   const w = 70;
   const h = Math.max(90, height);
   const barX = 8;
@@ -190,7 +207,7 @@ function colorbar(doc: Document, parent: Element, hi: number, height: number, ca
     svgEl(doc, 'stop', { offset: `${i * 10}%`, 'stop-color': attentionColor(i / 10) }, grad);
   }
   svgEl(doc, 'rect', { x: barX, y: top, width: barW, height: bh, fill: `url(#${id})`, stroke: '#999', 'stroke-width': 0.5 }, svg);
-  for (const t of colorbarTicks(hi)) {
+  for (const t of colorbarTicks(hi, clipped)) {
     const y = top + bh - (hi > 0 ? t.value / hi : 0) * bh;
     svgEl(doc, 'line', { x1: barX + barW, x2: barX + barW + 4, y1: y, y2: y, stroke: '#555' }, svg);
     const txt = svgEl(doc, 'text', { x: barX + barW + 6, y, 'dominant-baseline': 'central', 'font-size': 10, fill: '#222', class: 'attnlab-colorbar-tick' }, svg);
@@ -201,6 +218,31 @@ function colorbar(doc: Document, parent: Element, hi: number, height: number, ca
     class: 'attnlab-colorbar-caption'
   }, svg);
   cap.textContent = caption;
+  svg.setAttribute('data-range', `0,${hi}`);
+  return svg;
+}
+
+/** A horizontal colour bar from 0 (left) to `hi` (right), with tick labels and a caption, as its own SVG. */
+function hColorbar(doc: Document, parent: Element, hi: number, length: number, caption: string): SVGSVGElement {
+  const left = 6;
+  const w = left + length + 16;
+  const h = 40;
+  const svg = svgEl(doc, 'svg', { class: 'attnlab-colorbar', width: w, height: h, viewBox: `0 0 ${w} ${h}` }, parent);
+  const id = `attnlab-av-grad-${Math.random().toString(36).slice(2)}`;
+  const defs = svgEl(doc, 'defs', {}, svg);
+  const grad = svgEl(doc, 'linearGradient', { id, x1: 0, y1: 0, x2: 1, y2: 0 }, defs);
+  for (let i = 0; i <= 10; i++) {
+    svgEl(doc, 'stop', { offset: `${i * 10}%`, 'stop-color': attentionColor(i / 10) }, grad);
+  }
+  const cap = svgEl(doc, 'text', { x: left, y: 9, 'font-size': 10, fill: '#444', class: 'attnlab-colorbar-caption' }, svg);
+  cap.textContent = caption;
+  svgEl(doc, 'rect', { x: left, y: 13, width: length, height: 10, fill: `url(#${id})`, stroke: '#999', 'stroke-width': 0.5 }, svg);
+  for (const t of colorbarTicks(hi)) {
+    const x = left + (hi > 0 ? t.value / hi : 0) * length;
+    svgEl(doc, 'line', { x1: x, x2: x, y1: 23, y2: 27, stroke: '#555' }, svg);
+    const txt = svgEl(doc, 'text', { x, y: 36, 'text-anchor': 'middle', 'font-size': 10, fill: '#222', class: 'attnlab-colorbar-tick' }, svg);
+    txt.textContent = t.label;
+  }
   svg.setAttribute('data-range', `0,${hi}`);
   return svg;
 }
@@ -220,7 +262,7 @@ interface View {
   thumbs: { g: SVGGElement; size: number; cell: number; hl: SVGGElement; frame: SVGRectElement; layer: number; head: number }[];
 }
 
-const THUMB = 40;
+const THUMB = 32;
 
 function selectedHead(v: View): [number, number] {
   const s = v.model.get('selected') ?? [0, 0];
@@ -264,8 +306,8 @@ function drawGrid(v: View): void {
   exportButtons(bar, () => v.gridPanel, () => `attention-heads-${meta.model}`);
   htmlEl(doc, 'div', 'attnlab-subtitle', v.gridPanel,
     `${meta.n_layers} layers × ${meta.n_heads} heads on ${meta.n_tokens} tokens; each: query ↓ attends to key →; click one to enlarge`);
-  const row = htmlEl(doc, 'div', 'attnlab-av-main', v.gridPanel);
-  const box = htmlEl(doc, 'div', 'attnlab-av-gridbox', row);
+  hColorbar(doc, v.gridPanel, 1, 160, 'attention weight (0 to 1)');
+  const box = htmlEl(doc, 'div', 'attnlab-av-gridbox', v.gridPanel);
   const n = pat.n;
   const k = n <= THUMB ? Math.max(1, Math.floor(THUMB / n)) : 1;
   const size = n <= THUMB ? n * k : THUMB;
@@ -276,6 +318,7 @@ function drawGrid(v: View): void {
   const width = left + meta.n_heads * (size + gap);
   const height = top + meta.n_layers * (size + gap);
   const svg = svgEl(doc, 'svg', { class: 'attnlab-av-grid', width, height, viewBox: `0 0 ${width} ${height}` }, box);
+  v.gridPanel.style.maxWidth = `${Math.max(width + 24, 260)}px`; // the texts wrap instead of widening the panel
   for (let h = 0; h < meta.n_heads; h++) {
     const t = svgEl(doc, 'text', { x: left + h * (size + gap) + size / 2, y: top - 6, 'text-anchor': 'middle', 'font-size': 10, fill: '#444' }, svg);
     t.textContent = `H${h}`;
@@ -304,7 +347,6 @@ function drawGrid(v: View): void {
       v.thumbs.push({ g, size, cell, hl, frame, layer: l, head: h });
     }
   }
-  colorbar(doc, row, 1, Math.min(height, 240), 'attention weight (0 to 1)');
   markSelected(v);
   highlightThumbs(v);
 }
@@ -329,8 +371,8 @@ function highlightThumbs(v: View): void {
       continue;
     }
     const at = v.focus * t.cell;
-    svgEl(doc, 'rect', { x: 0, y: at, width: t.size, height: Math.max(1, t.cell), fill: 'none', stroke: '#d95f02', 'stroke-width': 1 }, t.hl);
-    svgEl(doc, 'rect', { x: at, y: 0, width: Math.max(1, t.cell), height: t.size, fill: 'none', stroke: '#1b9e77', 'stroke-width': 1 }, t.hl);
+    svgEl(doc, 'rect', { x: 0, y: at, width: t.size, height: Math.max(1, t.cell), fill: 'none', stroke: '#d95f02', 'stroke-width': 0.75 }, t.hl);
+    svgEl(doc, 'rect', { x: at, y: 0, width: Math.max(1, t.cell), height: t.size, fill: 'none', stroke: '#1b9e77', 'stroke-width': 0.75 }, t.hl);
   }
 }
 
@@ -341,7 +383,8 @@ function drawHead(v: View): void {
   const [layer, head] = selectedHead(v);
   const n = pat.n;
   const scaleMode: string = v.model.get('scale') ?? 'unit';
-  const hi = scaleMode === 'max' ? Math.max(pat.headMax(layer, head), 1e-6) : 1;
+  const rest = pat.restMax(layer, head);
+  const hi = scaleMode === 'max' && rest > 0 ? rest : 1;
   v.headPanel.replaceChildren();
   v.headPanel.setAttribute('data-layer', String(layer));
   v.headPanel.setAttribute('data-head', String(head));
@@ -350,7 +393,7 @@ function drawHead(v: View): void {
   const lab = htmlEl(doc, 'label', '', bar, 'colours ');
   const sel = doc.createElement('select');
   sel.className = 'attnlab-av-scale';
-  for (const [value, text] of [['unit', '0 to 1'], ['max', "0 to this head's largest weight"]]) {
+  for (const [value, text] of [['unit', '0 to 1'], ['max', '0 to the largest weight off token 0']]) {
     const o = doc.createElement('option');
     o.value = value;
     o.textContent = text;
@@ -360,6 +403,7 @@ function drawHead(v: View): void {
   sel.addEventListener('change', () => {
     v.model.set('scale', sel.value);
     v.model.save_changes();
+    drawHead(v); // at once, whether or not the model echoes the change
   });
   lab.appendChild(sel);
   lab.setAttribute('data-export', 'skip');
@@ -367,7 +411,7 @@ function drawHead(v: View): void {
   htmlEl(doc, 'div', 'attnlab-subtitle', v.headPanel, `query (row) attends to key (column); weights of each row sum to 1`);
 
   const row = htmlEl(doc, 'div', 'attnlab-av-main', v.headPanel);
-  const cell = Math.max(10, Math.min(28, Math.floor(560 / Math.max(n, 1))));
+  const cell = Math.max(10, Math.min(22, Math.floor(480 / Math.max(n, 1))));
   const shown = meta.tokens.map(t => axisToken(t));
   const longest = shown.reduce((m, s) => Math.max(m, s.length), 1);
   const labelW = 12 + Math.ceil(longest * 6.8); // 11px monospace, ~6.6px a character
@@ -423,8 +467,8 @@ function drawHead(v: View): void {
     svgEl(doc, 'rect', { x: left, y: top + v.focus * cell, width: n * cell, height: cell, fill: 'none', stroke: '#d95f02', 'stroke-width': 2 }, g);
     svgEl(doc, 'rect', { x: left + v.focus * cell, y: top, width: cell, height: n * cell, fill: 'none', stroke: '#1b9e77', 'stroke-width': 2 }, g);
   }
-  const caption = scaleMode === 'max' ? `attention weight (0 to ${hi.toFixed(3)}, this head's largest)` : 'attention weight (0 to 1)';
-  colorbar(doc, row, hi, Math.min(height, 260), caption);
+  const caption = hi < 1 ? `attention weight, 0 to ${hi.toFixed(3)} (max off token 0)` : 'attention weight (0 to 1)';
+  colorbar(doc, row, hi, Math.max(Math.min(height, 300), 260), caption, hi < 1);
 }
 
 /** The focused token's row (where it attends) and column (what attends to it) in the enlarged head, as weighted tokens. */
