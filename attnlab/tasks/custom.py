@@ -142,6 +142,8 @@ def parse_prompt_pairs(text: str) -> list[PromptPair]:
 # -- tokenisation and its explanations ----------------------------------------------------------------------------
 def show_tokens(strings: Sequence[str], limit: int = _SHOW_MAX) -> str:
     """Tokens as a readable line: each token's text quoted (``'When' ' Mary' ' and'``), elided past ``limit``."""
+    if not strings:
+        return "(no tokens)"
     shown = " ".join(repr(s) for s in strings[:limit])
     return shown + (f" ... (+{len(strings) - limit} more)" if len(strings) > limit else "")
 
