@@ -78,7 +78,8 @@ const CSS = `
 .attnlab-av-main { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 .attnlab-av-gridbox { max-height: 600px; overflow: auto; border: 1px solid #eee; padding: 4px; }
 .attnlab-av-thumb { cursor: pointer; }
-.attnlab-av-panel { display: flex; flex-direction: column; gap: 4px; }
+.attnlab-av-panel { display: flex; flex-direction: column; gap: 4px; min-width: 0; max-width: 100%; }
+.attnlab-av-matrixbox { overflow: auto; max-width: 100%; max-height: 760px; }
 .attnlab-av-toolbar { display: flex; gap: 8px; align-items: center; flex-wrap: wrap; font-size: 12px; }
 .attnlab-av-matrix rect.attnlab-av-cell:hover { stroke: #000; stroke-width: 1; }
 .attnlab-export-btn { font-size: 11px; margin-left: 4px; }
@@ -411,6 +412,7 @@ function drawHead(v: View): void {
   htmlEl(doc, 'div', 'attnlab-subtitle', v.headPanel, `query (row) attends to key (column); weights of each row sum to 1`);
 
   const row = htmlEl(doc, 'div', 'attnlab-av-main', v.headPanel);
+  const matrixBox = htmlEl(doc, 'div', 'attnlab-av-matrixbox', row); // scrolls when a long text makes it wide
   const cell = Math.max(10, Math.min(22, Math.floor(480 / Math.max(n, 1))));
   const shown = meta.tokens.map(t => axisToken(t));
   const longest = shown.reduce((m, s) => Math.max(m, s.length), 1);
@@ -422,7 +424,7 @@ function drawHead(v: View): void {
   const svg = svgEl(doc, 'svg', {
     class: 'attnlab-av-matrix', width, height, viewBox: `0 0 ${width} ${height}`, role: 'img',
     'aria-label': `attention pattern of L${layer}H${head}: query rows, key columns`
-  }, row);
+  }, matrixBox);
   const mono = 'var(--jp-code-font-family, monospace)';
   for (let q = 0; q < n; q++) {
     for (let k = 0; k < n; k++) {

@@ -3,7 +3,8 @@
 Hovering a token highlights its row (where it attends) and its column (what attends to it) in the enlarged head; the
 weights the DOM shows (``data-weight``) equal the kernel's patterns (``view.patterns``) within the payload's
 quantisation step. Clicking a thumbnail enlarges that head (the kernel's ``view.selected`` follows), its matrix cells
-equal the kernel's pattern, and the colour bars carry their range. Screenshots go to test-artifacts/.
+equal the kernel's pattern, the colour bars carry their range, and the head exports as an SVG holding its title, token
+labels and colour bar. Screenshots go to test-artifacts/.
 """
 
 import json
@@ -100,6 +101,13 @@ def test_attention_view_hover_and_enlarge(lab: LabServer, browser_page: Page) ->
         " const r = t.getBoundingClientRect(); return r.left >= b.left - 1 && r.top >= b.top - 1 &&"
         " r.right <= b.right + 1 && r.bottom <= b.bottom + 1; }); }")
     assert inside
+    # The enlarged head exports as one SVG with its title, its token labels and its colour bar's labels.
+    with page.expect_download() as download:
+        head.locator("button.attnlab-export-svg").click()
+    svg = open(download.value.path(), encoding="utf-8").read()
+    assert download.value.suggested_filename == "attention-L5H3.svg"
+    assert "L5H3 · smollm2-135m" in svg and f"≥{hi:.2f}" in svg and "max off token 0" in svg
+    assert "·gave" in svg and svg.count('class="attnlab-av-cell"') == n * (n + 1) // 2
     tokens.nth(focus).hover()
     view.scroll_into_view_if_needed()
     screenshot(page, "attention-view-hover-enlarged")
