@@ -63,8 +63,8 @@ const CSS = `
 .attnlab-av { font-family: var(--jp-ui-font-family, sans-serif); font-size: 13px; color: #222; }
 .attnlab-av .attnlab-title { font-weight: 600; font-size: 14px; margin: 2px 0; }
 .attnlab-av .attnlab-subtitle { color: #555; font-size: 12px; margin: 2px 0 6px; }
-.attnlab-av-text { line-height: 2.0; margin: 4px 0; }
-.attnlab-av-token { border: 1px solid #ccc; border-radius: 3px; padding: 1px 3px; margin: 0 1px; cursor: default;
+.attnlab-av-text { line-height: 1.9; margin: 4px 0; }
+.attnlab-av-token { display: inline-block; border: 1px solid #ccc; border-radius: 3px; padding: 1px 3px; margin: 0 1px; cursor: default;
   font-family: var(--jp-code-font-family, monospace); white-space: pre; }
 .attnlab-av-token.attnlab-av-focus { border-color: #08306b; box-shadow: 0 0 0 1px #08306b; }
 .attnlab-av-lists { margin: 4px 0 8px; min-height: 6.4em; }

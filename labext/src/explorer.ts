@@ -616,7 +616,7 @@ const CUSTOM_CSS = `
 .attnlab-custom-error { white-space: pre-wrap; color: #b2182b; font-family: var(--jp-code-font-family, monospace); font-size: 12px; margin: 4px 0; }
 .attnlab-custom-info { font-size: 12px; margin: 4px 0; }
 .attnlab-custom-strip { margin: 2px 0; line-height: 1.9; }
-.attnlab-custom-strip .attnlab-token { border: 1px solid #ccc; border-radius: 3px; padding: 0 2px; margin: 0 1px; font-family: var(--jp-code-font-family, monospace); }
+.attnlab-custom-strip .attnlab-token { display: inline-block; border: 1px solid #ccc; border-radius: 3px; padding: 0 2px; margin: 0 1px; font-family: var(--jp-code-font-family, monospace); }
 .attnlab-custom-strip .attnlab-token-changed { background: #fddbc7; border-color: #b2182b; }
 `;
 

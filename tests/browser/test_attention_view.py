@@ -26,6 +26,9 @@ view
 """
 
 VIEW = ".jp-OutputArea-output .attnlab-av"
+LONG_TEXT = ("Interpretability researchers study transformer language models by patching activations between clean "
+             "and corrupted prompts; the supercalifragilisticexpialidocious tokenisation of unusual words, such as "
+             "antidisestablishmentarianism, makes long tokens that must stay readable on every axis of the view.")
 
 
 def weights(locator) -> list[float | None]:
@@ -113,4 +116,26 @@ def test_attention_view_hover_and_enlarge(lab: LabServer, browser_page: Page) ->
     screenshot(page, "attention-view-hover-enlarged")
     head.scroll_into_view_if_needed()
     screenshot(page, "attention-view-enlarged-head")
+
+    # A longer text with long tokens: the enlarged matrix scrolls inside the view, labels are never clipped.
+    run_cell_code(page, "long = attnlab.AttentionView(model, LONG, layer=2, head=4)\nlong".replace(
+        "LONG", repr(LONG_TEXT)), timeout=TIMEOUT_MS)
+    second = notebook_panel(page).locator(VIEW).nth(1)
+    second.locator('.attnlab-av-head[data-layer="2"][data-head="4"] rect.attnlab-av-cell').first.wait_for(timeout=30_000)
+    m = second.locator(".attnlab-av-token").count()
+    assert m >= 50 and second.locator("rect.attnlab-av-cell").count() == m * (m + 1) // 2
+    klabels = second.locator(".attnlab-av-klabel").evaluate_all("els => els.map(e => e.firstChild.textContent)")
+    assert klabels[1:] == [
+        t if len(t) <= 14 else t[:13] + "…" for t in second.locator(".attnlab-av-token").all_text_contents()[1:]]
+    box = second.locator(".attnlab-av-matrixbox").evaluate("b => [b.scrollWidth, b.clientWidth]")
+    panel_right = second.evaluate("el => el.getBoundingClientRect().right")
+    assert second.locator(".attnlab-av-matrixbox").evaluate("b => b.getBoundingClientRect().right") <= panel_right + 1
+    text_box = second.locator(".attnlab-av-text").evaluate("b => [b.scrollWidth, b.clientWidth]")
+    assert text_box[0] <= text_box[1] + 1  # the tokens wrap: none is cut off on the right
+    second.locator(".attnlab-av-token").nth(40).hover()
+    second.scroll_into_view_if_needed()
+    screenshot(page, "attention-view-long-text")
+    second.locator(".attnlab-av-head").scroll_into_view_if_needed()
+    screenshot(page, "attention-view-long-text-head")
+    assert box[0] >= box[1]
     assert not [e for e in console_errors if "attnlab" in e or "anywidget" in e], console_errors
