@@ -68,4 +68,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_patching.py
 
 clean:
-	rm -rf $(VENV) attnlab/labextension attnlab/render/static labext/lib labext/node_modules test-artifacts
+	rm -rf $(VENV) attnlab/labextension attnlab/render/static attnlab/explorer/static attnlab/dissociation/static attnlab/gallery_widget/static attnlab/attention_view/static attnlab/circuit_search/static labext/lib labext/node_modules test-artifacts

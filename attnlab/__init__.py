@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 __all__ = [
+    "AttentionView",
     "AttnlabError",
     "Backend",
     "Capability",
@@ -37,6 +38,7 @@ __all__ = [
     "patch_mlp_out",
     "patch_residual_stream",
     "prefix_curves",
+    "read_attention",
     "repeated_random_tokens",
     "run_sweep",
     "score_heads",
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AttentionView": "attnlab.attention_view",
     "AttnlabError": "attnlab.errors",
     "Backend": "attnlab.backends.base",
     "Capability": "attnlab.backends.base",
@@ -70,6 +73,7 @@ _LAZY = {
     "patch_mlp_out": "attnlab.patching",
     "patch_residual_stream": "attnlab.patching",
     "prefix_curves": "attnlab.heads",
+    "read_attention": "attnlab.attention_view",
     "repeated_random_tokens": "attnlab.tasks.induction",
     "run_sweep": "attnlab.patching",
     "score_heads": "attnlab.heads",
@@ -78,8 +82,8 @@ _LAZY = {
 }
 
 
-_SUBPACKAGES = ("backends", "circuits", "errors", "explorer", "metrics", "models", "patching", "remote", "render",
-                "results", "sites", "tasks")
+_SUBPACKAGES = ("attention_view", "backends", "circuits", "errors", "explorer", "metrics", "models", "patching",
+                "remote", "render", "results", "sites", "tasks")
 
 
 def __getattr__(name: str):
@@ -106,6 +110,8 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from attnlab.attention_view import read_attention
+    from attnlab.attention_view.widget import AttentionView
     from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo
     from attnlab.compare_runs import compare_results
     from attnlab.errors import AttnlabError, CapabilityError

@@ -15,7 +15,7 @@ from pathlib import Path
 from attnlab.backends.base import Backend
 from attnlab.errors import ExplorerError, MetricError
 from attnlab.explorer.details import RunCache, cell_detail, head_detail
-from attnlab.explorer.tasks import ExplorerTask, get_task, registered_tasks
+from attnlab.explorer.tasks import CUSTOM_TASK, ExplorerTask, custom_prompts_task, get_task, registered_tasks
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import DIRECTIONS, METRICS, Metric, MetricLike, get_metric
 from attnlab.patching.engine import COMPONENTS, run_sweep
@@ -133,6 +133,7 @@ class ExplorerController:
         self._listeners: list[Callable[[str], None]] = []
         spec = get_task(task)
         self._tasks = {**registered_tasks(), spec.name: spec}
+        self._tasks.setdefault(CUSTOM_TASK, custom_prompts_task())  # "your own prompts" (set_prompts)
         self._metrics: dict[str, Metric] = dict(METRICS)
         self.controls: dict = {"task": spec.name, "n_prompts": 16, "seed": 0,
                                "corruption": spec.corruptions[0], "component": "heads", "direction": "denoising",
@@ -251,6 +252,58 @@ class ExplorerController:
                                 f"(got {value!r}): {exc}") from None
         self._metrics[metric.name] = metric
         return metric
+
+    # -- your own prompts -----------------------------------------------------------------------------------------
+    def set_prompts(self, prompts, *, position_labels=None):
+        """Run on your own prompts: check and tokenise them, then select the "your own prompts" task (its number of
+        prompts set to the number of pairs). Nothing runs until :meth:`run`.
+
+        Args:
+            prompts: pasted lines (``"clean | corrupted | answer | distractor"`` a line, answers as words; see
+                :meth:`PatchingDataset.from_text <attnlab.tasks.base.PatchingDataset.from_text>`), a
+                :class:`~attnlab.tasks.custom.PromptPair` or a list of them (answers as exact text), or a
+                :class:`~attnlab.tasks.base.PatchingDataset` (e.g. from :meth:`PatchingDataset.from_prompts`).
+            position_labels: one label per token position (default: the tokens' texts).
+
+        Returns:
+            The :class:`~attnlab.tasks.base.PatchingDataset` the task now runs on.
+
+        Raises:
+            DatasetError, TokenizationError, ArgumentTypeError: the prompts fail a check (misaligned clean and
+                corrupted prompts, answers that are not single tokens ...); the message says what to change, and the
+                previous prompts are kept.
+            ExplorerError: a run is in progress.
+        """
+        from attnlab.tasks.base import PatchingDataset, check_dataset
+        from attnlab.tasks.custom import PromptPair
+
+        if self.running:
+            raise ExplorerError("a run is in progress; cancel it or wait before changing the prompts")
+        if isinstance(prompts, PatchingDataset):
+            dataset = prompts
+            check_dataset(self.model, dataset, analysis="the Explorer")
+        elif isinstance(prompts, str):
+            dataset = PatchingDataset.from_text(self.model, prompts, position_labels=position_labels)
+        else:
+            pairs = [prompts] if isinstance(prompts, PromptPair) else list(prompts)
+            if not pairs or not all(isinstance(p, PromptPair) for p in pairs):
+                raise ExplorerError("set_prompts takes pasted lines (a string), PromptPair(s) or a PatchingDataset")
+            dataset = PatchingDataset.from_prompts(
+                self.model, [p.clean for p in pairs], [p.corrupted for p in pairs], [p.answer for p in pairs],
+                [p.distractor for p in pairs], position_labels=position_labels)
+        self._tasks[CUSTOM_TASK] = custom_prompts_task(dataset)
+        self.controls.update({"task": CUSTOM_TASK, "corruption": self._tasks[CUSTOM_TASK].corruptions[0],
+                              "n_prompts": min(len(dataset), _MAX_PROMPTS)})
+        self._emit("controls")
+        return dataset
+
+    @property
+    def custom_dataset(self):
+        """The dataset of the "your own prompts" task (None until :meth:`set_prompts`)."""
+        try:
+            return self._tasks[CUSTOM_TASK].build(self.model, _MAX_PROMPTS)
+        except ExplorerError:
+            return None
 
     # -- runs -----------------------------------------------------------------------------------------------------
     def dataset(self):

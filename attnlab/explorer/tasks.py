@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from attnlab.errors import TaskError
 
-__all__ = ["ExplorerTask", "TaskError", "get_task", "register_task", "registered_tasks"]
+__all__ = ["CUSTOM_TASK", "ExplorerTask", "TaskError", "custom_prompts_task", "get_task", "register_task",
+           "registered_tasks"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,32 @@ def _colored_objects(model, n_prompts: int, *, seed: int = 0, corruption: str = 
     from attnlab.tasks.colored_objects import colored_objects_dataset
 
     return colored_objects_dataset(model, n_prompts, seed=seed, **options)
+
+
+#: the Explorer's task name for your own prompts (always in its task menu)
+CUSTOM_TASK = "custom"
+
+
+def custom_prompts_task(dataset=None) -> ExplorerTask:
+    """The Explorer's "your own prompts" task: it runs on ``dataset`` (a
+    :class:`~attnlab.tasks.base.PatchingDataset` built by :meth:`~attnlab.tasks.base.PatchingDataset.from_prompts` or
+    ``from_text``, what the Explorer's prompt form makes), or refuses to run until one is given.
+
+    Its build takes the first ``n_prompts`` pairs (all of them when there are fewer); the seed and the corruption do
+    not apply (the pairs are as typed).
+
+    Raises (from its build):
+        ExplorerError: no prompts given yet.
+    """
+
+    def build(model, n_prompts: int, *, seed: int = 0, corruption: str = "as typed", **options):
+        from attnlab.errors import ExplorerError
+
+        if dataset is None:
+            raise ExplorerError("no prompts of your own yet: type a clean prompt, its corrupted version and the two "
+                                "answers in the Explorer's 'Your own prompts' form (or call explorer.set_prompts(...))")
+        return dataset if n_prompts >= len(dataset) else dataset.subset(list(range(n_prompts)))
+
+    n = "" if dataset is None else f" ({len(dataset)} pair{'s' if len(dataset) != 1 else ''})"
+    return ExplorerTask(name=CUSTOM_TASK, title=f"your own prompts{n}", build=build, corruptions=("as typed",),
+                        answer_names=("answer", "distractor"), source="typed by you")

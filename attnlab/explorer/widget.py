@@ -8,8 +8,11 @@ explorer has a result at display time, its static heatmap.
 
 Synced state (Python <-> browser): ``controls``, ``options``, ``status``, ``message``, ``progress``, ``baselines``,
 ``heatmap``, ``run_history``, ``current_run``, ``selected_name``, ``selected_cell``, ``detail_payload``, ``detail_prompt``,
-``prompts``, ``circuit``, ``comparison``. Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" | "show_run" | "export" |
-"prompt" | "controls" | "compare" | "close_compare", ...}``.
+``prompts``, ``circuit``, ``comparison``, ``custom_prompts``. Actions arrive as custom messages ``{"type": "run" | "cancel" | "select" |
+"show_run" | "export" | "prompt" | "controls" | "compare" | "close_compare" | "custom_prompts", ...}``.
+
+Your own prompts: the form's "Use these prompts" sends ``{"type": "custom_prompts", "clean", "corrupted", "answer",
+"distractor", "lines"}``; the answer comes back in ``custom_prompts`` (the refusal's explanation, or a preview).
 """
 
 import html
@@ -88,6 +91,9 @@ class Explorer(anywidget.AnyWidget):
     circuit = t.Dict().tag(sync=True)
     comparison = t.Dict(help="two runs compared: heatmap payloads a, b, diff on one scale (or an error)").tag(
         sync=True)
+    custom_prompts = t.Dict(help="the 'Your own prompts' form's state: {error} (why the prompts were refused, as "
+                                 "text) or {pairs, n_pos, clean, corrupted, changed, answers} (a preview of pair 0)"
+                            ).tag(sync=True)
 
     def __init__(self, model: Backend, task: "str | ExplorerTask" = "ioi", *, n_prompts: int = 16, seed: int = 0,
                  corruption: str | None = None, component: str = "heads", direction: str = "denoising",
@@ -184,6 +190,24 @@ class Explorer(anywidget.AnyWidget):
         """Save run ``index`` as JSON (reload with ``PatchingResult.load``). Returns the path."""
         return self.controller.export_run(index, path)
 
+    def set_prompts(self, prompts, *, position_labels=None):
+        """Run on your own prompts (pasted lines, PromptPair(s) or a PatchingDataset; see
+        :meth:`ExplorerController.set_prompts`): the "your own prompts" task is selected; press Run (or call
+        :meth:`run`). Returns the dataset.
+
+        Raises:
+            DatasetError, TokenizationError, ArgumentTypeError: the prompts fail a check (the message, also shown in
+                the form, says what to change).
+        """
+        seq = int(self.custom_prompts.get("seq", 0)) + 1  # a repeated refusal still reaches the form
+        try:
+            dataset = self.controller.set_prompts(prompts, position_labels=position_labels)
+        except AttnlabError as exc:
+            self.custom_prompts = {"error": f"{type(exc).__name__}: {exc}", "seq": seq}
+            raise
+        self.custom_prompts = {**_custom_preview(self.controller.model, dataset), "seq": seq}
+        return dataset
+
     def set_control(self, name: str, value) -> None:
         """Set a control from Python (validated; see :meth:`ExplorerController.set_control`)."""
         self.controller.set_control(name, value)
@@ -257,6 +281,8 @@ class Explorer(anywidget.AnyWidget):
                           scores=str(content.get("scores", "normalised")))
             elif kind == "close_compare":
                 c.close_comparison()
+            elif kind == "custom_prompts":
+                self._custom_prompts_message(content)
             elif kind == "export":
                 index = int(content.get("index", -1))
                 self.send({"type": "export", "filename": f"attnlab-run-{index}.json", "content": c.export_json(index)})
@@ -267,6 +293,26 @@ class Explorer(anywidget.AnyWidget):
             self.controls = dict(c.controls)  # undo a rejected control in the view
         except Exception as exc:  # never let a click kill the comm; show what happened
             self.status, self.message = "error", f"{type(exc).__name__}: {exc}"
+
+    def _custom_prompts_message(self, content: dict) -> None:
+        """The form's "Use these prompts": the pasted lines when there are any, else the four fields. A refusal
+        shows in the form (its message says what to change); the previous prompts are kept."""
+        from attnlab.tasks.custom import prompt_pair
+
+        lines = content.get("lines") or ""
+        try:
+            if lines.strip():
+                source = lines
+            else:
+                source = prompt_pair(*(content.get(k) or "" for k in ("clean", "corrupted", "answer", "distractor")))
+        except AttnlabError as exc:
+            seq = int(self.custom_prompts.get("seq", 0)) + 1
+            self.custom_prompts = {"error": f"{type(exc).__name__}: {exc}", "seq": seq}
+            return
+        try:
+            self.set_prompts(source)
+        except AttnlabError:
+            pass  # shown in the form by set_prompts
 
     def _apply_controls(self, new: dict) -> None:
         c = self.controller
@@ -295,6 +341,17 @@ class Explorer(anywidget.AnyWidget):
         c = self.controller
         return (f"<attnlab.Explorer {c.model.info.name!r} task={c.controls['task']!r} "
                 f"component={c.controls['component']!r} runs={len(c.runs)} selected={str(c.selected or '')!r}>")
+
+
+def _custom_preview(model, dataset) -> dict:
+    """What the form shows once prompts are accepted: the number of pairs and tokens, and pair 0's tokens (clean and
+    corrupted, the changed positions marked) with its answer and distractor as text."""
+    texts = dataset.metadata.get("answer_texts") or [["", ""]]
+    changed = (dataset.clean_tokens[0] != dataset.corrupted_tokens[0]).nonzero().flatten().tolist()
+    return {"pairs": len(dataset), "n_pos": dataset.n_pos,
+            "clean": model.to_str_tokens(dataset.clean_tokens[0]),
+            "corrupted": model.to_str_tokens(dataset.corrupted_tokens[0]),
+            "changed": changed, "answers": list(texts[0])}
 
 
 __all__ += ["ExplorerError"]

@@ -5,6 +5,8 @@ answer pair whose logit difference is the metric, and the named positions of eac
 
 - :mod:`attnlab.tasks.ioi`: indirect object identification (Wang et al. 2022), with the ABC corruption and the
   S2-swap symmetric token replacement (Zhang & Nanda 2023).
+- :mod:`attnlab.tasks.custom`: your own prompts, typed or pasted (:meth:`PatchingDataset.from_prompts`,
+  :meth:`PatchingDataset.from_text`), with the alignment and single-token checks explained.
 """
 
 from attnlab.tasks.base import PatchingDataset

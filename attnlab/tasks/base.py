@@ -70,6 +70,96 @@ class PatchingDataset:
         if len(self.position_labels) != n_pos:
             raise DatasetError(f"position_labels must have {n_pos} entries (got {len(self.position_labels)})")
 
+    @classmethod
+    def from_prompts(cls, model, clean: "str | Sequence[str]", corrupted: "str | Sequence[str]",
+                     answer: "str | Sequence[str]", distractor: "str | Sequence[str]", *,
+                     position_labels: Sequence[str] | None = None, task: str = "custom",
+                     require_leading_space: bool = True) -> "PatchingDataset":
+        """A dataset from your own prompts: one clean/corrupted pair (strings) or several (lists), each with the
+        answer token on the clean prompt and a distractor token, checked and tokenised by ``model``'s tokenizer.
+
+        Every check runs before any model run, and its message says what to change (see
+        :mod:`attnlab.tasks.custom` for why each matters):
+
+        - the clean and corrupted prompts of a pair have the same number of tokens (patching copies activations
+          position by position); where they do not, the error shows both tokenisations, the span that differs and
+          how many tokens each side has; and they differ somewhere;
+        - every pair has the same number of tokens (one [batch, pos] batch);
+        - ``answer`` and ``distractor`` are exactly one token each, as given: the text is used exactly, so the
+          leading space is part of it (``" Mary"``, the token the model writes after "... gave a drink to"; ``"Mary"``
+          is another token). With ``require_leading_space`` (the default), an answer without a leading space after a
+          prompt that does not end in whitespace is refused, naming the space-prefixed form; they are different
+          tokens;
+        - the prompts fit the model's context.
+
+        Example:
+            >>> ds = PatchingDataset.from_prompts(  # doctest: +SKIP
+            ...     model, "When Mary and John went to the store, John gave a drink to",
+            ...     "When Mary and John went to the store, Mary gave a drink to", " Mary", " John")
+            >>> attnlab.patch_heads(model, ds)  # doctest: +SKIP
+
+        Args:
+            model: a loaded model with a tokenizer (:func:`attnlab.load_model`).
+            clean: the clean prompt, or a list of them.
+            corrupted: the corrupted prompt(s), one per clean prompt, token-aligned with it.
+            answer: the correct next token on each clean prompt (exact text, e.g. ``" Mary"``); one string is used
+                for every pair.
+            distractor: the competing token (usually the corrupted prompt's answer, e.g. ``" John"``); one string is
+                used for every pair. The metric is logit(answer) - logit(distractor) at the last position.
+            position_labels: one label per token position (BOS included) for plots; default: ``"BOS"``, each
+                token's text (``"clean→corrupted"`` where a pair changes it), ``"END"`` last.
+            task: the dataset's task name (results record it).
+            require_leading_space: refuse answers without a leading space after a prompt that ends in a
+                non-space character (False: take them as given).
+
+        Returns:
+            A :class:`PatchingDataset`: ``clean_tokens``/``corrupted_tokens`` Int[batch, pos] as ``model.to_tokens``
+            makes them, ``answers`` Int[batch, 2] (answer, distractor ids), positions ``"END"`` (the last token)
+            and ``"CHANGED"`` (the first position where the pair's prompts differ), ``metadata`` with the answer
+            texts, the changed positions of each pair and the tokenizer's fingerprint.
+
+        Raises:
+            ArgumentTypeError: ``model`` is not a loaded model or has no tokenizer; a prompt or answer that is not a
+                string.
+            DatasetError: an empty text; lists of different lengths; clean and corrupted prompts that differ in
+                length (both tokenisations shown) or not at all; pairs of different lengths; an answer equal to its
+                distractor; prompts longer than the context; ``position_labels`` of the wrong length.
+            TokenizationError: an answer or distractor that is not exactly one token (its tokens shown, the
+                space-prefixed form suggested), or that lacks its leading space.
+        """
+        from attnlab.tasks.custom import custom_dataset_fields
+
+        return cls(**custom_dataset_fields(model, clean, corrupted, answer, distractor,
+                                           position_labels=position_labels, task=task,
+                                           require_leading_space=require_leading_space))
+
+    @classmethod
+    def from_text(cls, model, text: str, *, position_labels: Sequence[str] | None = None,
+                  task: str = "custom") -> "PatchingDataset":
+        """A dataset from pasted lines, one pair a line: ``clean | corrupted | answer | distractor`` (or the four
+        fields separated by tabs, as copied from a spreadsheet); blank lines and ``#`` comments are skipped.
+
+        Answers are words: ``Mary`` means ``" Mary"`` (the word with the space before it); put one in double quotes
+        to give its exact text (``"Mary"``). Then the checks of :meth:`from_prompts` run.
+
+        Example:
+            >>> lines = ("When Mary and John went to the store, John gave a drink to | "
+            ...          "When Mary and John went to the store, Mary gave a drink to | Mary | John")
+            >>> PatchingDataset.from_text(model, lines)  # doctest: +SKIP
+
+        Raises:
+            DatasetError: a line without four fields, or with an empty one (its number is given); no line; and
+                every error of :meth:`from_prompts`.
+            TokenizationError: as :meth:`from_prompts`.
+        """
+        from attnlab.tasks.custom import custom_dataset_fields, parse_prompt_pairs
+
+        pairs = parse_prompt_pairs(text)
+        return cls(**custom_dataset_fields(
+            model, [p.clean for p in pairs], [p.corrupted for p in pairs], [p.answer for p in pairs],
+            [p.distractor for p in pairs], position_labels=position_labels, task=task,
+            require_leading_space=False))  # answers are words here: their leading space is already added
+
     def __len__(self) -> int:
         return self.clean_tokens.shape[0]
 

@@ -791,6 +791,140 @@ function decorateDetail(view: ExplorerView, detail: any): void {
   });
 }
 
+// ---- Your own prompts: a form that sends clean/corrupted pairs to the kernel, which checks them.
+
+const CUSTOM_STYLE_ID = 'attnlab-explorer-custom-css';
+const CUSTOM_CSS = `
+.attnlab-custom { margin: 6px 0; border: 1px solid #ddd; border-radius: 4px; padding: 4px 8px; }
+.attnlab-custom > summary { cursor: pointer; font-weight: 600; }
+.attnlab-custom-grid { display: grid; grid-template-columns: max-content 1fr; gap: 4px 8px; align-items: center; margin-top: 6px; }
+.attnlab-custom-grid input { width: 100%; box-sizing: border-box; font-family: var(--jp-code-font-family, monospace); }
+.attnlab-custom-words { display: flex; gap: 12px; flex-wrap: wrap; }
+.attnlab-custom-words input { width: 12em; }
+.attnlab-custom textarea { width: 100%; box-sizing: border-box; min-height: 4.5em; font-family: var(--jp-code-font-family, monospace); }
+.attnlab-custom-hint { color: #555; font-size: 12px; margin: 4px 0; }
+.attnlab-custom-error { white-space: pre-wrap; color: #b2182b; font-family: var(--jp-code-font-family, monospace); font-size: 12px; margin: 4px 0; }
+.attnlab-custom-info { font-size: 12px; margin: 4px 0; }
+.attnlab-custom-strip { margin: 2px 0; line-height: 1.9; }
+.attnlab-custom-strip .attnlab-token { display: inline-block; border: 1px solid #ccc; border-radius: 3px; padding: 0 2px; margin: 0 1px; font-family: var(--jp-code-font-family, monospace); }
+.attnlab-custom-strip .attnlab-token-changed { background: #fddbc7; border-color: #b2182b; }
+`;
+
+/** A token strip of the preview: one span per token, the changed positions marked. */
+function customStrip(parent: HTMLElement, label: string, tokens: string[], changed: Set<number>): void {
+  const doc = parent.ownerDocument;
+  const row = htmlEl(doc, 'div', 'attnlab-custom-strip', parent);
+  htmlEl(doc, 'span', 'attnlab-custom-label', row, `${label}: `);
+  tokens.forEach((t, i) => {
+    const span = htmlEl(doc, 'span', 'attnlab-token', row, showToken(t));
+    span.setAttribute('data-pos', String(i));
+    span.title = `${JSON.stringify(t)} · position ${i}`;
+    if (changed.has(i)) {
+      span.classList.add('attnlab-token-changed');
+    }
+  });
+}
+
+/**
+ * The "Your own prompts" form, under the controls: a clean prompt, a corrupted prompt, the answer and the distractor
+ * (words: the kernel puts the leading space before them; a word in double quotes is taken exactly), or pasted pairs
+ * one a line. "Use these prompts" sends them (`{type: 'custom_prompts', ...}`); the kernel answers through the
+ * `custom_prompts` trait with the refusal's explanation (`.attnlab-custom-error`, as text) or a preview of the first
+ * pair's tokens, and selects the "your own prompts" task. Returns the function that detaches its listeners.
+ */
+function attachCustomPrompts({ model, dom }: ExplorerView): () => void {
+  const doc = dom.root.ownerDocument;
+  if (!doc.getElementById(CUSTOM_STYLE_ID)) {
+    const style = doc.createElement('style');
+    style.id = CUSTOM_STYLE_ID;
+    style.textContent = CUSTOM_CSS;
+    (doc.head ?? doc.documentElement).appendChild(style);
+  }
+  const box = doc.createElement('details');
+  box.className = 'attnlab-custom';
+  const controls = dom.root.querySelector('.attnlab-controls');
+  if (controls) {
+    controls.insertAdjacentElement('afterend', box);
+  } else {
+    dom.root.appendChild(box);
+  }
+  htmlEl(doc, 'summary', '', box, 'Your own prompts');
+  const grid = htmlEl(doc, 'div', 'attnlab-custom-grid', box);
+  const input = (label: string, name: string, parent: HTMLElement, placeholder: string): HTMLInputElement => {
+    const l = htmlEl(doc, 'label', 'attnlab-custom-field', parent, label + ' ');
+    const i = doc.createElement('input');
+    i.type = 'text';
+    i.name = name;
+    i.placeholder = placeholder;
+    i.spellcheck = false;
+    if (parent === grid) {
+      parent.appendChild(i);
+    } else {
+      l.appendChild(i);
+    }
+    return i;
+  };
+  const clean = input('clean prompt', 'custom_clean', grid, 'When Mary and John went to the store, John gave a drink to');
+  const corrupted = input('corrupted prompt', 'custom_corrupted', grid, 'When Mary and John went to the store, Mary gave a drink to');
+  const words = htmlEl(doc, 'div', 'attnlab-custom-words', box);
+  const answer = input('answer', 'custom_answer', words, 'Mary');
+  const distractor = input('distractor', 'custom_distractor', words, 'John');
+  htmlEl(doc, 'div', 'attnlab-custom-hint', box,
+    'Answers are words: the model\'s next token is the word with its leading space (Mary means " Mary"); ' +
+      'put a word in double quotes to use its exact text. Or paste pairs, one a line (tab-separated works too):');
+  const lines = doc.createElement('textarea');
+  lines.name = 'custom_lines';
+  lines.placeholder = 'clean prompt | corrupted prompt | answer | distractor';
+  lines.spellcheck = false;
+  box.appendChild(lines);
+  const useBtn = htmlEl(doc, 'button', 'attnlab-custom-use', box, 'Use these prompts') as HTMLButtonElement;
+  const error = htmlEl(doc, 'div', 'attnlab-custom-error', box);
+  const info = htmlEl(doc, 'div', 'attnlab-custom-info', box);
+
+  const renderForm = (): void => {
+    const state = model.get('custom_prompts') ?? {};
+    box.removeAttribute('data-pending');
+    error.textContent = state.error ?? '';
+    info.replaceChildren();
+    box.setAttribute('data-state', state.error ? 'error' : state.pairs ? 'ok' : 'empty');
+    if (state.error) {
+      box.open = true;
+    } else if (state.pairs) {
+      const n = state.pairs;
+      htmlEl(doc, 'div', '', info,
+        `${n} pair${n === 1 ? '' : 's'} of ${state.n_pos} tokens each, checked: task "your own prompts" selected; press Run. ` +
+          `Pair 0 (changed tokens marked), answer ${JSON.stringify(state.answers?.[0] ?? '')} vs distractor ${JSON.stringify(state.answers?.[1] ?? '')}:`);
+      const changed = new Set<number>(state.changed ?? []);
+      customStrip(info, 'clean', state.clean ?? [], changed);
+      customStrip(info, 'corrupted', state.corrupted ?? [], changed);
+    }
+  };
+  const onControls = (): void => {
+    if ((model.get('controls') ?? {}).task === 'custom' && !box.open) {
+      box.open = true;
+    }
+  };
+  useBtn.addEventListener('click', () => {
+    box.setAttribute('data-pending', 'true');
+    model.send({
+      type: 'custom_prompts',
+      clean: clean.value,
+      corrupted: corrupted.value,
+      answer: answer.value,
+      distractor: distractor.value,
+      lines: lines.value
+    });
+  });
+  model.on('change:custom_prompts', renderForm);
+  model.on('change:controls', onControls);
+  renderForm();
+  onControls();
+  return () => {
+    model.off('change:custom_prompts', renderForm);
+    model.off('change:controls', onControls);
+  };
+}
+
 function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
   const doc = el.ownerDocument;
   injectCss(doc);
@@ -803,6 +937,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   view.cmp = buildCompare(doc, view);
   bindControls(view);
   bindSelection(view);
+  const detachCustom = attachCustomPrompts(view);
   const handlers = traitHandlers(view);
   const onCustom = (msg: any) => onCustomMessage(doc, msg);
   for (const [ev, fn] of handlers) {
@@ -820,6 +955,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
       model.off(ev, fn);
     }
     model.off('msg:custom', onCustom);
+    detachCustom();
   };
 }
 
