@@ -15,6 +15,7 @@ __all__ = [
     "Backend",
     "Capability",
     "CapabilityError",
+    "CircuitSearch",
     "Explorer",
     "HeadScores",
     "Intervention",
@@ -47,6 +48,7 @@ _LAZY = {
     "Backend": "attnlab.backends.base",
     "Capability": "attnlab.backends.base",
     "CapabilityError": "attnlab.errors",
+    "CircuitSearch": "attnlab.circuit_search.widget",
     "Explorer": "attnlab.explorer",
     "HeadScores": "attnlab.heads.results",
     "Intervention": "attnlab.backends.base",
@@ -103,6 +105,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo
+    from attnlab.circuit_search.widget import CircuitSearch
     from attnlab.errors import AttnlabError, CapabilityError
     from attnlab.explorer.widget import Explorer
     from attnlab.heads import ablation_effects, induction_analysis, prefix_curves, score_heads
