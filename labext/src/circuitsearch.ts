@@ -333,11 +333,6 @@ function renderDetail(view: View): void {
     state.destFor = key;
   }
   const c = detail.circuit;
-  if (c) {
-    htmlEl(doc, 'div', 'attnlab-note attnlab-head-circuit', panel,
-      `in the ${c.n_edges}-edge circuit: ${c.incoming} incoming edges (Σ|score| ${fmt(c.sum_abs_in)}), ` +
-      `${c.outgoing} outgoing (Σ|score| ${fmt(c.sum_abs_out)})`);
-  }
   headDetail(panel, detail, {
     dest: state.dest,
     setDest: d => {
@@ -348,6 +343,14 @@ function renderDetail(view: View): void {
     prompt: model.get('detail_prompt') ?? 0,
     onPrompt: i => model.send({ type: 'prompt', index: i })
   });
+  if (c) {  // the head's place in the circuit shown, under the panel's title
+    const note = doc.createElement('div');
+    note.className = 'attnlab-note attnlab-head-circuit';
+    note.textContent = `in the ${c.n_edges}-edge circuit: ${c.incoming} incoming edges (Σ|score| ` +
+      `${fmt(c.sum_abs_in)}), ${c.outgoing} outgoing (Σ|score| ${fmt(c.sum_abs_out)})`;
+    const title = panel.querySelector('.attnlab-detail-title');
+    panel.insertBefore(note, title ? title.nextSibling : panel.firstChild);
+  }
 }
 
 function renderComparison({ model, dom }: View): void {
