@@ -604,18 +604,22 @@ function niceStep(raw: number): number {
 export function drawCurve(host: HTMLElement, curve: CircuitCurve, shown: number, title: string): void {
   const doc = host.ownerDocument;
   host.replaceChildren();
+  // The title and caption are SVG text, so that they stay with the chart in any exported figure (the circuit's, or
+  // the curve's own from these buttons).
   const head = htmlEl(doc, 'div', 'attnlab-circuit-title-row', host);
-  htmlEl(doc, 'div', 'attnlab-title attnlab-curve-title', head, 'Faithfulness of the top-n-edge circuits');
   exportButtons(head, () => host, () => `${title}-faithfulness`);
-  htmlEl(doc, 'div', 'attnlab-subtitle', host, `${title} · bars: 95% bootstrap intervals over prompts (an arrow: ` +
-    'the interval goes beyond the axis)');
-  const W = 460;
-  const H = 230;
+  const W = 520;
+  const H = 266;
   const L = 56;
   const R = 16;
-  const T = 12;
+  const T = 48;
   const B = 44;
   const svg = svgEl(doc, 'svg', { class: 'attnlab-circuit-curve', width: W, height: H, viewBox: `0 0 ${W} ${H}` }, host);
+  svgText(doc, svg, 'Faithfulness of the top-n-edge circuits', { x: 4, y: 12, 'font-size': 13, 'font-weight': 600,
+    class: 'attnlab-curve-title' });
+  svgText(doc, svg, title, { x: 4, y: 27, class: 'attnlab-curve-caption' });
+  svgText(doc, svg, 'bars: 95% bootstrap intervals over prompts (arrow: beyond the axis)',
+    { x: 4, y: 40, class: 'attnlab-curve-caption' });
   const sizes = curve.sizes;
   const vals = curve.faithfulness.map(v => num(v));
   const lows = sizes.map((_, i) => num(curve.ci95?.[i]?.[0]));

@@ -36,14 +36,17 @@ circuit = Circuit(model=model.info.to_dict(), task={{'task': '<i>ioi</i>', 'n_pr
                   selection={{'rule': 'top_n', 'n_edges': {N_EDGES}}}, provenance={{'method': 'eap'}})
 curve = {{'sizes': [5, 10, 20, 40], 'faithfulness': [0.31, 0.62, 0.845, 0.97],
           'ci95': [(0.2, 0.4), (0.5, 0.7), (0.8, 0.9), (0.95, 0.99)], 'n_heads': [3, 5, 9, 14]}}
-# a 1,000-edge circuit of a 10-layer model, scores decaying as in an EAP ranking
+"""
+
+# Here only (the standalone report): a 1,000-edge circuit of a 10-layer model, scores decaying as in an EAP ranking.
+BIG = """\
 big_model = attnlab.tiny_model(n_layers=10, n_heads=4, n_kv_heads=2, seed=1)
 big_names = rng.sample(Graph.from_info(big_model.info).edge_names(), 1000)
-big = Circuit(model=big_model.info.to_dict(), task={{'task': 'ioi', 'n_prompts': 8}},
+big = Circuit(model=big_model.info.to_dict(), task={'task': 'ioi', 'n_prompts': 8},
               edges=[(n, (-1) ** i * 2.0 / (1 + i) ** 0.7) for i, n in enumerate(big_names)],
-              selection={{'rule': 'top_n', 'n_edges': 1000}}, provenance={{'method': 'eap'}})
-big_curve = {{'sizes': [250, 500, 1000], 'faithfulness': [0.55, 0.8, 0.91],
-              'ci95': [(0.5, 0.6), (0.75, 0.85), (0.88, 0.94)], 'n_heads': [10, 20, 30]}}
+              selection={'rule': 'top_n', 'n_edges': 1000}, provenance={'method': 'eap'})
+big_curve = {'sizes': [250, 500, 1000], 'faithfulness': [0.55, 0.8, 0.91],
+              'ci95': [(0.5, 0.6), (0.75, 0.85), (0.88, 0.94)], 'n_heads': [10, 20, 30]}
 """
 
 DISPLAY = """\
@@ -53,9 +56,9 @@ display(circuit_mime_bundle(circuit, curve=curve), raw=True)
 """
 
 
-def _built() -> dict:
+def _built(big: bool = False) -> dict:
     scope: dict = {}
-    exec(BUILD, scope)  # noqa: S102  (our own constant code: the expected payload)
+    exec(BUILD + (BIG if big else ""), scope)  # noqa: S102  (our own constant code: the expected payload)
     return scope
 
 
@@ -158,7 +161,7 @@ def test_circuit_view_in_lab(lab: LabServer, browser_page: Page) -> None:
 
 @pytest.mark.browser
 def test_circuit_standalone_report_offline(browser: Browser, tmp_path: Path) -> None:
-    scope = _built()
+    scope = _built(big=True)
     path = save_circuit_html(scope["circuit"], tmp_path / "circuit.html", curve=scope["curve"])
     context = browser.new_context(viewport=VIEWPORT)
     context.set_offline(True)
