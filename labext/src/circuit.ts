@@ -644,13 +644,14 @@ export function drawCurve(host: HTMLElement, curve: CircuitCurve, shown: number,
     svgText(doc, svg, count(p), { x: lx(p), y: H - B + 14, 'text-anchor': 'middle', class: 'attnlab-curve-tick' });
   }
   const step = niceStep((yHi - yLo) / 5);
-  const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  const p10 = Math.floor(Math.log10(step) + 1e-9);
+  const digits = Math.max(0, -p10 + (Math.abs(step / Math.pow(10, p10) - 2.5) < 1e-9 ? 1 : 0));  // 0.25: 2
   for (let k = Math.ceil(yLo / step); k * step <= yHi + 1e-9; k++) {
     const v = k * step;
     const grid = Math.abs(v) < 1e-9 || Math.abs(v - 1) < 1e-9 ? '#bbb' : '#eee';
     svgEl(doc, 'line', { x1: L - 4, x2: W - R, y1: ly(v), y2: ly(v), stroke: grid }, svg);
     svgText(doc, svg, v.toFixed(digits), { x: L - 6, y: ly(v), 'text-anchor': 'end', 'dominant-baseline': 'central',
-      class: 'attnlab-curve-tick' });
+      class: 'attnlab-curve-tick attnlab-curve-ytick' });
   }
   svgText(doc, svg, 'edges in the circuit (top-n by |score|, log scale)', { x: (L + W - R) / 2, y: H - 8,
     'text-anchor': 'middle', class: 'attnlab-curve-axis-label' });

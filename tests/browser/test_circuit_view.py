@@ -102,6 +102,9 @@ def test_circuit_view_in_lab(lab: LabServer, browser_page: Page) -> None:
     assert view.locator("svg.attnlab-circuit-graph").bounding_box()["width"] >= view_w - 360  # less the info panel
     assert view.locator("circle.attnlab-curve-point").count() == 4
     assert view.locator("circle.attnlab-curve-point-current").get_attribute("data-size") == "40"
+    yticks = [float(t) for t in view.locator("text.attnlab-curve-ytick").all_text_contents()]
+    steps = {round(b - a, 6) for a, b in zip(yticks, yticks[1:])}
+    assert len(yticks) >= 4 and len(steps) == 1 and 0.0 in yticks and 1.0 in yticks  # round, evenly spaced labels
     assert view.locator(".attnlab-circuit-colorbar-tick").all_text_contents() == [
         f"{-abs(edges[0]['score']):+.3f}", "0", f"{abs(edges[0]['score']):+.3f}"]
     view.scroll_into_view_if_needed()
