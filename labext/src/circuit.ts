@@ -49,7 +49,7 @@ const FONT = 'var(--jp-ui-font-family, system-ui, sans-serif)';
 // Geometry (px).
 const NODE_W = 38;
 const NODE_H = 20;
-const MIN_COL_W = 46;
+const MIN_COL_W = 42;
 const MAX_COL_W = 110;
 const ROW_H = 46;
 const MLP_DY = 24; // head row centre to the MLP bar's centre
@@ -304,14 +304,16 @@ function sortedUnique(xs: number[]): number[] {
 
 /**
  * Columns (query heads by index, then key/value heads), the bar-to-bar lane, and one row per layer that holds a
- * node (with an MLP bar under the heads where the layer's MLP is in the circuit), spread over `width` px.
+ * node (with an MLP bar under the heads where the layer's MLP is in the circuit), spread over `width` px; the lane
+ * takes a larger part of the width when `barShare` (the fraction of edges between two bars) is large.
  */
-export function circuitLayout(nodes: CircuitNode[], width: number = DEFAULT_WIDTH): CircuitLayout {
+export function circuitLayout(nodes: CircuitNode[], width: number = DEFAULT_WIDTH, barShare = 0): CircuitLayout {
   const headCols = sortedUnique(nodes.filter(n => n.kind === 'head').map(n => n.head ?? 0));
   const kvCols = sortedUnique(nodes.filter(n => n.kind === 'kv').map(n => n.group ?? 0));
   const nCols = Math.max(1, headCols.length + kvCols.length);
   const gap = kvCols.length && headCols.length ? BLOCK_GAP : 0;
-  const laneFree = Math.max(LANE_MIN, Math.min(160, width * 0.12));
+  // The lane of bar-to-bar arcs grows with their share of the edges (EAP circuits are often mostly MLP edges).
+  const laneFree = Math.max(LANE_MIN, Math.min(320, width * (0.1 + 0.35 * barShare)));
   const colW = Math.max(MIN_COL_W, Math.min(MAX_COL_W, (width - LEFT - RIGHT - gap - laneFree) / nCols));
   const kvX0 = LEFT + headCols.length * colW + gap;
   const colsRight = Math.max(kvX0 + kvCols.length * colW, LEFT + colW);
@@ -356,7 +358,7 @@ function nodePosition(n: CircuitNode, layout: CircuitLayout): NodePos {
   const x = n.kind === 'head'
     ? LEFT + headCols.indexOf(n.head ?? 0) * colW + colW / 2
     : kvX0 + kvCols.indexOf(n.group ?? 0) * colW + colW / 2;
-  return { node: n, x, y: rowY.get(n.layer) as number, w: Math.min(NODE_W + 8, colW - 8), h: NODE_H };
+  return { node: n, x, y: rowY.get(n.layer) as number, w: Math.min(NODE_W + 8, colW - 6), h: NODE_H };
 }
 
 /** `x` kept inside a bar's ends (4px in). */
@@ -543,7 +545,12 @@ function drawEdge(doc: Document, parent: Element, e: CircuitEdge, rank: number, 
 function drawGraph(view: CircuitView): void {
   const doc = view.svg.ownerDocument;
   const { svg, payload, edges, top } = view;
-  const layout = circuitLayout(payload.nodes, view.layoutWidth);
+  const bar = (name: string) => {
+    const n = view.byName.get(name);
+    return n !== undefined && isBar(n);
+  };
+  const barShare = edges.filter(e => bar(e.sender) && bar(e.receiver)).length / Math.max(1, edges.length);
+  const layout = circuitLayout(payload.nodes, view.layoutWidth, barShare);
   svg.replaceChildren();
   svg.setAttribute('width', String(layout.width));
   svg.setAttribute('height', String(layout.height));

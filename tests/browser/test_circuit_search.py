@@ -77,7 +77,7 @@ def test_circuit_search_run_slide_click_compare_export(lab: LabServer, browser_p
     w.locator("button.attnlab-run").click()
     page.wait_for_selector(f'{WIDGET}[data-status="done"]', timeout=TIMEOUT_MS)
     view = w.locator(".attnlab-circuitsearch-circuit .attnlab-circuit")
-    view.locator("path.attnlab-circuit-edge").first.wait_for(timeout=TIMEOUT_MS)
+    view.locator("path.attnlab-circuit-edge").first.wait_for(state="attached", timeout=TIMEOUT_MS)
     kernel = _kernel_json(page, "{'method': search.controller.run_shown.scores.method, "
                                 "'steps': search.controller.run_shown.scores.steps, 'sizes': search.curve['sizes'], "
                                 "'size': search.size, 'n_payload': len(search.circuit['edges'])}")

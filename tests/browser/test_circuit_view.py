@@ -80,7 +80,7 @@ def test_circuit_view_in_lab(lab: LabServer, browser_page: Page) -> None:
 
     panel = notebook_panel(page)
     view = panel.locator(f"{CIRCUIT_OUTPUT} > .attnlab-circuit")
-    view.locator("path.attnlab-circuit-edge").first.wait_for(timeout=TIMEOUT_MS)
+    view.locator("path.attnlab-circuit-edge").first.wait_for(state="attached", timeout=TIMEOUT_MS)
     assert panel.locator(".attnlab-static").count() == 0, "the vendor renderer must win over the HTML fallback"
     assert view.locator("path.attnlab-circuit-edge").count() == N_EDGES
     assert _visible(view) == N_EDGES
@@ -188,7 +188,7 @@ def test_circuit_standalone_report_offline(browser: Browser, tmp_path: Path) -> 
     try:
         page.goto(path.as_uri(), wait_until="load", timeout=TIMEOUT_MS)
         report = page.locator("#attnlab-report")
-        report.locator("path.attnlab-circuit-edge").first.wait_for(timeout=TIMEOUT_MS)
+        report.locator("path.attnlab-circuit-edge").first.wait_for(state="attached", timeout=TIMEOUT_MS)
         assert report.locator("path.attnlab-circuit-edge").count() == N_EDGES
         title = report.locator(".attnlab-circuit-header .attnlab-title")
         assert title.inner_text() == "Circuit: <b>x</b> on <i>ioi</i>"
@@ -203,7 +203,7 @@ def test_circuit_standalone_report_offline(browser: Browser, tmp_path: Path) -> 
         big = save_circuit_html(scope["big"], tmp_path / "big.html", curve=scope["big_curve"])
         page.goto(big.as_uri(), wait_until="load", timeout=TIMEOUT_MS)
         report = page.locator("#attnlab-report")
-        report.locator("path.attnlab-circuit-edge").first.wait_for(timeout=TIMEOUT_MS)
+        report.locator("path.attnlab-circuit-edge").first.wait_for(state="attached", timeout=TIMEOUT_MS)
         assert report.locator("path.attnlab-circuit-edge").count() == 1000 == _visible(report)
         subtitle = report.locator(".attnlab-circuit-header .attnlab-subtitle").inner_text()
         assert "1,000 edges · all 1,000 drawn" in subtitle
