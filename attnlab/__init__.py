@@ -16,6 +16,7 @@ __all__ = [
     "Backend",
     "Capability",
     "CapabilityError",
+    "CircuitSearch",
     "Explorer",
     "HeadGalleryWidget",
     "HeadScores",
@@ -52,6 +53,7 @@ _LAZY = {
     "Backend": "attnlab.backends.base",
     "Capability": "attnlab.backends.base",
     "CapabilityError": "attnlab.errors",
+    "CircuitSearch": "attnlab.circuit_search.widget",
     "Explorer": "attnlab.explorer",
     "HeadGalleryWidget": "attnlab.gallery_widget.widget",
     "HeadScores": "attnlab.heads.results",
@@ -113,6 +115,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from attnlab.attention_view import read_attention
     from attnlab.attention_view.widget import AttentionView
     from attnlab.backends.base import Backend, Capability, Intervention, ModelInfo
+    from attnlab.circuit_search.widget import CircuitSearch
     from attnlab.compare_runs import compare_results
     from attnlab.errors import AttnlabError, CapabilityError
     from attnlab.explorer.widget import Explorer

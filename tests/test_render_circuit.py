@@ -123,3 +123,27 @@ def test_standalone_html_is_offline_and_embeds_the_renderer(tiny, tmp_path) -> N
     assert json.loads(payload_json) == circuit_payload(circuit)
     path = save_circuit_html(circuit, tmp_path / "c.html")
     assert path.read_text(encoding="utf-8") == doc
+
+
+def test_every_edge_is_drawn_by_default_and_the_rest_is_accounted_for(tiny) -> None:
+    graph = Graph.from_info(tiny.info)
+    names = graph.edge_names()
+    edges = [(n, (-1) ** i / (1 + i)) for i, n in enumerate(names)]  # already in |score| order
+    p = circuit_payload(make_circuit(tiny, edges=edges))
+    assert len(p["edges"]) == p["n_edges_total"] == len(names)  # no 300-edge cap
+    assert f"{len(names):,} edges · all {len(names):,} drawn" in p["subtitle"]
+    p = circuit_payload(make_circuit(tiny, edges=edges), max_edges=10)
+    rest = edges[10:]
+    weakest = max(abs(s) for _, s in rest)
+    assert len(p["edges"]) == 10 and p["n_edges_total"] == len(names)
+    assert (f"showing the top 10 of {len(names):,} edges; the other {len(rest):,} have |score| <= {weakest:.3g} "
+            f"(together {sum(abs(s) for _, s in rest):.3g})") in p["subtitle"]
+
+
+def test_static_faithfulness_line_is_about_the_circuits_own_size(tiny) -> None:
+    n = len(EDGES)
+    on_curve = circuit_mime_bundle(make_circuit(tiny), curve={"sizes": [3, n], "faithfulness": [0.5, 0.875]})
+    assert f"faithfulness of this {n}-edge circuit: 0.875" in on_curve["text/html"]
+    off_curve = circuit_mime_bundle(make_circuit(tiny), curve={"sizes": [2, 3], "faithfulness": [0.4, 0.5]})
+    assert f"faithfulness of this {n}-edge circuit: not computed (not a size of the curve)" in off_curve["text/html"]
+    assert "nearest" not in off_curve["text/html"]

@@ -163,12 +163,28 @@ class Explorer(anywidget.AnyWidget):
         """One summary per run (index, label, complete, seconds); re-show with :meth:`show_run`."""
         return self.controller.history()
 
-    def show_circuit(self, circuit, *, curve=None, max_edges: int = 300) -> None:
+    def show_circuit(self, circuit, *, curve=None, max_edges: int | None = None) -> None:
         """Show a circuit (:class:`~attnlab.circuits.Circuit`) under the heatmap, as labext's circuit view with its
-        edge slider; clicking a head node opens that head's detail panel here. ``None`` removes it."""
+        edge slider (every edge drawn up to ``max_edges``, default :data:`attnlab.render.circuit.DRAW_LIMIT`);
+        clicking a head node opens that head's detail panel here. ``None`` removes it.
+
+        Raises:
+            ExplorerError: the circuit was found on another task than the one this Explorer shows (its head panels
+                would show the heads on the wrong prompts); open it under an Explorer of its own task.
+        """
         if circuit is None:
             self.circuit = {}
             return
+        record = circuit if isinstance(circuit, dict) else circuit.to_dict()
+        theirs = dict(record.get("task") or {}).get("task")
+        c = self.controller
+        ours = {c.controls["task"]} if c.current is None else {c.runs[c.current].controls["task"],
+                                                                 c.runs[c.current].result.task.get("task")}
+        if theirs is not None and theirs not in ours:
+            shown = sorted(str(x) for x in ours if x)
+            raise ExplorerError(f"this circuit was found on task {theirs!r}, but this Explorer shows {shown[0]!r}: its "
+                                f"head panels would show the circuit's heads on {shown[0]!r} prompts. Show it under an "
+                                f"Explorer of its own task: attnlab.Explorer(model, {theirs!r}).show_circuit(circuit)")
         from attnlab.render.circuit import circuit_payload
 
         self.circuit = dict(circuit_payload(circuit, curve=curve, max_edges=max_edges))

@@ -2,13 +2,16 @@
 
 A circuit found by edge attribution patching (EAP, Syed et al. 2023, arXiv 2310.10348) or ACDC (Conmy et al. 2023,
 arXiv 2304.14997) is a set of scored edges ``sender -> receiver.input`` of the model's graph
-(:mod:`attnlab.circuits.graph`). labext's circuit view (``labext/src/circuit.ts``) draws it as a layered graph: the
-embeddings (``input``) at the top, one row per layer that holds a node of the circuit, the ``logits`` at the bottom;
-each edge is a curve whose width grows with |score| and whose colour gives its sign (red positive, blue negative, the
-heatmap's palette), with the query, key and value inputs of a head told apart by dash pattern and attachment point.
-A slider shows the top-n edges by |score| and, when a faithfulness curve is given
-(:func:`attnlab.circuits.evaluate.faithfulness_curve`), the faithfulness of the nearest computed size with its 95%
-interval. Clicking a node lists its edges.
+(:mod:`attnlab.circuits.graph`). labext's circuit view (``labext/src/circuit.ts``) draws it as a layered graph that
+fills the notebook's width: the embeddings (``input``) at the top, one row of heads per layer that holds a node of the
+circuit with the layer's MLP as a bar under it, the ``logits`` at the bottom. Every edge is drawn (up to
+``max_edges``, 5,000 by default; the subtitle counts the rest): a curve whose width and opacity grow with |score| and
+whose colour gives its sign on the heatmap's palette (a colour bar gives the scale), the query, key and value inputs
+of a head told apart by dash pattern and attachment point, edges between bars (input, MLPs, logits) as arcs in a lane
+of their own. A slider shows the top-n edges by |score| and, when a faithfulness curve is given
+(:func:`attnlab.circuits.evaluate.faithfulness_curve`), steps through the curve's sizes, draws the curve with the size
+shown marked, and reads the faithfulness of exactly that size (a size the curve lacks reads "not computed"). Clicking
+a node lists its edges; SVG and PNG buttons export the view and the curve.
 
 Front ends without the extension get the ``text/html`` fallback: a script-free table of the top edges. Standalone
 reports inline labext's renderer, as :func:`attnlab.render.views.standalone_html` does. Every string (model and task
@@ -26,12 +29,15 @@ from attnlab.errors import CircuitError
 from attnlab.render.contract import CIRCUIT_MIME, CircuitCurve, CircuitEdge, CircuitNode, CircuitPayload
 from attnlab.render.views import _renderer_js
 
-__all__ = ["CIRCUIT_MIME", "circuit_mime_bundle", "circuit_payload", "circuit_standalone_html", "save_circuit_html",
-           "static_circuit_html"]
+__all__ = ["CIRCUIT_MIME", "DRAW_LIMIT", "circuit_mime_bundle", "circuit_payload", "circuit_standalone_html",
+           "save_circuit_html", "static_circuit_html"]
 
 _HEAD = re.compile(r"^L(\d+)H(\d+)$")
 _KV = re.compile(r"^L(\d+)KV(\d+)$")
 _MLP = re.compile(r"^MLP(\d+)$")
+#: Edges drawn by default: enough for every circuit people draw (EAP circuits of a few hundred to a few thousand
+#: edges); beyond it the view draws the strongest and states how many it left out and how weak they are.
+DRAW_LIMIT = 5000
 _POS = (178, 24, 43)  # red end of the diverging scale (labext/src/heatmap.ts)
 _NEG = (33, 102, 172)  # blue end
 
@@ -129,15 +135,15 @@ def _circuit_record(circuit) -> dict:
     return record
 
 
-def circuit_payload(circuit, *, curve=None, max_edges: int = 300, title: str | None = None) -> CircuitPayload:
-    """Payload of the circuit view for ``circuit``: its ``max_edges`` edges of largest |score|.
+def circuit_payload(circuit, *, curve=None, max_edges: int | None = None, title: str | None = None) -> CircuitPayload:
+    """Payload of the circuit view for ``circuit``: all its edges, or its ``max_edges`` of largest |score|.
 
     Args:
         circuit: a :class:`~attnlab.circuits.Circuit` (or its ``to_dict()``).
         curve: a :class:`~attnlab.circuits.evaluate.FaithfulnessCurve` (or a dict with ``sizes``, ``faithfulness``,
             ``ci95``, ``n_heads``) for the slider's faithfulness read-out, or None.
-        max_edges: draw at most this many edges (those of largest |score|); the rest are counted in
-            ``n_edges_total``.
+        max_edges: draw at most this many edges (those of largest |score|; default :data:`DRAW_LIMIT`); the rest are
+            counted in ``n_edges_total`` and the subtitle states how many were left out and their largest |score|.
         title: heading; default ``"Circuit: <model> on <task>"``.
 
     Returns:
@@ -146,6 +152,8 @@ def circuit_payload(circuit, *, curve=None, max_edges: int = 300, title: str | N
     Raises:
         CircuitError: ``max_edges`` not a positive integer, a malformed edge name, or a malformed curve.
     """
+    if max_edges is None:
+        max_edges = DRAW_LIMIT
     if isinstance(max_edges, bool) or not isinstance(max_edges, int) or max_edges < 1:
         raise CircuitError(f"'max_edges' must be a positive integer (got {max_edges!r})")
     record = _circuit_record(circuit)
@@ -172,8 +180,14 @@ def circuit_payload(circuit, *, curve=None, max_edges: int = 300, title: str | N
     task_name = str(task.get("task", "?"))
     prov = dict(record.get("provenance", {}))
     method = f" · {prov['method']}" if prov.get("method") else ""
-    truncated = f" · showing the top {len(shown)} of {len(ranked)} edges" if len(shown) < len(ranked) else ""
-    subtitle = f"{name} · {task_name}{method} · {len(ranked)} edges{truncated}"
+    if len(shown) < len(ranked):
+        rest = ranked[len(shown):]
+        weakest = max(abs(s) for _, s in rest)
+        drawn = (f" · showing the top {len(shown):,} of {len(ranked):,} edges; the other {len(rest):,} have "
+                 f"|score| <= {weakest:.3g} (together {sum(abs(s) for _, s in rest):.3g})")
+    else:
+        drawn = f" · all {len(ranked):,} drawn"
+    subtitle = f"{name} · {task_name}{method} · {len(ranked):,} edges{drawn}"
     provenance = [["model", name], *[[f"task {k}", _text(v)] for k, v in task.items() if k != "task"],
                   ["task", task_name],
                   *[[f"selection {k}", _text(v)] for k, v in dict(record.get("selection", {})).items()],
@@ -222,7 +236,14 @@ def static_circuit_html(payload: CircuitPayload, *, top_k: int = 40) -> str:
     if curve and curve["sizes"]:
         pts = ", ".join(f"{s}: {'n/a' if f is None else f'{f:.3f}'}"
                         for s, f in zip(curve["sizes"], curve["faithfulness"]))
-        faith = f'<div style="color:#555">faithfulness by number of edges: {e(pts)}</div>'
+        n = payload["n_edges_total"]
+        if n in curve["sizes"]:
+            f = curve["faithfulness"][curve["sizes"].index(n)]
+            own = f"faithfulness of this {n:,}-edge circuit: {'n/a' if f is None else f'{f:.3f}'}"
+        else:
+            own = f"faithfulness of this {n:,}-edge circuit: not computed (not a size of the curve)"
+        faith = (f'<div style="color:#555">{e(own)}</div>'
+                 f'<div style="color:#555">faithfulness by number of edges: {e(pts)}</div>')
     more = len(payload["edges"]) - len(edges)
     return (
         '<div class="attnlab-static" style="font:11px sans-serif">'
@@ -239,7 +260,7 @@ def static_circuit_html(payload: CircuitPayload, *, top_k: int = 40) -> str:
     )
 
 
-def circuit_mime_bundle(circuit, *, curve=None, max_edges: int = 300, title: str | None = None) -> dict:
+def circuit_mime_bundle(circuit, *, curve=None, max_edges: int | None = None, title: str | None = None) -> dict:
     """MIME bundle of ``circuit``: the circuit type for labext, static HTML and plain text for other front ends.
 
     Args and Raises: as :func:`circuit_payload`.
@@ -251,7 +272,7 @@ def circuit_mime_bundle(circuit, *, curve=None, max_edges: int = 300, title: str
     return {CIRCUIT_MIME: payload, "text/html": static_circuit_html(payload), "text/plain": plain}
 
 
-def circuit_standalone_html(circuit, *, curve=None, max_edges: int = 300, title: str | None = None) -> str:
+def circuit_standalone_html(circuit, *, curve=None, max_edges: int | None = None, title: str | None = None) -> str:
     """A self-contained HTML document drawing the circuit with labext's renderer, offline (no network, no server).
 
     Args: as :func:`circuit_payload`.
@@ -279,7 +300,7 @@ attnlabRender.renderCircuit(document.getElementById("attnlab-report"),
 """
 
 
-def save_circuit_html(circuit, path: str | Path, curve=None, *, max_edges: int = 300) -> Path:
+def save_circuit_html(circuit, path: str | Path, curve=None, *, max_edges: int | None = None) -> Path:
     """Write :func:`circuit_standalone_html` of ``circuit`` to ``path`` (UTF-8, atomically); returns the path.
 
     Raises:

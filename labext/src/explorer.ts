@@ -150,7 +150,7 @@ function metricLabel(metric: { label?: string } | undefined): string {
   return metric?.label ?? 'logit difference (logits)';
 }
 
-function headDetail(panel: HTMLElement, detail: any, ctx: { dest: number | null; setDest: (d: number) => void; prompts: string[]; prompt: number; onPrompt: (i: number) => void }): void {
+export function headDetail(panel: HTMLElement, detail: any, ctx: { dest: number | null; setDest: (d: number) => void; prompts: string[]; prompt: number; onPrompt: (i: number) => void }): void {
   const doc = panel.ownerDocument;
   const head = htmlEl(doc, 'div', 'attnlab-detail-title', panel, detail.name);
   if (detail.patching) {

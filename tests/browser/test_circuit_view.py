@@ -1,6 +1,7 @@
 """Browser tests of the circuit view: in JupyterLab (from the vendor MIME type) and as an offline standalone report.
-The graph draws one curve per edge, the slider re-filters edges and reads the faithfulness curve, clicking a node
-lists its edges and dispatches an event, and names stay text."""
+The graph draws one curve per edge (all 1,000 of a 1,000-edge circuit) across the notebook's width, the slider
+re-filters edges and reads the faithfulness curve for exactly the size shown (a size the curve lacks reads "not
+computed"), clicking a node lists its edges and dispatches an event, and names stay text."""
 
 from pathlib import Path
 
@@ -37,6 +38,17 @@ curve = {{'sizes': [5, 10, 20, 40], 'faithfulness': [0.31, 0.62, 0.845, 0.97],
           'ci95': [(0.2, 0.4), (0.5, 0.7), (0.8, 0.9), (0.95, 0.99)], 'n_heads': [3, 5, 9, 14]}}
 """
 
+# Here only (the standalone report): a 1,000-edge circuit of a 10-layer model, scores decaying as in an EAP ranking.
+BIG = """\
+big_model = attnlab.tiny_model(n_layers=10, n_heads=4, n_kv_heads=2, seed=1)
+big_names = rng.sample(Graph.from_info(big_model.info).edge_names(), 1000)
+big = Circuit(model=big_model.info.to_dict(), task={'task': 'ioi', 'n_prompts': 8},
+              edges=[(n, (-1) ** i * 2.0 / (1 + i) ** 0.7) for i, n in enumerate(big_names)],
+              selection={'rule': 'top_n', 'n_edges': 1000}, provenance={'method': 'eap'})
+big_curve = {'sizes': [250, 500, 1000], 'faithfulness': [0.55, 0.8, 0.91],
+              'ci95': [(0.5, 0.6), (0.75, 0.85), (0.88, 0.94)], 'n_heads': [10, 20, 30]}
+"""
+
 DISPLAY = """\
 from IPython.display import display
 from attnlab.render.circuit import circuit_mime_bundle
@@ -44,9 +56,9 @@ display(circuit_mime_bundle(circuit, curve=curve), raw=True)
 """
 
 
-def _built() -> dict:
+def _built(big: bool = False) -> dict:
     scope: dict = {}
-    exec(BUILD, scope)  # noqa: S102  (our own constant code: the expected payload)
+    exec(BUILD + (BIG if big else ""), scope)  # noqa: S102  (our own constant code: the expected payload)
     return scope
 
 
@@ -68,40 +80,59 @@ def test_circuit_view_in_lab(lab: LabServer, browser_page: Page) -> None:
 
     panel = notebook_panel(page)
     view = panel.locator(f"{CIRCUIT_OUTPUT} > .attnlab-circuit")
-    view.locator("path.attnlab-circuit-edge").first.wait_for(timeout=TIMEOUT_MS)
+    view.locator("path.attnlab-circuit-edge").first.wait_for(state="attached", timeout=TIMEOUT_MS)
     assert panel.locator(".attnlab-static").count() == 0, "the vendor renderer must win over the HTML fallback"
     assert view.locator("path.attnlab-circuit-edge").count() == N_EDGES
     assert _visible(view) == N_EDGES
     assert view.locator("g.attnlab-circuit-node").count() == len(payload["nodes"])
-    assert view.locator(".attnlab-title").inner_text() == "Circuit: <b>x</b> on <i>ioi</i>"  # text, not markup
+    title = view.locator(".attnlab-circuit-header .attnlab-title")
+    assert title.inner_text() == "Circuit: <b>x</b> on <i>ioi</i>"  # text, not markup
     assert view.locator("b, i").count() == 0
     # Strongest edge: its tooltip, its sign's colour family, the widest stroke.
     top = view.locator('path.attnlab-circuit-edge[data-rank="0"]')
     receiver = edges[0]["name"].split("->")[1]  # on a grouped-query model, the receiving node's name and input
     assert top.locator("title").text_content() == f"{edges[0]['sender']} → {receiver}: {edges[0]['score']:+.4f}"
     assert float(top.get_attribute("stroke-width")) == pytest.approx(6.0)
-    assert view.locator(".attnlab-circuit-faith").inner_text().startswith("faithfulness 0.970 (95% CI 0.950 to 0.990)")
+    assert float(top.get_attribute("stroke-opacity")) == pytest.approx(1.0)
+    faith = view.locator(".attnlab-circuit-faith")
+    assert faith.inner_text() == "faithfulness 0.970 at 40 edges (95% CI 0.950 to 0.990)"
+    # The graph fills the notebook's width (no fixed box); the curve is drawn with the size shown marked.
+    view_w = view.bounding_box()["width"]  # the output area's width
+    assert view_w > 800
+    assert view.locator("svg.attnlab-circuit-graph").bounding_box()["width"] >= view_w - 360  # less the info panel
+    assert view.locator("circle.attnlab-curve-point").count() == 4
+    assert view.locator("circle.attnlab-curve-point-current").get_attribute("data-size") == "40"
+    yticks = [float(t) for t in view.locator("text.attnlab-curve-ytick").all_text_contents()]
+    steps = {round(b - a, 6) for a, b in zip(yticks, yticks[1:])}
+    assert len(yticks) >= 4 and len(steps) == 1 and 0.0 in yticks and 1.0 in yticks  # round, evenly spaced labels
+    assert view.locator(".attnlab-circuit-colorbar-tick").all_text_contents() == [
+        f"{-abs(edges[0]['score']):+.3f}", "0", f"{abs(edges[0]['score']):+.3f}"]
     view.scroll_into_view_if_needed()
     screenshot(page, "circuit-initial")
 
-    # The slider: 10 edges shown, the faithfulness of the 10-edge circuit; one key press further, the nearest size.
+    # The slider steps through the curve's sizes: 10 edges shown, the faithfulness of the 10-edge circuit.
     slider = view.locator("input.attnlab-circuit-slider")
-    slider.fill("10")
+    assert view.locator("input.attnlab-circuit-snap-box").is_checked()
+    slider.fill("1")
     assert _visible(view) == 10
-    assert view.locator(".attnlab-circuit-faith").inner_text() == "faithfulness 0.620 (95% CI 0.500 to 0.700)"
+    assert faith.inner_text() == "faithfulness 0.620 at 10 edges (95% CI 0.500 to 0.700)"
     heads = {e[k] for e in edges[:10] for k in ("sender", "receiver")
              if e[k] in {n["name"] for n in payload["nodes"] if n["kind"] == "head"}}
-    assert view.locator(".attnlab-circuit-counts").inner_text().startswith(f"10 of {N_EDGES} edges · {len(heads)} heads")
+    counts = view.locator(".attnlab-circuit-counts").inner_text()
+    assert counts.startswith(f"10 of {N_EDGES} edges · {len(heads)} heads")
     slider.press("ArrowLeft")
-    assert _visible(view) == 9
-    assert view.locator(".attnlab-circuit-faith").inner_text() == \
-        "faithfulness 0.620 (95% CI 0.500 to 0.700), nearest computed size 10 edges"
-    slider.fill("5")
     assert _visible(view) == 5
-    assert "faithfulness 0.310" in view.locator(".attnlab-circuit-faith").inner_text()
+    assert "faithfulness 0.310 at 5 edges" in view.locator(".attnlab-circuit-faith").inner_text()
     live = {e[k] for e in edges[:5] for k in ("sender", "receiver")}
     assert view.locator("g.attnlab-circuit-node:not([display])").count() == len(live)
     screenshot(page, "circuit-slider-5")
+    # Every count: a size the curve lacks says so, and shows no neighbour's number.
+    view.locator("input.attnlab-circuit-snap-box").uncheck()
+    slider.fill("9")
+    assert _visible(view) == 9
+    assert view.locator(".attnlab-circuit-faith").inner_text() == \
+        "faithfulness at 9 edges: not computed (the curve has 5, 10, 20, 40 edges)"
+    assert view.locator(".attnlab-circuit-faith").get_attribute("data-value") == ""
     slider.fill(str(N_EDGES))
 
     # Click the strongest edge's sender: its info panel lists its edges and the event reaches the document.
@@ -133,7 +164,7 @@ def test_circuit_view_in_lab(lab: LabServer, browser_page: Page) -> None:
 
 @pytest.mark.browser
 def test_circuit_standalone_report_offline(browser: Browser, tmp_path: Path) -> None:
-    scope = _built()
+    scope = _built(big=True)
     path = save_circuit_html(scope["circuit"], tmp_path / "circuit.html", curve=scope["curve"])
     context = browser.new_context(viewport=VIEWPORT)
     context.set_offline(True)
@@ -157,14 +188,29 @@ def test_circuit_standalone_report_offline(browser: Browser, tmp_path: Path) -> 
     try:
         page.goto(path.as_uri(), wait_until="load", timeout=TIMEOUT_MS)
         report = page.locator("#attnlab-report")
-        report.locator("path.attnlab-circuit-edge").first.wait_for(timeout=TIMEOUT_MS)
+        report.locator("path.attnlab-circuit-edge").first.wait_for(state="attached", timeout=TIMEOUT_MS)
         assert report.locator("path.attnlab-circuit-edge").count() == N_EDGES
-        assert report.locator(".attnlab-title").inner_text() == "Circuit: <b>x</b> on <i>ioi</i>"
+        title = report.locator(".attnlab-circuit-header .attnlab-title")
+        assert title.inner_text() == "Circuit: <b>x</b> on <i>ioi</i>"
         assert page.locator("style#attnlab-render-css").count() == 1
-        report.locator("input.attnlab-circuit-slider").fill("20")
+        report.locator("input.attnlab-circuit-slider").fill("2")  # the third of the curve's sizes
         assert _visible(report) == 20
-        assert report.locator(".attnlab-circuit-faith").inner_text() == "faithfulness 0.845 (95% CI 0.800 to 0.900)"
+        assert report.locator(".attnlab-circuit-faith").inner_text() == \
+            "faithfulness 0.845 at 20 edges (95% CI 0.800 to 0.900)"
         screenshot(page, "circuit-report-offline")
+
+        # A 1,000-edge circuit: every edge drawn, the counts and the faithfulness line agree with the heading.
+        big = save_circuit_html(scope["big"], tmp_path / "big.html", curve=scope["big_curve"])
+        page.goto(big.as_uri(), wait_until="load", timeout=TIMEOUT_MS)
+        report = page.locator("#attnlab-report")
+        report.locator("path.attnlab-circuit-edge").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+        assert report.locator("path.attnlab-circuit-edge").count() == 1000 == _visible(report)
+        subtitle = report.locator(".attnlab-circuit-header .attnlab-subtitle").inner_text()
+        assert "1,000 edges · all 1,000 drawn" in subtitle
+        assert report.locator(".attnlab-circuit-counts").inner_text().startswith("1,000 of 1,000 edges")
+        assert report.locator(".attnlab-circuit-faith").inner_text() == \
+            "faithfulness 0.910 at 1,000 edges (95% CI 0.880 to 0.940)"
+        screenshot(page, "circuit-report-1000-edges")
         assert attempted == [], f"the offline report tried the network: {attempted}"
         assert console_errors == [], "\n".join(console_errors)
     finally:
