@@ -21,6 +21,7 @@ __all__ = [
     "HeadGalleryWidget",
     "HeadScores",
     "Intervention",
+    "Lab",
     "ModelInfo",
     "PatchingDataset",
     "PatchingResult",
@@ -58,6 +59,7 @@ _LAZY = {
     "HeadGalleryWidget": "attnlab.gallery_widget.widget",
     "HeadScores": "attnlab.heads.results",
     "Intervention": "attnlab.backends.base",
+    "Lab": "attnlab.lab",
     "ModelInfo": "attnlab.backends.base",
     "PatchingDataset": "attnlab.tasks.base",
     "PatchingResult": "attnlab.results",
@@ -122,6 +124,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from attnlab.gallery_widget.widget import HeadGalleryWidget
     from attnlab.heads import ablation_effects, induction_analysis, prefix_curves, score_heads
     from attnlab.heads.results import HeadScores
+    from attnlab.lab import Lab
     from attnlab.models import gpt2_shaped_model, load_model, tiny_hf_model, tiny_model
     from attnlab.patching import (
         patch_attn_out,
