@@ -62,7 +62,7 @@ class PrefixCurves:
 
 
 def prefix_curves(model: Backend, probe: PrefixProbe, *, batch_size: int = 32,
-                  progress: "bool | Progress" = False) -> PrefixCurves:
+                  progress: "bool | Progress" = True) -> PrefixCurves:
     """Attention from the current token to the induction target, for every head and prefix length.
 
     Args:
