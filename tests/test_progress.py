@@ -94,6 +94,25 @@ def test_acdc_bar_reports_edge_tests_and_kept_edges(capsys):
     assert int(tests_run.replace(",", "")) == result.n_tests, err
 
 
+def test_retrieval_ablation_and_sink_calibration_show_their_bars(model, monkeypatch, capsys):
+    from attnlab.heads import calibrate_sinks, retrieval_ablation
+    from attnlab.tasks.needle import needle_haystack_tokens
+    from tests.conftest import random_pair_dataset
+
+    inputs = needle_haystack_tokens(model, needle=[5, 6, 7], question=[9], depths=[0.0, 0.5, 1.0], lengths=[12],
+                                    token_range=(10, 40), bos_token_id=0, seed=0)
+    counter = PassCounter(model, monkeypatch)
+    retrieval_ablation(model, inputs, [(0, 1), (2, 3)], n_random=2, n_bootstrap=100, method="mean")
+    err = capsys.readouterr().err
+    assert re.findall(r"retrieval ablation.*?(\d+)/(\d+)", err)[-1] == (str(counter.passes),) * 2, err
+    data = random_pair_dataset(model, batch=4, n_pos=12, seed=1)
+    counter.passes = 0
+    calibrate_sinks(model, data, heads=[(1, 0)], positions="first", n_bootstrap=100)
+    err = capsys.readouterr().err
+    assert re.findall(r"calibrating sinks.*?(\d+)/(\d+)", err)[-1] == ("2", "2"), err
+    assert counter.passes >= 2  # (and the sink analysis the calibration computes first)
+
+
 # -- the widgets show themselves in the running cell before they block -------------------------------------------
 
 class FakeShell:
