@@ -3,13 +3,14 @@ fresh python3 kernel in a temporary copy of ``tutorials/`` (see :mod:`tests.tuto
 makes about the embedded model are checked against the executed outputs."""
 
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from attnlab.render.contract import CIRCUIT_MIME
-from tests.tutorial_fixtures import TUTORIALS, assert_committed_without_outputs, cell_stdout, execute_tutorial
+from tests.tutorial_fixtures import REPO, TUTORIALS, assert_committed_without_outputs, cell_stdout, execute_tutorial
 
 NB05 = TUTORIALS / "05_circuit_search_ioi_colored_objects.ipynb"
 NUM = r"(-?\d+\.\d+)"
@@ -50,7 +51,14 @@ def test_tutorial_05_executes_and_its_claims_hold(tmp_path: Path):
     (shown,) = [o.data for o in _cell(cells, "circuit = circuit_from_scores(scores").outputs
                 if o.output_type == "execute_result"]
     assert CIRCUIT_MIME in shown and "text/html" in shown
-    assert (tmp_path / "tutorials" / "ioi_circuit.html").is_file()
+    # The HTML report goes to a temporary folder, outside the repository (execute_tutorial checks `git status`).
+    report = Path(_find(r"^report: (.+ioi_circuit\.html)$", cell_stdout(_cell(cells, "faithfulness_curve(runner, ioi")))
+                  .group(1))
+    try:
+        assert report.is_file() and REPO not in report.resolve().parents
+        assert "<html" in report.read_text()[:500].lower()
+    finally:
+        shutil.rmtree(report.parent, ignore_errors=True)
 
     # The 1,000-edge circuit recovers >= 80% of the logit difference; the curve is not monotonic.
     text = cell_stdout(_cell(cells, "faithfulness_curve(runner, ioi"))

@@ -15,6 +15,10 @@ NB02 = TUTORIALS / "02_exploring_ioi_circuit.ipynb"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
+def _cell(cells, marker: str):
+    (cell,) = [c for c in cells if marker in c.source]
+    return cell
+
 
 def test_tutorial_02_is_committed_without_outputs():
     assert_committed_without_outputs(NB02)
@@ -30,11 +34,22 @@ def test_tutorial_02_executes_and_its_claims_hold(tmp_path: Path):
     for cell in cells:
         assert all(o.output_type != "error" for o in cell.outputs), cell.source
 
-    # The explorer is displayed as a widget, with the static fallback (note + heatmap) for other front ends.
-    bundles = [o.data for c in cells for o in c.outputs
-               if o.output_type == "execute_result" and WIDGET_MIME in o.get("data", {})]
-    assert len(bundles) == 2
-    assert all(FALLBACK_NOTE in b["text/html"] and "<table" in b["text/html"] for b in bundles)
+    # Each section's Explorer is displayed once, by its run() (before the sweep, so its progress shows), as a widget
+    # with the static fallback (note + heatmap of the finished run) for other front ends. (Other widgets, e.g. the
+    # progress bar of the first model load, carry no such fallback.)
+    def widgets(cell) -> list[dict]:
+        return [o.data for o in cell.outputs
+                if WIDGET_MIME in o.get("data", {}) and FALLBACK_NOTE in o.data.get("text/html", "")]
+
+    heads_cell = _cell(cells, 'explorer = attnlab.Explorer(model, "ioi"')
+    resid_cell = _cell(cells, 'resid = attnlab.Explorer(model, "ioi"')
+    assert sum(len(widgets(c)) for c in cells) == 2
+    (heads_view,), (resid_view,) = widgets(heads_cell), widgets(resid_cell)
+    for view in (heads_view, resid_view):
+        assert FALLBACK_NOTE in view["text/html"] and "<table" in view["text/html"]
+    # ... and each shows the sweep its section describes (the explorer of section 1 is not re-used for section 4)
+    assert "heads (denoising)" in heads_view["text/html"] and "resid pre" not in heads_view["text/html"]
+    assert "resid pre (denoising)" in resid_view["text/html"] and ">END<" in resid_view["text/html"]
 
     # "The strongest head attends from END to S2 and lowers logit(S)".
     (first,) = [c for c in cells if 'explorer.selected = top["head_name"][0]' in c.source]

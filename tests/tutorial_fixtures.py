@@ -12,6 +12,7 @@ model). pytest-timeout counts fixture setup against the test that first requests
 """
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -19,17 +20,39 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-__all__ = ["CELL_TIMEOUT_S", "TUTORIALS", "TUTORIAL_TEST_TIMEOUT_S", "assert_committed_without_outputs", "cell_stdout",
-           "execute_tutorial", "executed_tutorial_01"]
+__all__ = ["CELL_TIMEOUT_S", "REPO", "TUTORIALS", "TUTORIAL_TEST_TIMEOUT_S", "assert_committed_without_outputs",
+           "cell_stdout", "execute_tutorial", "executed_tutorial_01", "git_status", "new_files"]
 
 #: the repository's tutorials folder
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+
+#: the repository's root
+REPO = TUTORIALS.parent
 
 #: time limit of one notebook cell, in seconds
 CELL_TIMEOUT_S = 900
 
 #: time limit for a test that executes a whole tutorial (the first to request an ``executed_tutorial_*`` fixture)
 TUTORIAL_TEST_TIMEOUT_S = 2400
+
+
+def git_status() -> set[str] | None:
+    """The repository's ``git status --porcelain`` lines (untracked files one by one), or None outside a git
+    checkout (e.g. an unpacked sdist)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True,
+                             text=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(out.stdout.splitlines())
+
+
+def new_files(folder: Path, before: set[Path]) -> list[str]:
+    """Files under ``folder`` that are not in ``before`` (relative paths), ignoring Jupyter's checkpoints and Python's
+    bytecode caches, which git ignores too."""
+    skip = {".ipynb_checkpoints", "__pycache__"}
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and p not in before and not skip & set(p.relative_to(folder).parts))
 
 
 def execute_tutorial(name: str, tmp_dir: Path) -> Path:
@@ -44,11 +67,14 @@ def execute_tutorial(name: str, tmp_dir: Path) -> Path:
         The path of the executed notebook.
 
     Raises:
-        pytest.fail.Exception: a cell raised; the partially executed notebook is still written, and its path is in
-            the message.
+        pytest.fail.Exception: a cell raised (the partially executed notebook is still written, and its path is in
+            the message); the notebook left a file in its working directory; the repository's ``git status`` gained
+            an untracked file or a change under ``tutorials/``.
     """
     workdir = tmp_dir / "tutorials"
     shutil.copytree(TUTORIALS, workdir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    copied = {p for p in workdir.rglob("*") if p.is_file()}
+    status_before = git_status()
     nb = nbformat.read(workdir / name, as_version=4)
     out_dir = tmp_dir / "executed"
     out_dir.mkdir()
@@ -63,6 +89,17 @@ def execute_tutorial(name: str, tmp_dir: Path) -> Path:
         nbformat.write(nb, out)
         pytest.fail(f"tutorial {name} failed in a cell (partially executed notebook: {out}):\n{exc}", pytrace=False)
     nbformat.write(nb, out)
+    left = new_files(workdir, copied)
+    if left:
+        pytest.fail(f"tutorial {name} wrote {left} into its folder; run in the repository, these would show as "
+                    "untracked files: write to a temporary folder (tempfile.mkdtemp) instead", pytrace=False)
+    status_after = git_status()
+    if status_before is not None and status_after is not None:
+        # untracked files anywhere, or any change under tutorials/ (edits elsewhere may go on beside a long run)
+        changed = sorted(line for line in status_after - status_before
+                         if line.startswith("??") or "tutorials/" in line)
+        if changed:
+            pytest.fail(f"running tutorial {name} changed `git status`: {changed}", pytrace=False)
     return out
 
 

@@ -126,7 +126,8 @@ def acdc(
         max_tests: stop after this many edge tests (the result is then marked incomplete).
         variants_per_pass: edge tests sharing one batched pass (at most; also bounded by ``memory_budget_mb``).
         batch_size, memory_budget_mb: see :func:`~attnlab.circuits.evaluate.circuit_metrics`.
-        progress: show a progress bar over receivers.
+        progress: show a progress bar over receivers (from the output backwards), with the edge tests and passes run
+            so far and the edges still kept.
         metric: M: ``"logit_diff"`` (default, logits), ``"kl_div"`` (KL(full model || circuit) on the clean prompts,
             nats; Conmy et al.'s choice), ``"prob"``, ``"logprob"``, ``"accuracy"``, a
             :class:`~attnlab.metrics.Metric` or a callable ``fn(logits, answers, reference)``.
@@ -199,6 +200,7 @@ def acdc(
                 kept[cand[remove], r] = False
                 current = float(evaluate(kept[None])[0])
             trace.append((g.receivers[r], int(len(cand)), int(remove.sum()), current))
+            bar.set_postfix_str(f"{n_tests:,} edge tests, {n_passes} passes, {int(kept.sum()):,} edges kept")
             if not complete:
                 break
     finally:

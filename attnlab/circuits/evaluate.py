@@ -346,6 +346,7 @@ def faithfulness(
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
     metric: MetricLike = "logit_diff",
+    progress: bool = True,
 ) -> FaithfulnessResult:
     """Faithfulness of a circuit: its metric with every other edge ablated, between the fully ablated model (0) and
     the full model (1). See the module docstring.
@@ -358,6 +359,8 @@ def faithfulness(
             :class:`AblationSource`.
         batch_size, memory_budget_mb, metric: see :func:`circuit_metrics` (default metric: the logit difference;
             ``"kl_div"`` compares with the full model on the clean prompts).
+        progress: show a progress bar over the passes (the full model, everything ablated and the circuit, in batches
+            of prompts).
 
     Returns:
         A :class:`FaithfulnessResult`.
@@ -373,7 +376,7 @@ def faithfulness(
     masks = torch.stack([g.valid, torch.zeros_like(g.valid), kept])
     runner, metric, reference, src = _prepare(runner, dataset, metric, source, batch_size, memory_budget_mb)
     full, abl, c = _circuit_metrics(runner, dataset, masks, src, metric, reference, batch_size, memory_budget_mb,
-                                    False)
+                                    progress)
     f = _ratio(c, full, abl)
     ci = _bootstrap_ratio(c - abl, full - abl)
     n_heads = len(circuit.heads) if isinstance(circuit, Circuit) else len(_heads_of_mask(g, kept))
@@ -434,7 +437,7 @@ def faithfulness_curve(
     source: "str | AblationSource" = "mean",
     batch_size: int = 16,
     memory_budget_mb: float | int = _DEFAULT_BUDGET_MB,
-    progress: bool = False,
+    progress: bool = True,
     metric: MetricLike = "logit_diff",
 ) -> FaithfulnessCurve:
     """Faithfulness of the top-n-edge circuits of ``scores`` (by |score|) for each n in ``sizes``, batched.

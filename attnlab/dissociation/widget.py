@@ -21,6 +21,7 @@ import traitlets as t
 from attnlab.backends.base import Backend
 from attnlab.dissociation.controller import ItemBuilder, WorkbenchController, WorkbenchRun
 from attnlab.errors import AttnlabError
+from attnlab.explorer.cell_display import mark_displayed, refresh_in_cell, show_in_cell, shown_by_run
 from attnlab.memory import DEFAULT_BUDGET_MB
 
 __all__ = ["RecallReasoningWorkbench"]
@@ -114,12 +115,21 @@ class RecallReasoningWorkbench(anywidget.AnyWidget):
             wait: block until done and return the :class:`~attnlab.dissociation.controller.WorkbenchRun`; False
                 starts it in the background (the Cancel button works) and returns the thread.
 
+        In a notebook, the widget is first displayed in the cell that calls ``run()`` (unless that cell displayed it
+        already), so its progress bar shows while the sweep runs; a trailing ``workbench`` line in the same cell then
+        shows only its one-line text instead of a second copy.
+
         Raises:
             ExplorerError: a run is already in progress. With ``wait=True``, the items' and the sweep's input errors
                 (raised before any ablation).
         """
+        shown = show_in_cell(self)
         if wait:
-            return self.controller.run()
+            try:
+                return self.controller.run()
+            finally:
+                if shown:
+                    refresh_in_cell(self)
         self._thread = self.controller.run_in_background()
         return self._thread
 
@@ -221,6 +231,9 @@ class RecallReasoningWorkbench(anywidget.AnyWidget):
 
     # -- display --------------------------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
+        if shown_by_run(self):  # run() displayed the widget in this cell already: no second copy
+            return {"text/plain": repr(self)}, {}
+        mark_displayed(self)
         data, meta = super()._repr_mimebundle_(**kwargs)
         data["text/html"] = self._fallback_html()
         return data, meta

@@ -24,6 +24,7 @@ import traitlets as t
 
 from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError
+from attnlab.explorer.cell_display import mark_displayed, refresh_in_cell, show_in_cell, shown_by_run
 from attnlab.explorer.controller import ExplorerController, ExplorerError, Selection
 from attnlab.explorer.tasks import ExplorerTask
 from attnlab.memory import DEFAULT_BUDGET_MB
@@ -121,12 +122,21 @@ class Explorer(anywidget.AnyWidget):
                 kernel to stop early: the finished cells are kept); False starts it in the background (the Cancel
                 button works) and returns the thread.
 
+        In a notebook, the widget is first displayed in the cell that calls ``run()`` (unless that cell displayed it
+        already), so its progress bar, pass count and time estimate show while the sweep runs; a trailing
+        ``explorer`` line in the same cell then shows only its one-line text instead of a second copy.
+
         Raises:
             ExplorerError: a run is already in progress. With ``wait=True``, the task's and the engine's input
             errors (raised before the sweep starts).
         """
+        shown = show_in_cell(self)
         if wait:
-            return self.controller.run()
+            try:
+                return self.controller.run()
+            finally:
+                if shown:
+                    refresh_in_cell(self)
         self._thread = self.controller.run_in_background()
         return self._thread
 
@@ -338,6 +348,9 @@ class Explorer(anywidget.AnyWidget):
 
     # -- display --------------------------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
+        if shown_by_run(self):  # run() displayed the widget in this cell already: no second copy
+            return {"text/plain": repr(self)}, {}
+        mark_displayed(self)
         data, meta = super()._repr_mimebundle_(**kwargs)
         data["text/html"] = self._fallback_html()
         return data, meta

@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from attnlab.backends.base import Backend
+from attnlab.progress import Progress, step_progress
 from attnlab.sites import Site, SiteKind
 from attnlab.tasks.induction import RepeatedTokens
 
@@ -33,7 +34,7 @@ __all__ = ["copying_scores"]
 
 
 def copying_scores(
-    model: Backend, data: RepeatedTokens, *, batch_size: int = 16
+    model: Backend, data: RepeatedTokens, *, batch_size: int = 16, progress: "bool | Progress" = False
 ) -> tuple[Float[Tensor, "layer head_index"], Float[Tensor, "batch layer head_index"]]:
     """Direct logit attribution of every head to the token an induction head would copy.
 
@@ -41,6 +42,8 @@ def copying_scores(
         model: a backend that exposes its weights (:meth:`~attnlab.backends.base.Backend.weights`).
         data: repeated sequences.
         batch_size: sequences per forward pass.
+        progress: a tqdm bar over the forward passes (True), none (False), or a shared
+            :class:`~attnlab.progress.Progress` to tick.
 
     Returns:
         ``(mean, per_sequence)``: Float[layer, head_index] and Float[batch, layer, head_index], in logits.
@@ -54,20 +57,32 @@ def copying_scores(
     pos = torch.arange(o + L, o + 2 * L - 1)  # positions whose next token is in the second repeat (copyable)
     z_sites = [Site(SiteKind.Z, layer) for layer in range(n_layers)]
     final = Site(SiteKind.RESID_POST, n_layers - 1)  # what the final norm reads
-    device = w.W_U.device
     out = []
-    for start in range(0, len(data), batch_size):
-        tokens = data.tokens[start:start + batch_size]
-        run = model.run(tokens, cache=z_sites + [final], logits_at=torch.zeros(tokens.shape[0], dtype=torch.long))
-        scale = w.scale(run.cache[final][:, pos].to(device))[:, :, None]  # [batch, p, 1, 1]: frozen per position
-        target = tokens[:, pos + 1].to(device)  # [batch, p]
-        u = w.W_U[:, target].permute(1, 2, 0)  # [batch, p, d_model]: unembedding of the copied token
-        per_layer = []
-        for layer, site in enumerate(z_sites):
-            z = run.cache[site][:, pos].to(device).float()  # [batch, p, head, d_head]
-            head_out = torch.einsum("bphd,hdm->bphm", z, w.W_O[layer])
-            dla = torch.einsum("bphm,bpm->bph", w.apply(head_out, scale), u)
-            per_layer.append(dla.mean(1))  # [batch, head]
-        out.append(torch.stack(per_layer, dim=1))
+    starts = range(0, len(data), batch_size)
+    tracker, owned = step_progress(progress, total=len(starts), desc="copying scores")
+    try:
+        for start in starts:
+            out.append(_copying_batch(model, w, data.tokens[start:start + batch_size], z_sites, final, pos))
+            tracker.update()
+    finally:
+        if owned:
+            tracker.close()
     per_sequence = torch.cat(out).float().cpu()
     return per_sequence.mean(0), per_sequence
+
+
+def _copying_batch(model: Backend, w, tokens: Tensor, z_sites: list[Site], final: Site,
+                   pos: Tensor) -> Float[Tensor, "batch layer head_index"]:
+    """The direct logit attribution of every head to the copied token, for one batch of sequences."""
+    device = w.W_U.device
+    run = model.run(tokens, cache=z_sites + [final], logits_at=torch.zeros(tokens.shape[0], dtype=torch.long))
+    scale = w.scale(run.cache[final][:, pos].to(device))[:, :, None]  # [batch, p, 1, 1]: frozen per position
+    target = tokens[:, pos + 1].to(device)  # [batch, p]
+    u = w.W_U[:, target].permute(1, 2, 0)  # [batch, p, d_model]: unembedding of the copied token
+    per_layer = []
+    for layer, site in enumerate(z_sites):
+        z = run.cache[site][:, pos].to(device).float()  # [batch, p, head, d_head]
+        head_out = torch.einsum("bphd,hdm->bphm", z, w.W_O[layer])
+        dla = torch.einsum("bphm,bpm->bph", w.apply(head_out, scale), u)
+        per_layer.append(dla.mean(1))  # [batch, head]
+    return torch.stack(per_layer, dim=1)

@@ -15,6 +15,7 @@ Context:
     are not induction heads on this probe (``"none"``).
 """
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from torch import Tensor
 from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError
 from attnlab.heads.patterns import attention_patterns
+from attnlab.progress import Progress, step_progress
 from attnlab.results import _from_nested, _to_nested
 from attnlab.tasks.induction import PrefixProbe
 
@@ -75,24 +77,34 @@ class PrefixCurves:
         return plot_prefix_curves(self, ax, **kw)
 
 
-def prefix_curves(model: Backend, probe: PrefixProbe, *, batch_size: int = 32) -> PrefixCurves:
+def prefix_curves(model: Backend, probe: PrefixProbe, *, batch_size: int = 32,
+                  progress: "bool | Progress" = True) -> PrefixCurves:
     """Attention from the current token to the induction target, for every head and prefix length.
 
     Args:
         model: any backend.
         probe: sequences from :func:`~attnlab.tasks.induction.prefix_probe`.
         batch_size: sequences per forward pass.
+        progress: a tqdm bar over the forward passes (True), none (False), or a shared
+            :class:`~attnlab.progress.Progress` to tick.
 
     Returns:
         A :class:`PrefixCurves`.
     """
+    n_passes = sum(math.ceil(batch.shape[0] / batch_size) for batch in probe.tokens)
+    tracker, owned = step_progress(progress, total=n_passes, desc="prefix curves")
     per = []
-    for batch in probe.tokens:  # [batch, pos] for one prefix length
-        parts = []
-        for start in range(0, batch.shape[0], batch_size):
-            pat = attention_patterns(model, batch[start:start + batch_size])  # [b, layer, head, dest, src]
-            parts.append(pat[:, :, :, probe.dest, probe.target])
-        per.append(torch.cat(parts))
+    try:
+        for batch in probe.tokens:  # [batch, pos] for one prefix length
+            parts = []
+            for start in range(0, batch.shape[0], batch_size):
+                pat = attention_patterns(model, batch[start:start + batch_size])  # [b, layer, head, dest, src]
+                parts.append(pat[:, :, :, probe.dest, probe.target])
+                tracker.update()
+            per.append(torch.cat(parts))
+    finally:
+        if owned:
+            tracker.close()
     per_sequence = torch.stack(per)  # [n_lengths, batch, layer, head]
     return PrefixCurves(prefix_lengths=list(probe.prefix_lengths), values=per_sequence.mean(1),
                         per_sequence=per_sequence)

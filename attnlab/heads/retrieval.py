@@ -42,6 +42,7 @@ from attnlab import serialisation
 from attnlab.ablation import ABLATION_METHODS, check_heads, head_ablation_interventions, mean_head_outputs
 from attnlab.backends.base import Backend, RunSpec
 from attnlab.errors import AblationError, ArgumentError, AttnlabError
+from attnlab.progress import Progress, step_progress
 from attnlab.results import _from_nested, _to_nested
 from attnlab.sites import Site, SiteKind
 from attnlab.tasks.needle import NeedleInputs
@@ -405,6 +406,7 @@ def retrieval_ablation(
     n_bootstrap: int = 1000,
     level: float = 0.95,
     batch_size: int = 8,
+    progress: "bool | Progress" = True,
 ) -> RetrievalAblation:
     """Ablate the top-k retrieval heads together, and k random other heads as controls, on retrieval accuracy.
 
@@ -420,6 +422,8 @@ def retrieval_ablation(
         seed: seed of the random draws and the bootstrap.
         n_bootstrap, level: the paired percentile bootstrap over inputs (:mod:`attnlab.dissociation.stats`).
         batch_size: inputs per forward pass.
+        progress: a tqdm bar over the forward passes (True), none (False), or a shared
+            :class:`~attnlab.progress.Progress` to tick.
 
     Returns:
         :class:`RetrievalAblation`.
@@ -464,6 +468,25 @@ def retrieval_ablation(
              for _ in range(n_random)]
     conditions = [("clean", [])] + [("top", heads)] + [(f"random_{i}", d) for i, d in enumerate(draws)]
 
+    n_batches = sum(1 for _ in inputs.batches(batch_size))
+    tracker, owned = step_progress(progress, total=n_batches * (len(conditions) + (method == "mean")),
+                                   desc="retrieval ablation")
+    try:
+        values = _ablation_values(model, inputs, conditions, method, batch_size, tracker)
+    finally:
+        if owned:
+            tracker.close()
+    clean = values[0]
+    summary = {name: _summary(values[ci], clean, n_bootstrap, level, seed) for ci, (name, _) in enumerate(conditions)}
+    summary["random"] = _summary(values[2:].mean(0), clean, n_bootstrap, level, seed)
+    return RetrievalAblation(method=method, heads=heads, random_heads=draws, clean=clean, top=values[1],
+                             random=values[2:], summary=summary, n_bootstrap=n_bootstrap, level=float(level),
+                             seed=seed)
+
+
+def _ablation_values(model: Backend, inputs: NeedleInputs, conditions: list, method: str, batch_size: int,
+                     tracker: Progress) -> Tensor:
+    """Float[condition, input] retrieval accuracy of each input with each condition's heads ablated."""
     means = None
     if method == "mean":  # mean z over every position of every input, weighted by tokens
         total, acc = 0, None
@@ -473,6 +496,7 @@ def retrieval_ablation(
             acc = {lay: v * w for lay, v in m.items()} if acc is None else {lay: acc[lay] + v * w
                                                                              for lay, v in m.items()}
             total += w
+            tracker.update()
         means = {lay: v / total for lay, v in acc.items()}
 
     values = torch.zeros(len(conditions), len(inputs))
@@ -488,10 +512,5 @@ def retrieval_ablation(
         tokens = torch.stack([inputs.items[i].tokens for i in idx])
         preds = out.logits[:, answer_pos[0] - 1].argmax(-1).cpu()
         values[ci, idx] = (preds == tokens.gather(1, answer_pos)).float().mean(-1)
-
-    clean = values[0]
-    summary = {name: _summary(values[ci], clean, n_bootstrap, level, seed) for ci, (name, _) in enumerate(conditions)}
-    summary["random"] = _summary(values[2:].mean(0), clean, n_bootstrap, level, seed)
-    return RetrievalAblation(method=method, heads=heads, random_heads=draws, clean=clean, top=values[1],
-                             random=values[2:], summary=summary, n_bootstrap=n_bootstrap, level=float(level),
-                             seed=seed)
+        tracker.update()
+    return values

@@ -43,6 +43,7 @@ from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError, DatasetError
 from attnlab.heads.patterns import attention_patterns
 from attnlab.heads.results import HeadScores
+from attnlab.progress import Progress, step_progress
 from attnlab.tasks.induction import RepeatedTokens
 
 __all__ = ["DEFINITIONS", "SCORE_KINDS", "attention_patterns", "detection_masks", "pattern_scores", "score_heads"]
@@ -134,6 +135,7 @@ def score_heads(
     exclude_current_token: bool = False,
     batch_size: int = 32,
     example: int = 0,
+    progress: "bool | Progress" = False,
 ) -> HeadScores:
     """Previous-token, duplicate-token and induction scores of every head, with their spread over sequences.
 
@@ -145,6 +147,8 @@ def score_heads(
         exclude_bos, exclude_current_token: as in ``detect_head`` (``"detect_head"`` only).
         batch_size: sequences per forward pass.
         example: the row whose attention patterns are kept for display (the gallery's pattern view).
+        progress: a tqdm bar over the forward passes (True; one pass per ``batch_size`` sequences), none (False), or
+            a shared :class:`~attnlab.progress.Progress` to tick.
 
     Returns:
         A :class:`~attnlab.heads.results.HeadScores` (scores Float[kind, layer, head_index] and per-sequence
@@ -186,16 +190,23 @@ def score_heads(
 
     chunks: dict[str, list[Tensor]] = {k: [] for k in SCORE_KINDS}
     example_pattern = None
-    for start in range(0, tokens.shape[0], batch_size):
-        part = tokens[start:start + batch_size]
-        patterns = attention_patterns(model, part)
-        masks = detection_masks(part, definition=definition, seq_len=seq_len, bos_offset=bos_offset)
-        scores = pattern_scores(patterns, masks, definition=definition, exclude_bos=exclude_bos,
-                                exclude_current_token=exclude_current_token)
-        for k in SCORE_KINDS:
-            chunks[k].append(scores[k])
-        if start <= example < start + part.shape[0]:
-            example_pattern = patterns[example - start].clone()
+    starts = range(0, tokens.shape[0], batch_size)
+    tracker, owned = step_progress(progress, total=len(starts), desc="scoring heads")
+    try:
+        for start in starts:
+            part = tokens[start:start + batch_size]
+            patterns = attention_patterns(model, part)
+            masks = detection_masks(part, definition=definition, seq_len=seq_len, bos_offset=bos_offset)
+            scores = pattern_scores(patterns, masks, definition=definition, exclude_bos=exclude_bos,
+                                    exclude_current_token=exclude_current_token)
+            for k in SCORE_KINDS:
+                chunks[k].append(scores[k])
+            if start <= example < start + part.shape[0]:
+                example_pattern = patterns[example - start].clone()
+            tracker.update()
+    finally:
+        if owned:
+            tracker.close()
     per_sequence = torch.stack([torch.cat(chunks[k]) for k in SCORE_KINDS])  # [kind, batch, layer, head]
     return HeadScores(
         kinds=list(SCORE_KINDS),

@@ -57,6 +57,7 @@ from attnlab.backends.base import Backend, Intervention
 from attnlab.errors import ArgumentError, AttnlabError, DatasetError
 from attnlab.heads.patterns import attention_patterns
 from attnlab.metrics import MetricLike, get_metric
+from attnlab.progress import Progress, step_progress
 from attnlab.results import _from_nested, _to_nested
 from attnlab.sites import Site, SiteKind
 
@@ -612,6 +613,7 @@ def calibrate_sinks(
     n_bootstrap: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    progress: "bool | Progress" = True,
 ) -> SinkAnalysis:
     """ACT-style calibration of attention sinks (Yu et al. 2024, section 4) and its effect on a task metric.
 
@@ -631,6 +633,9 @@ def calibrate_sinks(
         lower_is_better: whether a lower metric is better (default: True for ``kl_div``, else False); decides which
             prompts count as hurt.
         n_bootstrap, level, seed: the paired percentile bootstrap of the change over prompts.
+        progress: a tqdm bar over the two forward passes (uncalibrated, calibrated; the calibrated one edits every
+            chosen head's attention and takes the longer), none (False), or a shared
+            :class:`~attnlab.progress.Progress` to tick.
 
     Returns:
         The :class:`SinkAnalysis` of the prompts with :attr:`SinkAnalysis.calibration` attached (a
@@ -673,11 +678,18 @@ def calibrate_sinks(
     mask = positions if isinstance(positions, Tensor) else analysis.sink_mask(positions)
     end = data.positions["END"]
     answers = data.answers
-    base_logits = model.run(tokens, logits_at=end).logits.float()
-    reference = resolved.reference(base_logits)
-    baseline = resolved(base_logits, answers.to(base_logits.device), reference).detach().cpu()
-    ivs = sink_calibration_interventions(model, tokens, heads, mask, factor)
-    cal_logits = model.run(tokens, interventions=ivs, logits_at=end).logits.float()
+    tracker, owned = step_progress(progress, total=2, desc="calibrating sinks")
+    try:
+        base_logits = model.run(tokens, logits_at=end).logits.float()
+        tracker.update()
+        reference = resolved.reference(base_logits)
+        baseline = resolved(base_logits, answers.to(base_logits.device), reference).detach().cpu()
+        ivs = sink_calibration_interventions(model, tokens, heads, mask, factor)
+        cal_logits = model.run(tokens, interventions=ivs, logits_at=end).logits.float()
+        tracker.update()
+    finally:
+        if owned:
+            tracker.close()
     calibrated = resolved(cal_logits, answers.to(cal_logits.device), reference).detach().cpu()
     change = calibrated - baseline
     if lower_is_better is None:

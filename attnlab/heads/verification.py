@@ -39,6 +39,7 @@ from attnlab.ablation import ABLATION_METHODS, AblationError, check_heads, head_
     mean_head_outputs
 from attnlab.backends.base import Backend, RunSpec
 from attnlab.metrics import Metric, MetricLike, get_metric
+from attnlab.progress import Progress, step_progress
 from attnlab.results import _from_nested, _to_nested
 from attnlab.sites import Site, SiteKind
 from attnlab.tasks.induction import RepeatedTokens
@@ -171,6 +172,7 @@ def ablation_effects(
     reference: Int[Tensor, "batch pos"] | None = None,
     max_rows: int | None = None,
     metric: MetricLike | None = None,
+    progress: "bool | Progress" = True,
 ) -> HeadAblation:
     """Increase of the second-repeat loss (or change of a metric) when each head is ablated on its own.
 
@@ -186,6 +188,8 @@ def ablation_effects(
         metric: None (default) for the second-repeat loss in nats per token; or a metric name, a
             :class:`~attnlab.metrics.Metric` or a callable, measured on the copyable positions of the second repeat
             (see the module docstring: ``"logprob"`` gives minus the loss).
+        progress: a tqdm bar over the forward passes (True), none (False), or a shared
+            :class:`~attnlab.progress.Progress` to tick (:func:`~attnlab.heads.induction_analysis` passes its own).
 
     Returns:
         A :class:`HeadAblation` (its ``metric`` records the metric; None for the loss).
@@ -207,7 +211,29 @@ def ablation_effects(
     if reference is not None and reference.shape[1] != n_pos:
         raise AblationError(f"'reference' must have {n_pos} positions like the data (got {reference.shape[1]})")
     layers = sorted({layer for layer, _ in heads})
+    if max_rows is None:
+        max_rows = max(batch, int(64e6 // (n_pos * info.d_vocab)))
+    per_pass = max(1, max_rows // batch)
+    n_ablated = len(methods) * sum(math.ceil(sum(1 for lay, _ in heads if lay == layer) / per_pass)
+                                   for layer in layers)
+    # the passes: the unablated run, the mean outputs (mean ablation), then the ablated passes
+    tracker, owned = step_progress(progress, total=1 + ("mean" in methods) + n_ablated, desc="ablating heads")
+    try:
+        return _ablation_effects(model, data, heads, methods, reference, resolved, layers, per_pass, tracker)
+    finally:
+        if owned:
+            tracker.close()
+
+
+def _ablation_effects(model: Backend, data: RepeatedTokens, heads: list[tuple[int, int]], methods: list[str],
+                      reference: Tensor | None, resolved: Metric | None, layers: list[int], per_pass: int,
+                      tracker: Progress) -> HeadAblation:
+    """:func:`ablation_effects` with its inputs checked: the passes, each ticking ``tracker``."""
+    info = model.info
+    tokens = data.tokens
+    batch, n_pos = tokens.shape
     clean = model.run(tokens, cache=[Site(SiteKind.RESID_PRE, layer) for layer in layers])
+    tracker.update()
     clean_loss = loss_by_position(clean.logits, tokens)
     first, second = _repeat_means(clean_loss, data)
     clean_summary = {"first_repeat": float(first.mean()), "second_repeat": float(second.mean()),
@@ -219,11 +245,10 @@ def ablation_effects(
         ref = resolved.reference(clean.logits[:, at].reshape(-1, info.d_vocab).float())
         baseline = _metric_values(resolved, clean.logits, at, answers, ref)  # fails here if the metric is broken
         clean_summary["metric"] = float(baseline.mean())
-    means = mean_head_outputs(model, tokens if reference is None else reference, layers) if "mean" in methods \
-        else None
-    if max_rows is None:
-        max_rows = max(batch, int(64e6 // (n_pos * info.d_vocab)))
-    per_pass = max(1, max_rows // batch)
+    means = None
+    if "mean" in methods:
+        means = mean_head_outputs(model, tokens if reference is None else reference, layers)
+        tracker.update()
 
     nan = float("nan")
     per_seq = torch.full((len(methods), info.n_layers, info.n_heads, batch), nan)
@@ -254,6 +279,7 @@ def ablation_effects(
                 value = _metric_values(resolved, out.logits[v * batch:(v + 1) * batch], at, answers, ref)
             per_seq[mi, layer, head] = value - baseline
             pos_loss[mi, layer, head] = part.mean(0)
+        tracker.update()
     return HeadAblation(
         methods=methods, loss_increase=per_seq.mean(-1), per_sequence=per_seq, position_loss=pos_loss,
         clean_position_loss=clean_loss.mean(0), clean_loss=clean_summary,

@@ -410,20 +410,96 @@ function renderControls({ model, dom }: ExplorerView): void {
   inputs.seed.value = String(c.seed);
 }
 
-/** The status line: `status`, then the pass count while running, then the message. */
-function statusLine(status: string, done: number, total: number, msg: string): string {
+/** Timing of the run a view is watching: when it saw the run start and when (at which pass count) the passes did. */
+interface RunTiming {
+  started: number; // ms (performance.now) when this view first saw status 'running'
+  stale: string; // the progress value left from the previous run, ignored until it changes
+  passStart: number | null; // ms at the reference point of the pass rate
+  passBase: number; // passes done at that point
+}
+
+/** One timing record per view (keyed by its root element), kept out of the view's own state. */
+const runTimings = new WeakMap<HTMLElement, RunTiming>();
+
+/** Seconds as `42 s`, `3:07` or `1:02:05`. */
+function clock(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  const two = (n: number) => String(n).padStart(2, '0');
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h ? `${h}:${two(m)}:${two(s % 60)}` : `${m}:${two(s % 60)}`;
+}
+
+/**
+ * Elapsed and remaining seconds of a running sweep. Remaining comes from the pass rate this view measured (passes
+ * since its reference point over the time since), so it appears from the second pass the view sees on.
+ */
+function runClock(t: RunTiming, done: number, total: number, now: number): { elapsed: number; remaining: number | null } {
+  const elapsed = (now - t.started) / 1000;
+  if (t.passStart === null || total <= 0 || done <= t.passBase) {
+    return { elapsed, remaining: null };
+  }
+  const rate = (done - t.passBase) / ((now - t.passStart) / 1000); // passes per second
+  return { elapsed, remaining: rate > 0 ? (total - done) / rate : null };
+}
+
+/**
+ * The status line: `status`, then (while running) the pass count, the time elapsed and the time left at the current
+ * pass rate, then the message.
+ */
+function statusLine(status: string, done: number, total: number, msg: string,
+                    clockText?: { elapsed: number; remaining: number | null }): string {
   const running = status === 'running';
-  return `${status}${running && total ? ` · pass ${done}/${total}` : ''}${msg ? ' · ' + msg : ''}`;
+  let line = status;
+  if (running && total) {
+    line += ` · pass ${done}/${total}`;
+  }
+  if (running && clockText) {
+    line += ` · ${clock(clockText.elapsed)} elapsed`;
+    if (clockText.remaining !== null && done < total) {
+      line += ` · about ${clock(clockText.remaining)} left`;
+    }
+  }
+  return line + (msg ? ' · ' + msg : '');
+}
+
+/** The timing record of a view for this render: a new one when a run starts, null when no run is going on. */
+function trackRun(root: HTMLElement, running: boolean, done: number, total: number): RunTiming | null {
+  const key = `${done}/${total}`;
+  const now = performance.now();
+  let t = runTimings.get(root) ?? null;
+  if (!running) {
+    runTimings.delete(root);
+    return null;
+  }
+  if (t === null) {
+    // the previous run's count stays in `progress` until this run's first pass: ignore it until it changes
+    t = { started: now, stale: key, passStart: null, passBase: 0 };
+    runTimings.set(root, t);
+  } else if (t.stale !== '' && key !== t.stale) {
+    t.stale = '';
+  }
+  if (t.stale === '' && total > 0 && t.passStart === null) {
+    t.passStart = now; // the first pass count of this run this view sees: the rate is measured from here
+    t.passBase = done;
+  }
+  return t;
 }
 
 function renderStatus({ model, dom, state }: ExplorerView): void {
   const status: string = model.get('status');
-  const [done, total] = model.get('progress') ?? [0, 0];
+  const [rawDone, rawTotal] = model.get('progress') ?? [0, 0];
   const { bar, statusText } = dom;
   dom.root.setAttribute('data-status', status);
   const running = status === 'running';
   dom.runBtn.disabled = running;
   dom.cancelBtn.disabled = !running;
+  const timing = trackRun(dom.root, running, rawDone, rawTotal);
+  const fresh = timing === null || timing.stale === '';
+  const [done, total] = fresh ? [rawDone, rawTotal] : [0, 0];
   if (running && total > 0) {
     bar.max = total;
     bar.value = done;
@@ -434,12 +510,28 @@ function renderStatus({ model, dom, state }: ExplorerView): void {
     bar.value = status === 'done' ? 1 : 0;
   }
   const msg: string = model.get('message') ?? '';
-  statusText.textContent = statusLine(status, done, total, msg);
+  const clockText = timing === null ? undefined : runClock(timing, done, total, performance.now());
+  statusText.textContent = statusLine(status, done, total, msg, clockText);
   statusText.classList.toggle('attnlab-error-text', status === 'error');
   if (msg && msg !== state.lastMessage) {
     dom.panel.removeAttribute('data-pending'); // e.g. a rejected selection: nothing more will arrive
   }
   state.lastMessage = msg;
+  scheduleClockTick(dom.root, () => renderStatus({ model, dom, state }), running);
+}
+
+/** While a run goes on, redraw the status line every second, so the elapsed time moves between passes. */
+const clockTimers = new WeakMap<HTMLElement, number>();
+function scheduleClockTick(root: HTMLElement, redraw: () => void, running: boolean): void {
+  const win = root.ownerDocument.defaultView;
+  const pending = clockTimers.get(root);
+  if (pending !== undefined) {
+    win?.clearTimeout(pending);
+    clockTimers.delete(root);
+  }
+  if (running && win && root.isConnected) {
+    clockTimers.set(root, win.setTimeout(redraw, 1000));
+  }
 }
 
 /** The baselines line, or a prompt to run when there is no run yet. */
