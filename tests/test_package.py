@@ -154,3 +154,17 @@ def test_embedded_model_prefers_io_on_ioi(embedded_model, ioi16):
     assert clean.mean() > 1.0, f"clean logit difference should be clearly positive, got {clean.mean():.3f}"
     assert corrupted.mean() < clean.mean() - 1.0
     assert (clean > 0).float().mean() >= 0.75
+
+
+def test_a_missing_front_end_bundle_names_its_path_and_how_to_build_it():
+    """Every widget loads its bundle through widget_support.front_end; a bundle that is not there says how to build."""
+    import pytest
+
+    from attnlab.errors import AttnlabError
+    from attnlab.widget_support import front_end, json_safe
+
+    assert front_end("attnlab.explorer", "explorer.js", "the Explorer").startswith(
+        (Path(__file__).parents[1] / "attnlab/explorer/static/explorer.js").read_text()[:200])
+    with pytest.raises(AttnlabError, match=r"attnlab/explorer/static/nope\.js\) is missing: .*make setup"):
+        front_end("attnlab.explorer", "nope.js", "the Explorer")
+    assert json_safe({"a": (float("nan"), 1.0, [float("-inf")])}) == {"a": [None, 1.0, [None]]}

@@ -11,13 +11,13 @@ which attends only to itself and is where attention sinks put their weight; larg
 """
 
 import html
-from importlib import resources
 
 import anywidget
 import traitlets as t
 
 from attnlab.attention_view.patterns import DEFAULT_MAX_TOKENS, AttentionPatterns, read_attention
-from attnlab.errors import ArgumentError, AttnlabError
+from attnlab.errors import ArgumentError
+from attnlab.widget_support import front_end
 
 __all__ = ["AttentionView"]
 
@@ -26,13 +26,7 @@ FALLBACK_NOTE = ("attnlab AttentionView: this front end cannot run Jupyter widge
 
 
 def _front_end() -> str:
-    try:
-        return resources.files("attnlab.attention_view").joinpath("static/attention.js").read_text()
-    except FileNotFoundError:
-        raise AttnlabError(
-            "the attention view's front end (attnlab/attention_view/static/attention.js) is missing: it is built from "
-            "labext/ by `make setup` (or `pip install -e .`, which runs `npm run build` in labext/)"
-        ) from None
+    return front_end("attnlab.attention_view", "attention.js", "the attention view")
 
 
 class AttentionView(anywidget.AnyWidget):

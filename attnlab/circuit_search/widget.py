@@ -13,9 +13,7 @@ slider's largest size), ``curve`` (the kernel's faithfulness at every size compu
 """
 
 import html
-import math
 import threading
-from importlib import resources
 
 import anywidget
 import traitlets as t
@@ -26,6 +24,7 @@ from attnlab.errors import AttnlabError
 from attnlab.explorer.tasks import ExplorerTask
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.metrics import MetricLike
+from attnlab.widget_support import front_end, json_safe
 
 __all__ = ["CircuitSearch"]
 
@@ -34,24 +33,7 @@ FALLBACK_NOTE = ("attnlab circuit search: this front end cannot run Jupyter widg
 
 
 def _front_end() -> str:
-    try:
-        return resources.files("attnlab.circuit_search").joinpath("static/circuitsearch.js").read_text()
-    except FileNotFoundError:
-        raise AttnlabError(
-            "the circuit search's front end (attnlab/circuit_search/static/circuitsearch.js) is missing: it is built "
-            "from labext/ by `make setup` (or `pip install -e .`, which runs `npm run build` in labext/)"
-        ) from None
-
-
-def _json_safe(value):
-    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    return front_end("attnlab.circuit_search", "circuitsearch.js", "the circuit search")
 
 
 class CircuitSearch(anywidget.AnyWidget):
@@ -215,14 +197,14 @@ class CircuitSearch(anywidget.AnyWidget):
                 self.set_trait("circuit", self._circuit_payload(run))
                 self.set_trait("prompts", [] if run is None else list(run.dataset.clean_prompts))
             elif what == "curve":
-                self.set_trait("curve", _json_safe(c.curve() or {}))
+                self.set_trait("curve", json_safe(c.curve() or {}))
             elif what == "size":
                 self.set_trait("shown_size", int(c.size or 0))
             elif what == "detail":
-                self.set_trait("detail_payload", _json_safe(c.detail or {}))
+                self.set_trait("detail_payload", json_safe(c.detail or {}))
                 self.set_trait("detail_prompt", c.detail_prompt)
             elif what == "comparison":
-                self.set_trait("comparison_summary", _json_safe(c.comparison_info or {}))
+                self.set_trait("comparison_summary", json_safe(c.comparison_info or {}))
 
     def _circuit_payload(self, run: SearchRun | None) -> dict:
         if run is None or not run.edges:
@@ -232,7 +214,7 @@ class CircuitSearch(anywidget.AnyWidget):
         n = run.sizes[-1] if run.sizes else run.n_edges
         c = self.controller
         title = f"Circuit: {c.model.info.name} on {run.controls['task']} ({run.controls['method'].upper()})"
-        return _json_safe(dict(circuit_payload(c.circuit(n, run=c.current), curve=c.curve(), max_edges=n,
+        return json_safe(dict(circuit_payload(c.circuit(n, run=c.current), curve=c.curve(), max_edges=n,
                                                title=title)))
 
     # -- browser -> Python ----------------------------------------------------------------------------------------

@@ -11,9 +11,7 @@ custom messages ``{"type": "run" | "cancel" | "select" | "controls" | "pattern_i
 """
 
 import html
-import math
 import threading
-from importlib import resources
 
 import anywidget
 import traitlets as t
@@ -23,6 +21,7 @@ from attnlab.dissociation.controller import ItemBuilder, WorkbenchController, Wo
 from attnlab.errors import AttnlabError
 from attnlab.explorer.cell_display import mark_displayed, refresh_in_cell, show_in_cell, shown_by_run
 from attnlab.memory import DEFAULT_BUDGET_MB
+from attnlab.widget_support import front_end, json_safe
 
 __all__ = ["RecallReasoningWorkbench"]
 
@@ -31,24 +30,7 @@ FALLBACK_NOTE = ("attnlab recall-versus-reasoning workbench: this front end cann
 
 
 def _front_end() -> str:
-    try:
-        return resources.files("attnlab.dissociation").joinpath("static/workbench.js").read_text()
-    except FileNotFoundError:
-        raise AttnlabError(
-            "the workbench's front end (attnlab/dissociation/static/workbench.js) is missing: it is built from "
-            "labext/ by `make setup` (or `pip install -e .`, which runs `npm run build` in labext/)"
-        ) from None
-
-
-def json_safe(value):
-    """``value`` with every non-finite float replaced by None (JSON has no NaN; the browser's parser rejects it)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
+    return front_end("attnlab.dissociation", "workbench.js", "the workbench")
 
 
 class RecallReasoningWorkbench(anywidget.AnyWidget):

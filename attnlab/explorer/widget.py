@@ -17,7 +17,6 @@ Your own prompts: the form's "Use these prompts" sends ``{"type": "custom_prompt
 
 import html
 import threading
-from importlib import resources
 
 import anywidget
 import traitlets as t
@@ -30,6 +29,7 @@ from attnlab.explorer.tasks import ExplorerTask
 from attnlab.memory import DEFAULT_BUDGET_MB
 from attnlab.render.views import metric_label
 from attnlab.metrics import MetricLike
+from attnlab.widget_support import front_end
 
 __all__ = ["Explorer"]
 
@@ -38,13 +38,7 @@ FALLBACK_NOTE = ("attnlab Explorer: this front end cannot run Jupyter widgets, s
 
 
 def _front_end() -> str:
-    try:
-        return resources.files("attnlab.explorer").joinpath("static/explorer.js").read_text()
-    except FileNotFoundError:
-        raise AttnlabError(
-            "the Explorer's front end (attnlab/explorer/static/explorer.js) is missing: it is built from labext/ by "
-            "`make setup` (or `pip install -e .`, which runs `npm run build` in labext/)"
-        ) from None
+    return front_end("attnlab.explorer", "explorer.js", "the Explorer")
 
 
 class Explorer(anywidget.AnyWidget):

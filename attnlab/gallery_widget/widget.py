@@ -13,7 +13,6 @@ Synced state (Python <-> browser): ``controls``, ``limits``, ``model_name``, ``s
 
 import html
 import threading
-from importlib import resources
 
 import anywidget
 import traitlets as t
@@ -21,6 +20,7 @@ import traitlets as t
 from attnlab.backends.base import Backend
 from attnlab.errors import AttnlabError
 from attnlab.gallery_widget.controller import GalleryController, GalleryRun
+from attnlab.widget_support import front_end, json_safe
 
 __all__ = ["HeadGalleryWidget"]
 
@@ -29,13 +29,7 @@ FALLBACK_NOTE = ("attnlab head gallery: this front end cannot run Jupyter widget
 
 
 def _front_end() -> str:
-    try:
-        return resources.files("attnlab.gallery_widget").joinpath("static/gallery.js").read_text()
-    except FileNotFoundError:
-        raise AttnlabError(
-            "the head gallery's front end (attnlab/gallery_widget/static/gallery.js) is missing: it is built from "
-            "labext/ by `make setup` (or `pip install -e .`, which runs `npm run build` in labext/)"
-        ) from None
+    return front_end("attnlab.gallery_widget", "gallery.js", "the head gallery")
 
 
 class HeadGalleryWidget(anywidget.AnyWidget):
@@ -224,19 +218,6 @@ class HeadGalleryWidget(anywidget.AnyWidget):
         return (f"<attnlab.HeadGalleryWidget {c.model.info.name!r} seq_len={c.controls['seq_len']} "
                 f"n_sequences={c.controls['n_sequences']} seed={c.controls['seed']} runs={len(c.runs)} "
                 f"status={c.status!r}>")
-
-
-def json_safe(value):
-    """``value`` with every non-finite float replaced by None (JSON has no NaN; the browser's parser rejects it)."""
-    import math
-
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _without_patterns(result):
